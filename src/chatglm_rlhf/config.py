@@ -1,0 +1,223 @@
+"""One config style for every stage: a dataclass, filled from a YAML recipe, then ``key=value`` overrides.
+
+* Each stage declares ``@dataclass class XConfig`` whose fields use :func:`field_` so the default and a
+  one-line help text sit next to each other (``--help`` prints both).
+* Nested dataclasses are allowed; override them with dotted keys (``lora.r=16``).
+* An unknown key or a value of the wrong type is a :class:`ConfigError` naming the key and where it came
+  from (the YAML file or the command line).
+* A recipe may hold several stages (the pipeline's recipe): a stage reads its own section
+  (``sft: {...}``) when ``section`` is given and present, else the whole file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from chatglm_rlhf.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def field_(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:  # noqa: A002
+    """A dataclass field with a help text. Mutable defaults (lists, dicts, dataclasses) are copied."""
+    meta = {"help": help}
+    if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
+        value = default
+        return dataclasses.field(default_factory=lambda: _copy(value), metadata=meta, **kw)
+    return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def _copy(value: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(value)
+
+
+def _resolve_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check (and gently convert) ``value`` to type ``tp``; raise ConfigError naming ``key``."""
+    base, optional = _strip_optional(tp)
+    if value is None:
+        if optional or tp is Any:
+            return None
+        raise ConfigError(f"{where}: {key} must be {_type_name(base)}, got null")
+    if base is Any:
+        return value
+    origin = typing.get_origin(base)
+    if typing.get_origin(base) is typing.Literal:
+        choices = typing.get_args(base)
+        if value not in choices:
+            raise ConfigError(f"{where}: {key} must be one of {list(choices)}, got {value!r}")
+        return value
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+    if base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+    if base is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+    if origin in (list, tuple):
+        if isinstance(value, str):  # "a,b,c" on the command line
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+        (item_tp, *_) = typing.get_args(base) or (Any,)
+        return [coerce(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(base):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping of {base.__name__} fields")
+        return from_dict(base, value, where=where, prefix=f"{key}.")
+    return value
+
+
+def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", prefix: str = "") -> C:
+    """Build dataclass ``cls`` from a (possibly nested) dict; unknown keys are errors."""
+    hints = _resolve_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(prefix + k for k in unknown)} (valid: {', '.join(sorted(names))})"
+        )
+    kwargs = {k: coerce(v, hints[k], prefix + k, where) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"command line: {dotted}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["lr=1e-4", "lora.r=8"]`` -> nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"command line: expected key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"command line: empty key in {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        # YAML reads "1e-4" as a string: retry as a number so float fields accept it.
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                pass
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: recipe not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values")
+    return data
+
+
+def load_config(
+    cls: type[C],
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    section: str | None = None,
+) -> C:
+    """YAML recipe (its ``section`` if present) + ``key=value`` overrides -> validated ``cls``."""
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if config_path:
+        data = read_yaml(config_path)
+        if section and isinstance(data.get(section), dict):
+            data = data[section]
+        where = str(config_path)
+        from_dict(cls, data, where=where)  # file errors name the file, not the command line
+    cli = parse_overrides(overrides or [])
+    return from_dict(cls, _merge(data, cli), where="command line" if cli else where)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def help_lines(cls: type, prefix: str = "") -> list[str]:
+    """``key (type, default X): help`` for every field, nested ones dotted: for ``--help`` epilogues."""
+    hints = _resolve_types(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        base, _ = _strip_optional(tp)
+        if dataclasses.is_dataclass(base):
+            lines.extend(help_lines(base, prefix + f.name + "."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        lines.append(f"  {prefix}{f.name} = {default!r}  [{_type_name(tp)}]  {f.metadata.get('help', '')}")
+    return lines

@@ -1,0 +1,168 @@
+"""Loading causal LMs and tokenizers: device and dtype choice, optional LoRA, gradient checkpointing.
+
+Works for local checkpoints and hub ids alike (hub ids need network access, which tests never use).
+ChatGLM3 checkpoints ship their own modelling code: pass ``trust_remote_code=True`` to run it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import transformers
+from packaging.version import Version
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from chatglm_rlhf.errors import ConfigError
+
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto``: cuda, else mps, else cpu. An explicit device ("cpu", "cuda", "cuda:1") must exist."""
+    pref = str(preference).strip().lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        device = torch.device(pref)
+    except RuntimeError as e:
+        raise ConfigError(f"device: {preference!r} is not a device (try auto, cpu, cuda, cuda:1, mps)") from e
+    # Fail here with a clear message rather than deep inside .to() later.
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(f"device: {preference!r} requested but this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError("device: 'mps' requested but MPS is not available")
+    return device
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    # including_emulation=False: GPUs that only emulate bf16 (pre-Ampere) are slow with it; use fp16 there.
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the argument
+        return torch.cuda.is_bf16_supported()
+
+
+def pick_dtype(device: torch.device | str, preference: str | torch.dtype = "auto") -> torch.dtype:
+    """``auto``: bf16 on CUDA with native bf16, fp16 on other CUDA GPUs, fp32 on CPU and MPS.
+
+    CPU never defaults to bf16 (slow matmuls there); MPS stays fp32 because fp16 training without a loss
+    scaler is unstable. Explicit "fp32"/"bf16"/"fp16" (or a ``torch.dtype``) are honoured.
+    """
+    if isinstance(preference, torch.dtype):
+        return preference
+    pref = str(preference).strip().lower()
+    if pref in _DTYPES:
+        return _DTYPES[pref]
+    if pref != "auto":
+        raise ConfigError(f"dtype: {preference!r} is not one of auto, fp32, bf16, fp16")
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16 if _cuda_bf16(torch.device(device)) else torch.float16
+    return torch.float32
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, padding_side: str = "left"):
+    """``AutoTokenizer`` with left padding (what batched generation needs).
+
+    Tokenizers without a pad token get ``pad_token = eos_token``: padded positions are masked by the
+    attention mask and the labels, so sharing the id with eos is harmless.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(
+        name_or_path, trust_remote_code=trust_remote_code, padding_side=padding_side
+    )
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | None = None  # None: every linear layer except the output head
+
+    def to_peft(self):
+        from peft import LoraConfig, TaskType
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.target_modules or "all-linear",
+            task_type=TaskType.CAUSAL_LM,
+        )
+
+
+def _dtype_kwarg() -> str:
+    # transformers 4.56 renamed from_pretrained's ``torch_dtype`` to ``dtype`` (5.x warns on the old name).
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def _enable_checkpointing(model) -> None:
+    # Non-reentrant checkpointing also works when the inputs need no grad (frozen embeddings + LoRA).
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False  # the KV cache is useless when recomputing activations
+
+
+def load_causal_lm(
+    name_or_path: str,
+    dtype: str | torch.dtype = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    lora: LoraSettings | None = None,
+    gguf_file: str | None = None,
+    gradient_checkpointing: bool = False,
+):
+    """``AutoModelForCausalLM.from_pretrained`` on the chosen device and dtype, optionally with LoRA.
+
+    With ``lora`` the result is a peft model whose only trainable parameters are the adapters. The model
+    comes back in eval mode (as from_pretrained leaves it); trainers switch to train mode themselves.
+    """
+    dev = pick_device(device)
+    kwargs = {_dtype_kwarg(): pick_dtype(dev, dtype), "trust_remote_code": trust_remote_code}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file  # dequantised on load; needs the ``gguf`` package
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs).to(dev)
+    if gradient_checkpointing:
+        _enable_checkpointing(model)
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora.to_peft())
+    return model
+
+
+def describe_model(model) -> str:
+    """One log line: class, parameter counts, dtype(s) and device(s)."""
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    dtypes = ",".join(sorted({str(p.dtype).replace("torch.", "") for p in params})) or "-"
+    devices = ",".join(sorted({str(p.device) for p in params})) or "-"
+    pct = 100.0 * trainable / total if total else 0.0
+    return (
+        f"{type(model).__name__}: {total:,} params, {trainable:,} trainable ({pct:.2f}%), "
+        f"dtype {dtypes}, device {devices}"
+    )

@@ -1,0 +1,252 @@
+"""Supervised fine-tuning: next-token loss on the response tokens only (history and prompt masked).
+
+The same loop runs on CPU, one GPU or many through accelerate. Gradient accumulation divides by the
+number of response tokens of the whole optimizer step, so accumulating k micro-batches gives the same
+update as one k-times-larger batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from chatglm_rlhf.config import field_
+from chatglm_rlhf.data.schema import DialogueSample
+from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.policy.losses import sft_loss
+from chatglm_rlhf.utils.training import (
+    Checkpointer,
+    MetricsLog,
+    check_finite,
+    epoch_order,
+    lr_lambda,
+    make_accelerator,
+    save_json,
+    set_seed,
+)
+
+
+@dataclass
+class SFTConfig:
+    model: str = field_("", help="base model: local path or hub id (required)")
+    data: str = field_(
+        "", help="SFT data: our samples JSONL (each response is a target) or a preference file (chosen)"
+    )
+    output_dir: str = field_("out/sft", help="where the fine-tuned model and checkpoints go")
+    eval_data: str | None = field_(None, help="optional held-out SFT data for the eval loss")
+    max_length: int = field_(
+        512, help="max tokens of history + prompt + response (oldest history dropped first)"
+    )
+    truncate_response: bool = field_(False, help="cut over-long responses instead of raising an error")
+    epochs: float = field_(1.0, help="passes over the data (fractions allowed)")
+    max_steps: int = field_(-1, help="stop after this many optimizer steps (-1: from epochs)")
+    batch_size: int = field_(8, help="sequences per micro-batch per device")
+    grad_accum: int = field_(1, help="micro-batches per optimizer step")
+    lr: float = field_(5e-5, help="peak learning rate (AdamW)")
+    weight_decay: float = field_(0.0, help="AdamW weight decay")
+    warmup_ratio: float = field_(0.03, help="fraction of steps with linear warmup")
+    lr_schedule: str = field_("cosine", help="constant | linear | cosine (after warmup)")
+    max_grad_norm: float = field_(1.0, help="gradient clipping (0 = off)")
+    seed: int = field_(42, help="seed for init, data order and dropout")
+    mixed_precision: str = field_("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16 | fp16")
+    cpu: bool = field_(False, help="force CPU even when a GPU is present")
+    gradient_checkpointing: bool = field_(
+        False, help="trade compute for memory (slow on CPU: off by default)"
+    )
+    trust_remote_code: bool = field_(False, help="allow model code from the checkpoint (ChatGLM3 needs it)")
+    lora_r: int = field_(0, help="LoRA rank (0 = full fine-tuning)")
+    lora_alpha: int = field_(16, help="LoRA alpha")
+    log_every: int = field_(10, help="log metrics every N steps")
+    save_every: int = field_(0, help="checkpoint every N steps (0 = only at the end)")
+    resume: bool = field_(False, help="continue from the last checkpoint in output_dir")
+    progress: bool = field_(True, help="show a progress bar")
+
+
+def load_sft_examples(path: str) -> list[tuple[DialogueSample, str]]:
+    """(sample, target response) pairs from our samples JSONL, or the chosen side of a preference file."""
+    from chatglm_rlhf.data.io import iter_json_lines, read_samples
+
+    first = next((obj for _, obj in iter_json_lines(path) if isinstance(obj, dict)), None)
+    if first is None:
+        raise UserError(f"{path}: no JSON records")
+    if "responses" in first:
+        samples, report = read_samples(path)
+        report.print()
+        examples = [(s, r) for s in samples for r in s.responses]
+        empty = [s.id for s in samples if not s.responses]
+        if empty:
+            print(f"{path}: {len(empty)} samples have no response and give no SFT target (e.g. {empty[0]})")
+        return examples
+    from chatglm_rlhf.data.formats import load_comparisons
+
+    comparisons, report = load_comparisons(path)
+    report.print()
+    ties = sum(c.label == "tie" for c in comparisons)
+    if ties:
+        print(f"{path}: {ties} ties have no chosen response and give no SFT target")
+    return [(c.sample(), c.chosen) for c in comparisons if c.label != "tie"]
+
+
+def encode_examples(tokenizer, examples, max_length: int, truncate_response: bool) -> list:
+    from chatglm_rlhf.data.templates import encode_sft
+
+    encoded = [encode_sft(tokenizer, s, r, max_length, truncate_response) for s, r in examples]
+    dropped = sum(e.history_dropped for e in encoded)
+    if dropped:
+        print(f"truncation: dropped {dropped} oldest history turns to fit max_length={max_length}")
+    return encoded
+
+
+def evaluate_loss(model, batches, device) -> float:
+    """Mean per-token SFT loss over ``batches`` (dicts from ``collate_encoded``)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for b in batches:
+            logits = model(
+                input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)
+            ).logits
+            loss, n = sft_loss(logits, b["labels"].to(device), reduction="sum")
+            total += float(loss)
+            tokens += int(n)
+    return total / max(tokens, 1)
+
+
+def make_batches(encoded, batch_size: int, pad_id: int, seed: int = 0, shuffle: bool = False) -> list[dict]:
+    from chatglm_rlhf.data.collate import collate_encoded, length_grouped_batches
+
+    groups = length_grouped_batches(
+        [len(e.input_ids) for e in encoded], batch_size, seed=seed, shuffle=shuffle
+    )
+    return [collate_encoded([encoded[i] for i in g], pad_id) for g in groups]
+
+
+class SFTTrainer:
+    def __init__(self, cfg: SFTConfig, model=None, tokenizer=None):
+        self.cfg = cfg
+        set_seed(cfg.seed)
+        self.acc = make_accelerator(cfg.mixed_precision, cfg.grad_accum, cpu=cfg.cpu)
+        if model is None or tokenizer is None:
+            model, tokenizer = self._load(cfg)
+        self.model, self.tokenizer = model, tokenizer
+        self.pad_id = tokenizer.pad_token_id
+
+    @staticmethod
+    def _load(cfg: SFTConfig):
+        from chatglm_rlhf.models.loading import LoraSettings, load_causal_lm, load_tokenizer
+
+        if not cfg.model:
+            raise UserError("sft: model=... is required (a local path or hub id)")
+        tok = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha) if cfg.lora_r > 0 else None
+        # Weights stay fp32 for training; accelerate's autocast supplies bf16 where it pays.
+        model = load_causal_lm(
+            cfg.model,
+            dtype="fp32",
+            device="cpu",
+            trust_remote_code=cfg.trust_remote_code,
+            lora=lora,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        )
+        return model, tok
+
+    def train(self, examples: list[tuple[DialogueSample, str]], eval_examples=None) -> dict:
+        cfg, acc = self.cfg, self.acc
+        enc = encode_examples(self.tokenizer, examples, cfg.max_length, cfg.truncate_response)
+        if not enc:
+            raise UserError("sft: no training examples")
+        per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+        steps_per_epoch = max(1, len(enc) // per_step)
+        total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * steps_per_epoch))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = int(cfg.warmup_ratio * total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, warmup, total))
+        model, opt, sched = acc.prepare(self.model, opt, sched)
+        ckpt = Checkpointer(cfg.output_dir, acc)
+        log = MetricsLog(Path(cfg.output_dir) / "metrics.jsonl", enabled=acc.is_main_process)
+        step = 0
+        if cfg.resume and (last := ckpt.latest()) is not None:
+            step = ckpt.load(last)["step"]
+            log.truncate_after(step)
+            acc.print(f"resumed from {last} at step {step}")
+        bar = tqdm(total=total, initial=step, desc="sft", disable=not (cfg.progress and acc.is_main_process))
+        t0, last_loss = time.time(), float("nan")
+        while step < total:
+            batch_idx = self._step_indices(len(enc), step, per_step)
+            last_loss = self._train_step(model, opt, sched, [enc[i] for i in batch_idx], step)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+            if step % cfg.log_every == 0 or step == total:
+                log.log(step, {"loss": last_loss, "lr": sched.get_last_lr()[0]})
+            if cfg.save_every and step % cfg.save_every == 0 and step < total:
+                ckpt.save(step)
+        bar.close()
+        result = {"steps": step, "train_loss": last_loss, "seconds": time.time() - t0}
+        if eval_examples:
+            ev = encode_examples(self.tokenizer, eval_examples, cfg.max_length, cfg.truncate_response)
+            result["eval_loss"] = evaluate_loss(
+                model, make_batches(ev, cfg.batch_size, self.pad_id), acc.device
+            )
+        self.save(result)
+        return result
+
+    def _step_indices(self, n: int, step: int, per_step: int) -> list[int]:
+        """This rank's examples for optimizer step ``step``; the order is a function of (seed, epoch)."""
+        steps_per_epoch = max(1, n // per_step)
+        epoch, k = divmod(step, steps_per_epoch)
+        order = epoch_order(n, self.cfg.seed, epoch)
+        global_idx = [order[(k * per_step + j) % n] for j in range(per_step)]
+        return global_idx[self.acc.process_index :: self.acc.num_processes]
+
+    def _train_step(self, model, opt, sched, batch: list, step: int) -> float:
+        from chatglm_rlhf.data.collate import collate_encoded
+
+        cfg, acc = self.cfg, self.acc
+        model.train()
+        n_tokens = sum(sum(1 for x in e.labels[1:] if x != -100) for e in batch)
+        micro = [batch[i : i + cfg.batch_size] for i in range(0, len(batch), cfg.batch_size)]
+        total = 0.0
+        for i, mb in enumerate(micro):
+            b = collate_encoded(mb, self.pad_id)
+            ctx = acc.no_sync(model) if i < len(micro) - 1 else nullcontext()
+            with ctx, acc.autocast():
+                logits = model(
+                    input_ids=b["input_ids"].to(acc.device), attention_mask=b["attention_mask"].to(acc.device)
+                ).logits
+                loss_sum, _ = sft_loss(logits, b["labels"].to(acc.device), reduction="sum")
+                loss = loss_sum / max(n_tokens, 1)
+            check_finite(loss, step + 1)
+            acc.backward(loss)
+            total += float(loss.detach())
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        return total
+
+    def save(self, result: dict) -> None:
+        acc, out = self.acc, Path(self.cfg.output_dir)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            unwrapped = acc.unwrap_model(self.model)
+            if hasattr(unwrapped, "merge_and_unload"):  # LoRA: save a plain model that from_pretrained loads
+                unwrapped = unwrapped.merge_and_unload()
+            unwrapped.save_pretrained(out, safe_serialization=True)
+            self.tokenizer.save_pretrained(out)
+            save_json(out / "sft_result.json", result)
+            (out / "sft_config.json").write_text(json.dumps(self.cfg.__dict__, indent=2))
+
+
+def run_sft(cfg: SFTConfig) -> dict:
+    examples = load_sft_examples(cfg.data)
+    eval_examples = load_sft_examples(cfg.eval_data) if cfg.eval_data else None
+    return SFTTrainer(cfg).train(examples, eval_examples)

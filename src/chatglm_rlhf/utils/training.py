@@ -1,0 +1,187 @@
+"""Pieces every trainer shares: seeding, the accelerator, NaN guards, checkpoints, metric logs.
+
+Trainers (SFT, RM, PPO, DPO) only orchestrate: the loss math lives in small pure functions, and the
+bookkeeping lives here so that each trainer stays short and they all behave the same way (stop on a
+non-finite loss naming the step; resume from the last checkpoint with optimizer, RNG and step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from chatglm_rlhf.errors import TrainingError
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_accelerator(mixed_precision: str = "auto", grad_accum: int = 1, cpu: bool = False):
+    """An ``accelerate.Accelerator`` with per-device defaults.
+
+    ``mixed_precision="auto"``: bf16 autocast on a CUDA device that supports it, none on CPU (bf16
+    autocast is slower than fp32 on most CPUs, so it is never the CPU default).
+    """
+    from accelerate import Accelerator
+
+    if mixed_precision == "auto":
+        use_bf16 = (not cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        mixed_precision = "bf16" if use_bf16 else "no"
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu)
+
+
+def check_finite(loss: torch.Tensor | float, step: int, what: str = "loss") -> None:
+    """Stop training with a clear error when the loss is NaN or inf (it never recovers by itself)."""
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"{what} is {value} at step {step}: training stopped. Lower the learning rate, check the data "
+            "for empty responses, or use fp32; resume=true continues from the last checkpoint."
+        )
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    """Linear warmup then constant / linear / cosine decay, as a ``LambdaLR`` multiplier."""
+
+    def f(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant" or total_steps <= warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+class MetricsLog:
+    """Append-only JSONL of per-step metrics (and TensorBoard when it is installed), rank 0 only."""
+
+    def __init__(self, path: str | Path, enabled: bool = True, tensorboard: bool = False):
+        self.path = Path(path)
+        self.enabled = enabled
+        self.tb = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self.tb = SummaryWriter(str(self.path.parent / "tb"))
+                except ImportError:  # tensorboard is optional
+                    self.tb = None
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, forget rows logged after the checkpoint so the log has no duplicates."""
+        if not (self.enabled and self.path.exists()):
+            return
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if r.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item()
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v
+
+
+class Checkpointer:
+    """``output_dir/checkpoints/step-N``: accelerate state (model, optimizer, scheduler, RNG) + step.
+
+    Keeps the newest ``keep`` checkpoints. ``latest()`` is what ``resume=true`` loads.
+    """
+
+    def __init__(self, output_dir: str | Path, accelerator, keep: int = 2):
+        self.root = Path(output_dir) / "checkpoints"
+        self.acc = accelerator
+        self.keep = keep
+
+    def save(self, step: int, extra: dict[str, Any] | None = None) -> Path:
+        path = self.root / f"step-{step}"
+        self.acc.save_state(str(path))
+        if self.acc.is_main_process:
+            state = {"step": step, "python_random": _py_random_state(), **(extra or {})}
+            (path / "trainer_state.json").write_text(json.dumps(state))
+            self._prune()
+        self.acc.wait_for_everyone()
+        return path
+
+    def latest(self) -> Path | None:
+        if not self.root.exists():
+            return None
+        done = [p for p in self.root.glob("step-*") if (p / "trainer_state.json").exists()]
+        return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+    def load(self, path: Path) -> dict[str, Any]:
+        self.acc.load_state(str(path))
+        state = json.loads((path / "trainer_state.json").read_text())
+        random.setstate(_py_random_from_json(state.pop("python_random")))
+        return state
+
+    def _prune(self) -> None:
+        steps = sorted(self.root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in steps[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _py_random_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _py_random_from_json(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def save_json(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_dataclass(obj):
+        obj = asdict(obj)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_plain))
+    tmp.replace(path)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The sample order of one epoch: a function of (seed, epoch) alone, so a resumed run sees the same."""
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(n))
+    rng.shuffle(order)
+    return order
