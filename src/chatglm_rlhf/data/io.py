@@ -49,6 +49,8 @@ class ReadReport:
 
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any | Exception]]:
     """Yield ``(line_no, obj)`` for every non-blank line; ``obj`` is the exception if the JSON is bad."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():

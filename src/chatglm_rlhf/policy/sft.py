@@ -247,6 +247,8 @@ class SFTTrainer:
 
 
 def run_sft(cfg: SFTConfig) -> dict:
+    if not cfg.model or not cfg.data:
+        raise UserError("sft: model=... is required (a local path or hub id) and data=... (an SFT file)")
     examples = load_sft_examples(cfg.data)
     eval_examples = load_sft_examples(cfg.eval_data) if cfg.eval_data else None
     return SFTTrainer(cfg).train(examples, eval_examples)
