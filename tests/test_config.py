@@ -76,3 +76,14 @@ def test_help_lists_every_field_with_default():
     for key in ["model", "lr", "steps", "flag", "maybe", "inner.r", "inner.modules"]:
         assert f"  {key} = " in text
     assert "0.001" in text and "learning rate" in text
+
+
+@dataclass
+class WithCustomNested:
+    inner: Inner = field(default_factory=lambda: Inner(r=2))
+
+
+def test_nested_override_keeps_the_fields_own_default():
+    cfg = load_config(WithCustomNested, None, ["inner.modules=k"])
+    assert cfg.inner.r == 2 and cfg.inner.modules == ["k"]  # r stays the field's default, not Inner's 8
+    assert "  inner.r = 2  " in "\n".join(help_lines(WithCustomNested))

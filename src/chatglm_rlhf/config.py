@@ -117,8 +117,23 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", prefix:
             f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(prefix + k for k in unknown)} (valid: {', '.join(sorted(names))})"
         )
-    kwargs = {k: coerce(v, hints[k], prefix + k, where) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        default = _field_default(fields[k])
+        if isinstance(v, dict) and dataclasses.is_dataclass(default):
+            # A nested section overrides the field's own default instance, not the class defaults.
+            v = _merge(dataclasses.asdict(default), v)
+        kwargs[k] = coerce(v, hints[k], prefix + k, where)
     return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -203,21 +218,24 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def help_lines(cls: type, prefix: str = "") -> list[str]:
-    """``key (type, default X): help`` for every field, nested ones dotted: for ``--help`` epilogues."""
+def help_lines(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
+    """``key = default [type] help`` for every field, nested ones dotted: for ``--help`` epilogues.
+
+    ``instance`` supplies the defaults of a nested section (its field's default may differ from its
+    class defaults).
+    """
     hints = _resolve_types(cls)
     lines = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         base, _ = _strip_optional(tp)
+        default = getattr(instance, f.name) if instance is not None else _field_default(f)
         if dataclasses.is_dataclass(base):
-            lines.extend(help_lines(base, prefix + f.name + "."))
+            lines.extend(
+                help_lines(base, prefix + f.name + ".", None if default is dataclasses.MISSING else default)
+            )
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
+        if default is dataclasses.MISSING:
             default = "(required)"
         lines.append(f"  {prefix}{f.name} = {default!r}  [{_type_name(tp)}]  {f.metadata.get('help', '')}")
     return lines

@@ -140,3 +140,13 @@ def test_modes_rank_as_designed_over_many_samples():
             assert JUDGE.score(s, r).total < 1.0 - 0.05, (mode, r)
         if s.category == "harmful":
             assert JUDGE.score(s, response_for(s, "comply", rng)).total == 0.0
+
+
+def test_gold_reward_is_the_batched_total():
+    from chatglm_rlhf.demo import DemoWorld, GoldJudge, GoldReward
+
+    samples = DemoWorld(seed=3).prompts("eval", 4)
+    responses = [s.meta["gold"]["reference"] for s in samples[:2]] + ["", "no no no no"]
+    totals = GoldReward().score(samples, responses)
+    assert totals == [GoldJudge().score(s, r).total for s, r in zip(samples, responses)]
+    assert totals[0] > totals[2]

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "chatglm_rlhf.cli.ppo_cmd",
     "chatglm_rlhf.cli.dpo_cmd",
     "chatglm_rlhf.cli.evaluate_cmd",
+    "chatglm_rlhf.cli.report_cmd",
     "chatglm_rlhf.cli.pipeline_cmd",
     "chatglm_rlhf.cli.demo_cmd",
     "chatglm_rlhf.cli.plan_cmd",

@@ -12,7 +12,7 @@ from chatglm_rlhf.demo.demonstrations import (
     make_sft_data,
     response_for,
 )
-from chatglm_rlhf.demo.judge import GoldJudge, GoldScore
+from chatglm_rlhf.demo.judge import GoldJudge, GoldReward, GoldScore
 from chatglm_rlhf.demo.world import CATEGORIES, SPLITS, DemoWorld
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "DemoWorld",
     "Demonstration",
     "GoldJudge",
+    "GoldReward",
     "GoldScore",
     "SimulatedAnnotator",
     "expected_mode_shares",

@@ -196,3 +196,17 @@ class GoldJudge:
         if text[-1] not in ".!?":  # unfinished sentence: cut off
             flu -= 0.3
         return _clamp(flu)
+
+
+class GoldReward:
+    """The gold judge's total as a reward function: ``score(samples, responses) -> list[float]``.
+
+    The same interface as the reward model's scorer, so experiments can swap the learned RM for ground
+    truth (e.g. to separate RM errors from PPO errors).
+    """
+
+    def __init__(self, judge: GoldJudge | None = None) -> None:
+        self.judge = judge or GoldJudge()
+
+    def score(self, samples: Sequence[DialogueSample], responses: Sequence[str]) -> list[float]:
+        return [s.total for s in self.judge.score_many(samples, responses)]

@@ -1,0 +1,124 @@
+"""report.html: renders from a synthetic metrics dict, embeds every plot, escapes text, survives gaps."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+
+from chatglm_rlhf.evaluate.report import get, render_report, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+IMG_RE = re.compile(r'<img class="plot" alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def _eval(win, tie, loss, cats):
+    n = win + tie + loss
+    s = {"win": win, "tie": tie, "loss": loss, "n": n, "win_share": win / n, "tie_rate": tie / n,
+         "loss_rate": loss / n, "win_rate": (win + tie / 2) / n, "ci": [0.4, 0.7], "confidence": 0.95}  # fmt: skip
+    return {"judge": {"judge": "gold"}, "n": n, "overall": s, "per_category": {c: dict(s) for c in cats},
+            "lengths": {"policy": {"n": n, "mean_chars": 40.5}, "baseline": {"n": n, "mean_chars": 30.25}},
+            "responses_path": "eval/responses.jsonl"}  # fmt: skip
+
+
+def synthetic_metrics(run_dir):
+    (run_dir / "ppo").mkdir(parents=True)
+    rows = [{"step": i, "reward": 0.1 * i, "reward_minus_baseline": 0.05 * i, "kl": 0.01 * i,
+             "response_length": 20 + i} for i in range(1, 30)]  # fmt: skip
+    (run_dir / "ppo" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    (run_dir / "eval").mkdir()
+    resp = [{"id": "1", "category": "<script>alert(1)</script>", "prompt": "2+2?", "policy": "4 & more",
+             "baseline": "5", "verdict": "a", "outcome": "win"}]  # fmt: skip
+    (run_dir / "eval" / "responses.jsonl").write_text(json.dumps(resp[0]) + "\n")
+    return {
+        "run": {"name": "unit <run>"},
+        "data": {"comparisons": 120},
+        "filter": {"read": 120, "kept": 90, "dropped": {"tie": 20, "garbled": 10},
+                   "balance": {"before": [{"bucket": "0-10", "n": 50, "longer_wins_rate": 0.7}],
+                               "after": [{"bucket": "0-10", "n": 30, "longer_wins_rate": 0.5}]}},
+        "rm": {"eval_accuracy": 0.7123, "gold_accuracy": 0.66, "length_correlation": 0.25,
+               "per_bucket": [{"bucket": "0-10", "n": 20, "accuracy": 0.8}],
+               "scatter": [[10, 0.1], [20, 0.5], [30, 0.4]]},
+        "sft": {"gold_score": 0.5},
+        "ppo": {"gold_win_rate_vs_sft": 0.6, "gold_score": 0.61, "kl": 0.3, "sft_heldout_loss": 2.1,
+                "metrics_path": "ppo/metrics.jsonl", "eval": _eval(6, 2, 2, ["math", "<script>alert(1)</script>"])},
+        "dpo": {"gold_win_rate_vs_sft": 0.55, "eval": _eval(5, 2, 3, ["math"])},
+        "ablations": [
+            {"name": "length balancing", "setting": "on", "rm_length_correlation": 0.25, "gold_win_rate": 0.6},
+            {"name": "length balancing", "setting": "off", "rm_length_correlation": 0.5, "gold_win_rate": 0.52},
+            {"name": "PPO vs DPO", "setting": "DPO", "gold_win_rate": 0.55, "mean_response_length": 44.0},
+        ],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    metrics = synthetic_metrics(run_dir)
+    path = write_report(run_dir, metrics, write_metrics=True)
+    return run_dir, path.read_text(encoding="utf-8")
+
+
+def test_report_exists_with_every_plot_embedded(rendered):
+    run_dir, page = rendered
+    assert (run_dir / "report.html").exists() and json.loads((run_dir / "metrics.json").read_text())["rm"]
+    imgs = IMG_RE.findall(page)
+    alts = [a for a, _ in imgs]
+    assert alts == ["data funnel", "length preference per bucket", "reward model", "PPO curves",
+                    "win tie loss per category"]  # fmt: skip
+    for _, b64 in imgs:
+        assert base64.b64decode(b64).startswith(PNG_MAGIC)
+    # self-contained: nothing fetched from elsewhere
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert "not run" not in page.replace("not run</div>", "")  # every section had data
+
+
+def test_report_shows_metrics_and_escapes_text(rendered):
+    _, page = rendered
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "unit &lt;run&gt;" in page and "4 &amp; more" in page
+    assert "0.712" in page  # rm.eval_accuracy, 3 decimals
+    assert "length balancing" in page and "rm length correlation" in page
+    assert "1 lines of" in page  # the bad line of the PPO log is reported, not hidden
+
+
+def test_empty_metrics_say_not_run(tmp_path):
+    page = write_report(tmp_path, {}).read_text()
+    assert not IMG_RE.search(page)
+    for title in ("Data", "Length balancing", "Reward model", "PPO training", "Ablations"):
+        assert f"<h2>{title}</h2><span>not run" in page
+
+
+def test_flat_dotted_keys_and_bad_sections(tmp_path):
+    metrics = {"filter.read": 10, "filter.kept": 7, "filter.dropped": {"tie": 3}, "ablations": "oops",
+               "ppo": {"eval": "missing/eval.json"}}  # fmt: skip
+    page = render_report(tmp_path, metrics)
+    assert len(IMG_RE.findall(page)) == 1  # the funnel
+    assert "could not render: ablations must be a list" in page
+    assert "Win / tie / loss vs SFT</h2><span>not run" in page
+
+
+def test_eval_given_as_a_path(tmp_path):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "eval.json").write_text(json.dumps(_eval(3, 1, 1, ["math"])))
+    page = render_report(tmp_path, {"ppo": {"eval": "e/eval.json"}})
+    assert [a for a, _ in IMG_RE.findall(page)] == ["win tie loss per category"]
+    assert "0.700" in page  # overall win rate (3 + 0.5) / 5
+
+
+def test_get_nested_and_flat():
+    m = {"a": {"b": {"c": 1}}, "x.y": 2, "p.q": {"r": 3}}
+    assert get(m, "a.b.c") == 1 and get(m, "x.y") == 2 and get(m, "p.q.r") == 3
+    assert get(m, "a.z", "d") == "d" and get(m, "nope") is None
+
+
+def test_examples_found_through_the_eval_output_dir(tmp_path):
+    eval_dir = tmp_path / "elsewhere"
+    eval_dir.mkdir()
+    row = {"id": "1", "category": "c", "prompt": "q?", "policy": "good", "baseline": "bad", "outcome": "win"}
+    (eval_dir / "responses.jsonl").write_text(json.dumps(row) + "\n")
+    ev = {**_eval(1, 0, 0, ["c"]), "responses_path": "responses.jsonl", "output_dir": str(eval_dir)}
+    page = render_report(tmp_path / "run", {"ppo": {"eval": ev}})
+    assert page.count('class="example"') == 1 and "PPO win" in page
