@@ -150,3 +150,13 @@ def test_gold_reward_is_the_batched_total():
     totals = GoldReward().score(samples, responses)
     assert totals == [GoldJudge().score(s, r).total for s, r in zip(samples, responses)]
     assert totals[0] > totals[2]
+
+
+def test_punctuation_only_answers_are_not_fluent():
+    from chatglm_rlhf.demo import DemoWorld, GoldJudge
+
+    judge = GoldJudge()
+    for sample in DemoWorld(seed=1).prompts("eval", 12):
+        for junk in (".", "...", "!?"):
+            assert judge.score(sample, junk).fluency == 0.0
+            assert judge.score(sample, junk).total < judge.score(sample, sample.meta["gold"]["reference"]).total

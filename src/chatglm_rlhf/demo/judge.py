@@ -177,7 +177,7 @@ class GoldJudge:
 
     def fluency(self, response: str) -> float:
         text = response.strip()
-        if not text:
+        if not W.words_of(text):  # empty or punctuation only ("." / "..."): not an answer at all
             return 0.0
         junk = sum(ch not in _ALLOWED_CHARS for ch in text) / len(text)
         words = [w for w in W.words_of(text) if not w.isdigit()]
