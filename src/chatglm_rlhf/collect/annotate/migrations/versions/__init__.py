@@ -1,0 +1,1 @@
+"""Migration scripts, oldest first; each file's ``down_revision`` names its parent."""

@@ -1,0 +1,118 @@
+"""A real browser (Debian's chromium, headless, driven by Playwright) annotates 3 pairs by keyboard.
+
+Skips with the reason when /usr/bin/chromium or the playwright package is missing; CI installs both
+(scripts/ci_annotate_services.sh). Never runs ``playwright install``: the system browser is used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",  # the server is on 127.0.0.1; never route it through a proxy
+]
+# Keys per item: six criterion scores (left then right) and the overall choice, then Enter.
+KEYS = ["4535242", "3333333", "5121245"]
+
+
+@pytest.fixture
+def live_server(tmp_path, fast_hash, helpers):
+    from chatglm_rlhf.collect.annotate import service
+    from chatglm_rlhf.collect.annotate.db import Database, migrate
+    from chatglm_rlhf.collect.annotate.process import start_server
+
+    db = Database(str(tmp_path / "browser.db"))
+    migrate(db)
+    path = helpers.write_candidates(tmp_path / "c.jsonl", helpers.candidates(n=3, k=3))
+    service.load_file(db, str(path), "demo", overlap=1, pair_mode="all")
+    with db.write() as s:
+        service.create_user(s, "ann1", helpers.password)
+    server = start_server(str(tmp_path / "browser.db"))
+    yield server.url, db
+    server.stop()
+    db.dispose()
+
+
+def _browser(p):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium (scripts/ci_annotate_services.sh)")
+    return p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+
+
+def test_browser_keyboard_annotation(live_server, helpers, tmp_path):
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (no browser download)"
+    )
+    from chatglm_rlhf.collect.annotate.models import Annotation, Assignment, User
+
+    url, db = live_server
+    dialogs: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.set_default_timeout(15_000)
+        page.goto(url + "/")
+        page.fill("input[name=username]", "ann1")
+        page.fill("input[name=password]", helpers.password)
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        # The guidelines come first.
+        assert page.url.endswith("/annotate/demo/guidelines")
+        assert "Helpfulness" in page.inner_text("#guidelines") and "Harmlessness" in page.inner_text(
+            "#guidelines"
+        )
+        with page.expect_navigation():
+            page.click("#start")
+        seen = []
+        for n, keys in enumerate(KEYS):
+            page.wait_for_selector("#annotate-form")
+            action = page.get_attribute("#annotate-form", "action")
+            seen.append(int(action.rsplit("/", 1)[1]))
+            if n == 0:
+                # The XSS payload of sample 0 shows as text and runs nothing.
+                assert "<script>alert('x')</script>" in page.inner_text(".dialogue")
+                page.screenshot(path=str(tmp_path / "annotator_page.png"), full_page=True)
+                out = os.environ.get("ANNOTATE_SCREENSHOT_DIR")
+                if out:
+                    shutil.copy(tmp_path / "annotator_page.png", Path(out) / "annotator_page.png")
+                # Guidelines are a keypress away, and coming back shows the same item.
+                with page.expect_navigation():
+                    page.keyboard.press("g")
+                assert "Fluency" in page.inner_text("#guidelines")
+                with page.expect_navigation():
+                    page.click("#start")
+                assert page.get_attribute("#annotate-form", "action") == action
+            for key in keys:
+                page.keyboard.press(key)
+            assert page.locator("[data-field=overall] input:checked").get_attribute("value") == keys[-1]
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+        assert "done 3" in page.inner_text("nav.progress")
+        browser.close()
+    assert dialogs == []
+    with db.read() as s:
+        uid = s.scalars(select(User.id).where(User.username == "ann1")).one()
+        rows = list(s.scalars(select(Annotation).order_by(Annotation.id)))
+        assert [a.assignment_id for a in rows] == seen and all(a.user_id == uid for a in rows)
+        for ann, keys in zip(rows, KEYS):
+            left, right = [int(k) for k in keys[:3]], [int(k) for k in keys[3:6]]
+            a_scores, b_scores = (right, left) if ann.swapped else (left, right)
+            assert list(ann.scores["a"].values()) == a_scores and list(ann.scores["b"].values()) == b_scores
+            overall = int(keys[6])
+            assert ann.choice == (6 - overall if ann.swapped else overall)
+            assert s.get(Assignment, ann.assignment_id).status == "done"
