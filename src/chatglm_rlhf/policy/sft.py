@@ -131,7 +131,9 @@ class SFTTrainer:
     def __init__(self, cfg: SFTConfig, model=None, tokenizer=None):
         self.cfg = cfg
         set_seed(cfg.seed)
-        self.acc = make_accelerator(cfg.mixed_precision, cfg.grad_accum, cpu=cfg.cpu)
+        # Accumulation is done by hand (the loss is divided by the whole step's token count), so the
+        # accelerator must not divide by grad_accum a second time.
+        self.acc = make_accelerator(cfg.mixed_precision, 1, cpu=cfg.cpu)
         if model is None or tokenizer is None:
             model, tokenizer = self._load(cfg)
         self.model, self.tokenizer = model, tokenizer
@@ -169,6 +171,7 @@ class SFTTrainer:
         warmup = int(cfg.warmup_ratio * total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, warmup, total))
         model, opt, sched = acc.prepare(self.model, opt, sched)
+        self.prepared = model
         ckpt = Checkpointer(cfg.output_dir, acc)
         log = MetricsLog(Path(cfg.output_dir) / "metrics.jsonl", enabled=acc.is_main_process)
         step = 0
@@ -211,7 +214,11 @@ class SFTTrainer:
 
         cfg, acc = self.cfg, self.acc
         model.train()
-        n_tokens = sum(sum(1 for x in e.labels[1:] if x != -100) for e in batch)
+        local_tokens = sum(sum(1 for x in e.labels[1:] if x != -100) for e in batch)
+        # Every rank divides by the token count of the whole global step; DDP then averages gradients
+        # over ranks, hence the factor num_processes: the update equals one big single-process batch.
+        n_tokens = int(acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum"))
+        scale = acc.num_processes / max(n_tokens, 1)
         micro = [batch[i : i + cfg.batch_size] for i in range(0, len(batch), cfg.batch_size)]
         total = 0.0
         for i, mb in enumerate(micro):
@@ -222,25 +229,27 @@ class SFTTrainer:
                     input_ids=b["input_ids"].to(acc.device), attention_mask=b["attention_mask"].to(acc.device)
                 ).logits
                 loss_sum, _ = sft_loss(logits, b["labels"].to(acc.device), reduction="sum")
-                loss = loss_sum / max(n_tokens, 1)
+                loss = loss_sum * scale
             check_finite(loss, step + 1)
             acc.backward(loss)
-            total += float(loss.detach())
+            total += float(loss_sum.detach()) / max(n_tokens, 1)
         if cfg.max_grad_norm > 0:
             acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        return total
+        return float(acc.reduce(torch.tensor(total, device=acc.device), "sum"))
 
     def save(self, result: dict) -> None:
         acc, out = self.acc, Path(self.cfg.output_dir)
         acc.wait_for_everyone()
+        # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the weights.
+        state = acc.get_state_dict(getattr(self, "prepared", self.model))
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(self.model)
             if hasattr(unwrapped, "merge_and_unload"):  # LoRA: save a plain model that from_pretrained loads
-                unwrapped = unwrapped.merge_and_unload()
-            unwrapped.save_pretrained(out, safe_serialization=True)
+                unwrapped, state = unwrapped.merge_and_unload(), None
+            unwrapped.save_pretrained(out, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(out)
             save_json(out / "sft_result.json", result)
             (out / "sft_config.json").write_text(json.dumps(self.cfg.__dict__, indent=2))
