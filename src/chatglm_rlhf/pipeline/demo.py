@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from chatglm_rlhf.config import field_
+from chatglm_rlhf.evaluate.evaluate import EvalGeneration
 from chatglm_rlhf.models.generation import GenerationSettings
+from chatglm_rlhf.pipeline.demo_align import AlignStages
+from chatglm_rlhf.policy.dpo import DPOConfig
+from chatglm_rlhf.policy.ppo import PPOConfig
+from chatglm_rlhf.reward.filtering import FilterConfig
+from chatglm_rlhf.reward.rm_config import RMConfig
 
 
 @dataclass
@@ -59,6 +65,36 @@ class CollectSettings:
     tie_margin: float = field_(0.05, help="utility difference below which annotators say tie")
 
 
+def _rm_defaults() -> RMConfig:
+    return RMConfig(
+        epochs=2.0, batch_size=16, lr=5e-4, max_length=192, reg_coef=1e-3, cpu=True, log_every=20,
+        eval_buckets=[2, 5, 10, 20],
+    )  # fmt: skip
+
+
+def _ppo_defaults() -> PPOConfig:
+    return PPOConfig(
+        steps=60, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, lr=5e-4, critic_lr=1e-3,
+        kl_coef=0.02, ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True,
+        generation=GenerationSettings(max_new_tokens=48, temperature=1.0, batch_size=64),
+    )  # fmt: skip
+
+
+def _dpo_defaults() -> DPOConfig:
+    return DPOConfig(
+        k=8, beta=0.1, lr=5e-4, epochs=3.0, nll_weight=1.0, batch_size=8, max_length=192, cpu=True,
+        generation=GenerationSettings(max_new_tokens=48, temperature=1.0, batch_size=64), log_every=20,
+    )  # fmt: skip
+
+
+def _eval_defaults() -> EvalGeneration:
+    return EvalGeneration(max_new_tokens=48, greedy=True, batch_size=64)
+
+
+def _filter_defaults() -> FilterConfig:
+    return FilterConfig(bucket_edges=[2, 5, 10, 20])
+
+
 @dataclass
 class DemoConfig:
     profile: str = field_("default", help="smoke | default: the base settings that the keys below override")
@@ -68,6 +104,15 @@ class DemoConfig:
     collect: CollectSettings = field(default_factory=CollectSettings)
     generation: GenerationSettings = field(
         default_factory=lambda: GenerationSettings(max_new_tokens=48, temperature=1.0, batch_size=64)
+    )
+    filter: FilterConfig = field(default_factory=_filter_defaults)
+    rm: RMConfig = field(default_factory=_rm_defaults)
+    ppo: PPOConfig = field(default_factory=_ppo_defaults)
+    dpo: DPOConfig = field(default_factory=_dpo_defaults)
+    eval: EvalGeneration = field(default_factory=_eval_defaults)
+    ablations: list[str] = field_(
+        ["length_balance", "baseline", "ptx"],
+        help="the paper's ablations to run: length_balance, baseline, ptx",
     )
     progress: bool = field_(True, help="progress bars")
 
@@ -80,6 +125,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "model": {"hidden_size": 64, "num_layers": 2},
         "sft": {"steps": 120, "batch_size": 16},
         "collect": {"n_annotators": 4, "overlap": 2},
+        "rm": {"epochs": 1.0},
+        "ppo": {"steps": 4, "rollout_batch_size": 16, "mini_batch_size": 8, "filter_k": 2},
+        "dpo": {"k": 4, "epochs": 1.0},
     },
 }
 
@@ -99,7 +147,7 @@ def load_demo_config(recipe: str | None, overrides: list[str], profile: str | No
     return from_dict(DemoConfig, merged, where=str(recipe) if recipe else "command line")
 
 
-class DemoRun:
+class DemoRun(AlignStages):
     """Holds the run folder and config; each ``stage_*`` method is one resumable stage."""
 
     def __init__(self, cfg: DemoConfig, out: Path):
@@ -251,7 +299,37 @@ class DemoRun:
             Stage("sft", self.stage_sft),
             Stage("sft_eval", self.stage_sft_eval, metrics_key="sft"),
             Stage("collect", self.stage_collect, metrics_key="data"),
+            Stage("filter", self.stage_filter),
+            Stage("rm", self.stage_rm),
+            Stage("ppo", self.stage_ppo),
+            Stage("dpo", self.stage_dpo),
+            *self.ablation_stages(),
+            Stage("evaluate", self.stage_evaluate),
+            Stage("report", self.stage_report),
         ]
+
+    def ablation_stages(self):
+        from chatglm_rlhf.pipeline.runner import Stage
+
+        unknown = set(self.cfg.ablations) - {"length_balance", "baseline", "ptx"}
+        if unknown:
+            from chatglm_rlhf.errors import ConfigError
+
+            raise ConfigError(
+                f"ablations: unknown {sorted(unknown)} (choose from length_balance, baseline, ptx)"
+            )
+        out = []
+        if "length_balance" in self.cfg.ablations:
+            out += [
+                Stage("filter_nobalance", self.stage_filter_nobalance),
+                Stage("rm_nobalance", self.stage_rm_nobalance),
+                Stage("ppo_nobalance", self.stage_ppo_nobalance),
+            ]
+        if "baseline" in self.cfg.ablations:
+            out.append(Stage("ppo_nobaseline", self.stage_ppo_nobaseline))
+        if "ptx" in self.cfg.ablations:
+            out.append(Stage("ppo_noptx", self.stage_ppo_noptx))
+        return out
 
 
 def run_demo(cfg: DemoConfig, out: str | Path, from_stage: str | None = None) -> dict:

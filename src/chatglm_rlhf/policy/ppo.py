@@ -1,0 +1,502 @@
+"""PPO with the paper's reference baseline, a KL penalty to the SFT model, and the ptx SFT loss.
+
+One iteration: sample a response to each of ``rollout_batch_size`` prompts (KV-cached ``generate``),
+score them with the reward (any object with ``score(samples, responses)``), subtract the cached score
+of the SFT model's own answer (the reference baseline), add the per-token KL penalty, compute GAE
+advantages, then run ``ppo_epochs`` passes of clipped policy + value updates over minibatches, each
+mixed with the SFT next-token loss on SFT data (``ptx_coef``). The math is in :mod:`ppo_losses`; the
+roles in :mod:`ppo_models`; rollouts, the baseline cache and the prompt filter in :mod:`ppo_rollout`.
+
+Reproducibility: the prompts of step s, the sampling seed and the minibatch order are functions of
+(seed, s) alone, so a run resumed from a checkpoint takes exactly the step an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from chatglm_rlhf.config import field_
+from chatglm_rlhf.data.schema import DialogueSample
+from chatglm_rlhf.errors import ConfigError, UserError
+from chatglm_rlhf.models.generation import GenerationSettings, Generator, HFGenerator
+from chatglm_rlhf.policy import ppo_losses as L
+from chatglm_rlhf.policy.ppo_models import PPOModels
+from chatglm_rlhf.policy.ppo_rollout import (
+    PromptSet,
+    RewardSettings,
+    Rollout,
+    Scorer,
+    filter_prompts,
+    make_rollout,
+    prompt_key,
+    reference_baseline,
+)
+from chatglm_rlhf.utils.training import (
+    Checkpointer,
+    MetricsLog,
+    check_finite,
+    epoch_order,
+    make_accelerator,
+    save_json,
+    set_seed,
+)
+
+
+@dataclass
+class PPOConfig:
+    model: str = field_("", help="SFT model to start from (actor and reference): local path or hub id")
+    reward_model: str = field_("", help="reward model checkpoint (reward.scorer.RewardScorer)")
+    critic_from: str = field_(
+        "auto", help="critic init: auto (the reward model if given, else sft) | sft | rm | a path"
+    )
+    prompts: str = field_("", help="RL prompts: our samples JSONL (history + prompt)")
+    sft_data: str = field_("", help="SFT data for the ptx loss (as `chatglm-rlhf sft data=`); empty = no ptx")
+    output_dir: str = field_("out/ppo", help="where the policy, logs and checkpoints go")
+    steps: int = field_(100, help="PPO iterations (rollout + update)")
+    rollout_batch_size: int = field_(16, help="prompts sampled per iteration")
+    mini_batch_size: int = field_(8, help="rollouts per optimizer update")
+    micro_batch_size: int = field_(
+        0, help="rows per forward/backward within a minibatch (0 = the whole minibatch)"
+    )
+    forward_batch_size: int = field_(
+        16, help="rows per no-grad forward when computing old log-probs / values"
+    )
+    ppo_epochs: int = field_(2, help="passes over each rollout batch")
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    generation_backend: str = field_(
+        "hf", help="hf (HF generate, KV cache); other engines plug in via the Generator interface"
+    )
+    max_prompt_tokens: int = field_(384, help="history is trimmed (oldest turns first) to fit")
+    lr: float = field_(1e-5, help="actor learning rate (AdamW, constant)")
+    critic_lr: float = field_(5e-5, help="critic and value-head learning rate")
+    weight_decay: float = field_(0.0, help="AdamW weight decay")
+    max_grad_norm: float = field_(1.0, help="gradient clipping, actor and critic separately (0 = off)")
+    gamma: float = field_(1.0, help="GAE discount")
+    lam: float = field_(0.95, help="GAE lambda")
+    clip_range: float = field_(0.2, help="policy ratio clip")
+    clip_range_value: float = field_(0.2, help="value clip around the old values (0 = off)")
+    vf_coef: float = field_(0.5, help="value-loss weight in the fused loss")
+    entropy_coef: float = field_(0.0, help="entropy bonus weight")
+    whiten_advantages: bool = field_(True, help="normalise advantages per rollout batch")
+    kl_coef: float = field_(
+        0.05, help="beta: per-token KL penalty to the reference (initial value if adaptive)"
+    )
+    kl_estimator: str = field_("k1", help="k1 (log p - log q) | k3 ((q/p - 1) - log(q/p), never negative)")
+    adaptive_kl: bool = field_(False, help="adapt beta so the KL tracks kl_target (Ziegler et al.)")
+    kl_target: float = field_(6.0, help="adaptive KL: target KL per response")
+    kl_horizon: int = field_(10000, help="adaptive KL: horizon in samples")
+    reward_baseline: bool = field_(
+        True, help="paper: reward r(x,y) - r(x,y_ref), y_ref the SFT model's cached answer"
+    )
+    baseline_k: int = field_(
+        1, help="answers averaged into the baseline (1 = the paper's single y_ref; > 1 samples them)"
+    )
+    baseline_greedy: bool = field_(
+        True, help="y_ref by greedy decoding (else sampled with the generation settings)"
+    )
+    reward_clip: float = field_(0.0, help="clamp the sequence reward to [-c, c] (0 = off)")
+    reward_normalize: bool = field_(
+        False, help="running mean/std normalisation of the reward (no-baseline ablation)"
+    )
+    truncation_penalty: float = field_(
+        0.0, help="subtracted from the score of a response cut at max_new_tokens"
+    )
+    prompt_filter: bool = field_(
+        True, help="paper: drop prompts whose k responses have reward variance < filter_eps"
+    )
+    filter_k: int = field_(4, help="prompt filter: responses sampled per prompt")
+    filter_eps: float = field_(1e-3, help="prompt filter: minimum reward variance to keep a prompt")
+    ptx_coef: float = field_(
+        0.1, help="weight of the SFT loss on sft_data mixed into the actor loss (0 = off)"
+    )
+    ptx_batch_size: int = field_(8, help="SFT sequences per optimizer update for the ptx loss")
+    max_length: int = field_(512, help="ptx: max tokens of an SFT sequence")
+    shared_backbone: bool = field_(
+        False, help="actor and critic share one backbone with two heads (saves memory)"
+    )
+    lora_r: int = field_(
+        0, help="LoRA rank (0 = full fine-tuning); with LoRA the reference is the adapter-free base"
+    )
+    lora_alpha: int = field_(16, help="LoRA alpha")
+    gradient_checkpointing: bool = field_(False, help="trade compute for memory")
+    seed: int = field_(42, help="seed for init, prompt order, sampling and minibatch order")
+    mixed_precision: str = field_("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16 | fp16")
+    cpu: bool = field_(False, help="force CPU even when a GPU is present")
+    trust_remote_code: bool = field_(False, help="allow model code from the checkpoint (ChatGLM3 needs it)")
+    log_every: int = field_(1, help="log metrics every N steps")
+    save_every: int = field_(0, help="checkpoint every N steps (0 = only the final model)")
+    resume: bool = field_(False, help="continue from the last checkpoint in output_dir")
+    progress: bool = field_(True, help="show a progress bar")
+
+
+def validate(cfg: PPOConfig) -> None:
+    """Raise ConfigError naming the key for values that cannot work."""
+    positive = (
+        "baseline_k",
+        "steps",
+        "rollout_batch_size",
+        "mini_batch_size",
+        "forward_batch_size",
+        "ppo_epochs",
+        "filter_k",
+    )
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"ppo: {key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.mini_batch_size > cfg.rollout_batch_size:
+        raise ConfigError(
+            f"ppo: mini_batch_size ({cfg.mini_batch_size}) must be <= rollout_batch_size ({cfg.rollout_batch_size})"
+        )
+    if cfg.kl_estimator not in L.KL_ESTIMATORS:
+        raise ConfigError(
+            f"ppo: kl_estimator must be one of {list(L.KL_ESTIMATORS)}, got {cfg.kl_estimator!r}"
+        )
+    if cfg.generation_backend != "hf":
+        raise ConfigError(
+            f"ppo: generation_backend {cfg.generation_backend!r} is not built in; only 'hf' is. Another engine "
+            "plugs in by passing a Generator (with an optional sync_weights(model)) to PPOTrainer"
+        )
+    if cfg.ptx_coef < 0 or cfg.kl_coef < 0:
+        raise ConfigError("ppo: ptx_coef and kl_coef must be >= 0")
+
+
+def reward_settings(cfg: PPOConfig) -> RewardSettings:
+    return RewardSettings(
+        baseline=cfg.reward_baseline,
+        truncation_penalty=cfg.truncation_penalty,
+        reward_clip=cfg.reward_clip,
+        normalize=cfg.reward_normalize,
+        kl_estimator=cfg.kl_estimator,
+        gamma=cfg.gamma,
+        lam=cfg.lam,
+        whiten_advantages=cfg.whiten_advantages,
+    )
+
+
+class PPOTrainer:
+    """Orchestrates PPO over ``prompts``; pass ``sft_examples`` (sample, response) to enable ptx."""
+
+    def __init__(
+        self,
+        cfg: PPOConfig,
+        models: PPOModels,
+        scorer: Scorer,
+        prompts: list[DialogueSample],
+        sft_examples: list[tuple[DialogueSample, str]] | None = None,
+        generator: Generator | None = None,
+    ):
+        validate(cfg)
+        self.cfg, self.models, self.scorer = cfg, models, scorer
+        set_seed(cfg.seed)
+        self.acc = make_accelerator(cfg.mixed_precision, 1, cpu=cfg.cpu)
+        self.out = Path(cfg.output_dir)
+        if models.reference is not None:  # frozen, so never prepared: place it by hand
+            models.reference.to(self.acc.device)
+        self.generator = generator or HFGenerator(models.actor, models.tokenizer)
+        self.raw_prompts = prompts
+        self.ptx = self._encode_ptx(sft_examples or [])
+        if cfg.adaptive_kl:
+            self.kl_ctl: L.FixedKLController = L.AdaptiveKLController(
+                cfg.kl_coef, cfg.kl_target, cfg.kl_horizon
+            )
+        else:
+            self.kl_ctl = L.FixedKLController(cfg.kl_coef)
+        self.moments = L.RunningMoments() if cfg.reward_normalize else None
+        self.filter_report = None
+
+    # --- setup ---------------------------------------------------------------------------------------
+
+    def _encode_ptx(self, examples: list[tuple[DialogueSample, str]]) -> list:
+        if not examples or self.cfg.ptx_coef == 0:
+            if self.cfg.ptx_coef > 0:
+                print("ppo: ptx is off (no SFT examples given)")
+            return []
+        from chatglm_rlhf.policy.sft import encode_examples
+
+        return encode_examples(self.models.tokenizer, examples, self.cfg.max_length, truncate_response=True)
+
+    def prepare_prompts(self) -> PromptSet:
+        """Encode the prompts, filter them (paper), and build the reference-baseline cache."""
+        from chatglm_rlhf.data.templates import prompt_ids
+
+        cfg, tok = self.cfg, self.models.tokenizer
+        if not self.raw_prompts:
+            raise UserError("ppo: no prompts")
+        ids = [prompt_ids(tok, s, cfg.max_prompt_tokens)[0] for s in self.raw_prompts]
+        prompts = PromptSet(
+            list(self.raw_prompts), ids, [prompt_key(s, i) for s, i in zip(self.raw_prompts, ids)]
+        )
+        if cfg.prompt_filter:
+            prompts, self.filter_report = filter_prompts(
+                self.models, prompts, self.scorer, cfg.generation, cfg.filter_k, cfg.filter_eps,
+                self.out / "prompt_filter.jsonl", seed=cfg.seed + 1, progress=cfg.progress,
+            )  # fmt: skip
+            print(self.filter_report.summary() + f" (details: {self.out / 'prompt_filter.jsonl'})")
+            if not prompts.keys:
+                raise UserError(
+                    "ppo: the prompt filter dropped every prompt; lower filter_eps or set prompt_filter=false"
+                )
+        self.baseline: dict[str, float] = {}
+        if cfg.reward_baseline:
+            # Several identical greedy answers would be pointless: k > 1 always samples.
+            settings = replace(cfg.generation, greedy=cfg.baseline_greedy and cfg.baseline_k == 1)
+            self.baseline = reference_baseline(
+                self.models, prompts, self.scorer, settings, self.out / "reference_baseline.jsonl",
+                seed=cfg.seed + 2, k=cfg.baseline_k, progress=cfg.progress,
+            )  # fmt: skip
+        return prompts
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg, m = self.cfg, self.models
+        if m.shared is not None:
+            head = list(m.shared.v_head.parameters())
+            body = [p for p in m.actor.parameters() if p.requires_grad]
+            groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.critic_lr}]
+        else:
+            actor = [p for p in m.actor.parameters() if p.requires_grad]
+            critic = [p for p in m.critic.parameters() if p.requires_grad]
+            groups = [{"params": actor, "lr": cfg.lr}, {"params": critic, "lr": cfg.critic_lr}]
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        cfg, acc = self.cfg, self.acc
+        t_start = time.time()
+        if not cfg.resume:  # a fresh run must not reuse another run's caches or log rows
+            if (self.out / "checkpoints").exists():
+                print(f"ppo: {self.out} has checkpoints; starting afresh (resume=true would continue)")
+            for name in ("prompt_filter.jsonl", "reference_baseline.jsonl", "metrics.jsonl"):
+                (self.out / name).unlink(missing_ok=True)
+        self.prompts = self.prepare_prompts()
+        opt = self._optimizer()
+        *_, self.opt = acc.prepare(*self.models.trainable, opt)
+        ckpt = Checkpointer(cfg.output_dir, acc)
+        log = MetricsLog(self.out / "metrics.jsonl", enabled=acc.is_main_process, tensorboard=True)
+        step = 0
+        if cfg.resume and (last := ckpt.latest()) is not None:
+            state = ckpt.load(last)
+            step = state["step"]
+            self.kl_ctl.load_state_dict(state["kl_ctl"])
+            if self.moments is not None and state.get("moments"):
+                self.moments.load_state_dict(state["moments"])
+            log.truncate_after(step)
+            acc.print(f"resumed from {last} at step {step}")
+        bar = tqdm(
+            total=cfg.steps, initial=step, desc="ppo", disable=not (cfg.progress and acc.is_main_process)
+        )
+        while step < cfg.steps:
+            metrics = self.step(step)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward/raw']:.3f}", kl=f"{metrics['kl']:.3f}")
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                log.log(step, metrics)
+            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                ckpt.save(step, extra=self._state())
+        bar.close()
+        result = summarize(self.out / "metrics.jsonl", self.filter_report)
+        result.update(steps=step, seconds=time.time() - t_start)
+        self.save(result)
+        return result
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "moments": self.moments.state_dict() if self.moments else None,
+        }
+
+    def _prompt_rows(self, step: int) -> list[int]:
+        """The prompts of step ``step``: a function of (seed, step), so resume replays the same ones."""
+        n, bs = len(self.prompts.keys), self.cfg.rollout_batch_size
+        rows = []
+        for j in range(step * bs, (step + 1) * bs):
+            epoch, k = divmod(j, n)
+            rows.append(epoch_order(n, self.cfg.seed, epoch)[k])
+        return rows
+
+    def step(self, step: int) -> dict[str, float]:
+        """One PPO iteration: rollout, score, advantages, ``ppo_epochs`` of minibatch updates."""
+        cfg, m = self.cfg, self.models
+        rows = self._prompt_rows(step)
+        samples = [self.prompts.samples[i] for i in rows]
+        t0 = time.perf_counter()
+        gens = self.generator.generate(
+            [self.prompts.ids[i] for i in rows], 1, cfg.generation, seed=cfg.seed * 100_003 + step
+        )
+        gens = [g[0] for g in gens]
+        t_gen = time.perf_counter() - t0
+        ref = None
+        if cfg.reward_baseline:
+            ref = torch.tensor([self.baseline[self.prompts.keys[i]] for i in rows], dtype=torch.float32)
+        with self.acc.autocast():  # old log-probs in the same precision as the updates' new ones
+            rollout = make_rollout(
+                m,
+                samples,
+                gens,
+                self.scorer,
+                ref,
+                reward_settings(cfg),
+                self.kl_ctl.value,
+                cfg.forward_batch_size,
+                self.moments,
+            )
+        t1 = time.perf_counter()
+        train_stats, train_tokens = self._ppo_epochs(rollout, step)
+        t_train = time.perf_counter() - t1
+        kl_coef = self.kl_ctl.value
+        self.kl_ctl.update(rollout.stats["kl"], cfg.rollout_batch_size)
+        if hasattr(self.generator, "sync_weights"):  # an external engine (e.g. vLLM) needs the new weights
+            self.generator.sync_weights(m.actor)
+        gen_tokens = sum(len(g.response_ids) for g in gens)
+        return {
+            **rollout.stats,
+            **train_stats,
+            "kl_coef": kl_coef,
+            "time/generate": t_gen,
+            "time/train": t_train,
+            "tokens_per_s/generate": gen_tokens / max(t_gen, 1e-9),
+            "tokens_per_s/train": train_tokens / max(t_train, 1e-9),
+        }
+
+    def _ppo_epochs(self, rollout: Rollout, step: int) -> tuple[dict[str, float], int]:
+        cfg = self.cfg
+        B = rollout.batch.input_ids.shape[0]
+        sums: dict[str, float] = {}
+        n_updates, tokens = 0, 0
+        for epoch in range(cfg.ppo_epochs):
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + epoch)
+            perm = torch.randperm(B, generator=g)
+            for start in range(0, B, cfg.mini_batch_size):
+                update = (step * cfg.ppo_epochs + epoch) * math.ceil(
+                    B / cfg.mini_batch_size
+                ) + start // cfg.mini_batch_size
+                stats, n_tok = self._update(rollout, perm[start : start + cfg.mini_batch_size], update, step)
+                tokens += n_tok
+                n_updates += 1
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+        return {k: v / max(n_updates, 1) for k, v in sums.items()}, tokens
+
+    def _ptx_batch(self, update: int) -> dict[str, torch.Tensor] | None:
+        """SFT sequences for optimizer update ``update`` (cycling through the data in a seeded order)."""
+        if not self.ptx:
+            return None
+        from chatglm_rlhf.data.collate import collate_encoded
+
+        n, bs = len(self.ptx), self.cfg.ptx_batch_size
+        picked = []
+        for j in range(update * bs, (update + 1) * bs):
+            epoch, k = divmod(j, n)
+            picked.append(self.ptx[epoch_order(n, self.cfg.seed + 7, epoch)[k]])
+        return collate_encoded(picked, self.models.tokenizer.pad_token_id)
+
+    def _update(
+        self, rollout: Rollout, rows: torch.Tensor, update: int, step: int
+    ) -> tuple[dict[str, float], int]:
+        """One optimizer step on a minibatch: clipped policy + value loss (+ ptx) in one backward pass."""
+        from chatglm_rlhf.policy.losses import sft_loss
+        from chatglm_rlhf.policy.ppo_models import response_logprobs
+
+        cfg, acc, m = self.cfg, self.acc, self.models
+        for mod in m.trainable:
+            mod.train()
+        micro = cfg.micro_batch_size or len(rows)
+        chunks = [rows[i : i + micro] for i in range(0, len(rows), micro)]
+        stats: dict[str, float] = {}
+        tokens = 0
+        ptx = self._ptx_batch(update)
+        for i, chunk in enumerate(chunks):
+            mb = rollout.select(chunk)
+            b = mb.batch.to(acc.device)
+            mask = b.response_mask
+            with acc.autocast():
+                logits, values = m.policy(b, with_values=True)
+                if values is None:
+                    values = m.values(b)
+                logprobs = response_logprobs(logits, b)
+                entropy = L.masked_mean(L.entropy_from_logits(logits), mask)
+                pg_loss, ps = L.ppo_policy_loss(
+                    logprobs, mb.old_logprobs, mb.advantages, mask, cfg.clip_range
+                )
+                vf_loss, vclip = L.ppo_value_loss(
+                    values.float(), mb.old_values, mb.returns, mask, cfg.clip_range_value
+                )
+                ptx_loss = None
+                if ptx is not None and i == 0:  # the ptx term joins the first micro-batch's loss
+                    ptx_logits = m.actor(
+                        input_ids=ptx["input_ids"].to(acc.device),
+                        attention_mask=ptx["attention_mask"].to(acc.device),
+                    ).logits
+                    ptx_loss = sft_loss(ptx_logits, ptx["labels"].to(acc.device))[0]
+                    tokens += int(ptx["attention_mask"].sum())
+                ppo = L.actor_loss(pg_loss, None, 0.0, entropy, cfg.entropy_coef) + cfg.vf_coef * vf_loss
+                loss = ppo / len(chunks) + (cfg.ptx_coef * ptx_loss if ptx_loss is not None else 0.0)
+            check_finite(loss, step + 1)
+            acc.backward(loss)
+            tokens += int(b.attention_mask.sum())
+            part = {
+                "loss/policy": pg_loss.item(), "loss/value": vf_loss.item(), "entropy": entropy.item(),
+                "policy/clip_frac": float(ps.clip_frac), "policy/approx_kl": float(ps.approx_kl),
+                "value/clip_frac": float(vclip),
+            }  # fmt: skip
+            if ptx_loss is not None:
+                part["loss/ptx"] = ptx_loss.item() * len(chunks)
+            for k, v in part.items():
+                stats[k] = stats.get(k, 0.0) + v / len(chunks)
+        self._clip_and_step()
+        return stats, tokens
+
+    def _clip_and_step(self) -> None:
+        cfg, m = self.cfg, self.models
+        if cfg.max_grad_norm > 0:
+            # Separately: the critic's large early gradients must not shrink the actor's update.
+            for mod in m.trainable:
+                params = [p for p in mod.parameters() if p.grad is not None]
+                if params:
+                    self.acc.clip_grad_norm_(params, cfg.max_grad_norm)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def save(self, result: dict[str, Any]) -> None:
+        acc = self.acc
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        from chatglm_rlhf.policy.ppo_models import save_plain
+
+        save_plain(acc.unwrap_model(self.models.actor), self.out)
+        self.models.tokenizer.save_pretrained(self.out)
+        save_json(self.out / "ppo_result.json", result)
+        (self.out / "ppo_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+
+
+def summarize(metrics_path: Path, filter_report=None) -> dict[str, Any]:
+    """Per-step series and their spread, from the metrics log (so a resumed run reports all steps)."""
+    from chatglm_rlhf.utils.training import read_metrics
+
+    rows = read_metrics(metrics_path)
+    out: dict[str, Any] = {}
+    for key, name in (("reward/raw", "reward"), ("reward/train", "reward_train"), ("kl", "kl")):
+        series = [r[key] for r in rows if key in r]
+        out[f"{name}_series"] = series
+        out[f"{name}_final"] = series[-1] if series else float("nan")
+        out[f"{name}_std"] = float(torch.tensor(series).std()) if len(series) > 1 else 0.0
+    within = [r["reward/train_std"] for r in rows if "reward/train_std" in r]
+    out["reward_train_within_step_std"] = sum(within) / len(within) if within else float("nan")
+    for key in ("loss/ptx", "response_len", "tokens_per_s/generate", "tokens_per_s/train"):
+        vals = [r[key] for r in rows if key in r]
+        if vals:
+            out[key.replace("/", "_") + "_mean"] = sum(vals) / len(vals)
+    if filter_report is not None:
+        out["prompt_filter"] = {"kept": filter_report.kept, "dropped": filter_report.dropped}
+    return out

@@ -1,0 +1,294 @@
+"""Rollouts: sample responses, score them, and turn scores into per-token advantages.
+
+Also the two things the paper does once before training: the **reference baseline** (the SFT model's
+own answer to every prompt, scored once and cached, so the reward is ``r(x, y) - r(x, y_ref)``) and
+the **prompt filter** (drop prompts whose k sampled responses all get about the same reward: they
+carry no learning signal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from chatglm_rlhf.data.schema import DialogueSample
+from chatglm_rlhf.models.generation import Generated, GenerationSettings, HFGenerator, decode_response
+from chatglm_rlhf.policy import ppo_losses as L
+from chatglm_rlhf.policy.ppo_models import PPOModels, SeqBatch, build_seq_batch, response_logprobs
+
+
+class Scorer(Protocol):
+    def score(self, samples: list[DialogueSample], responses: list[str]) -> list[float]: ...
+
+
+def score_checked(scorer: Scorer, samples: list[DialogueSample], responses: list[str]) -> torch.Tensor:
+    scores = scorer.score(samples, responses)
+    if len(scores) != len(samples):
+        raise ValueError(f"scorer returned {len(scores)} scores for {len(samples)} responses")
+    return torch.tensor([float(s) for s in scores], dtype=torch.float32)
+
+
+def prompt_key(sample: DialogueSample, ids: list[int]) -> str:
+    """Cache key: the sample id plus a hash of its prompt tokens (ids alone may repeat across files)."""
+    digest = hashlib.sha1(json.dumps(ids).encode()).hexdigest()[:16]
+    return f"{sample.id}|{digest}"
+
+
+# --- rollout data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    """One rollout batch: sequences plus every per-token tensor PPO's epochs reuse. (B, R) unless noted."""
+
+    batch: SeqBatch
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    old_values: torch.Tensor
+    rewards: torch.Tensor
+    kl: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    scores: torch.Tensor  # (B,) the reward fed to PPO (after baseline / penalty / clip / norm)
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def select(self, rows: torch.Tensor) -> Rollout:
+        """A minibatch: the rows, with all-padding columns trimmed."""
+        batch, r = self.batch.select(rows)
+        pick = {
+            name: getattr(self, name)[rows][:, :r]
+            for name in (
+                "old_logprobs",
+                "ref_logprobs",
+                "old_values",
+                "rewards",
+                "kl",
+                "advantages",
+                "returns",
+            )
+        }
+        return Rollout(batch=batch, scores=self.scores[rows], **pick)
+
+
+@dataclass
+class RewardSettings:
+    """How sequence scores become the reward PPO optimises (a subset of PPOConfig)."""
+
+    baseline: bool = True
+    truncation_penalty: float = 0.0
+    reward_clip: float = 0.0
+    normalize: bool = False
+    kl_estimator: str = "k1"
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_advantages: bool = True
+
+
+def final_scores(
+    raw: torch.Tensor,
+    ref: torch.Tensor | None,
+    finished: torch.Tensor,
+    rs: RewardSettings,
+    moments: L.RunningMoments | None,
+) -> torch.Tensor:
+    """Raw RM scores -> the sequence reward: penalty for truncation, baseline, then clip / normalise."""
+    scores = L.truncation_penalty(raw, finished, rs.truncation_penalty) if rs.truncation_penalty else raw
+    if ref is not None:
+        scores = L.reference_baseline_reward(scores, ref)
+    if rs.normalize and moments is not None:
+        moments.update(scores)
+        scores = moments.normalize(scores)
+    return L.clip_rewards(scores, rs.reward_clip)
+
+
+@torch.no_grad()
+def forward_in_chunks(models: PPOModels, batch: SeqBatch, chunk: int) -> dict[str, torch.Tensor]:
+    """Old log-probs, reference log-probs and old values, ``chunk`` rows at a time (no grad)."""
+    outs: dict[str, list[torch.Tensor]] = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
+    B, R = batch.response_mask.shape
+    for start in range(0, B, chunk):
+        rows = torch.arange(start, min(B, start + chunk))
+        sub, r = batch.select(rows)
+        logits, values = models.policy(sub, with_values=True)
+        if values is None:
+            values = models.values(sub)
+        parts = {
+            "old_logprobs": response_logprobs(logits, sub),
+            "ref_logprobs": models.reference_logprobs(sub),
+            "old_values": values.float(),
+        }
+        for k, v in parts.items():
+            outs[k].append(torch.nn.functional.pad(v, (0, R - r)))  # back to the full width
+    return {k: torch.cat(v) for k, v in outs.items()}
+
+
+def make_rollout(
+    models: PPOModels,
+    samples: list[DialogueSample],
+    gens: list[Generated],
+    scorer: Scorer,
+    ref_scores: torch.Tensor | None,
+    rs: RewardSettings,
+    kl_coef: float,
+    forward_batch_size: int,
+    moments: L.RunningMoments | None = None,
+) -> Rollout:
+    """Score the sampled responses and compute rewards, advantages and returns (all without grad)."""
+    device = next(models.actor.parameters()).device
+    t0 = time.perf_counter()
+    texts = [decode_response(models.tokenizer, g) for g in gens]
+    raw = score_checked(scorer, samples, texts)
+    t_score = time.perf_counter() - t0
+    finished = torch.tensor([g.finished for g in gens])
+    scores = final_scores(raw, ref_scores, finished, rs, moments)
+    pad_id = models.tokenizer.pad_token_id
+    batch = build_seq_batch([g.prompt_ids for g in gens], [g.response_ids for g in gens], pad_id).to(device)
+    t1 = time.perf_counter()
+    fw = forward_in_chunks(models, batch, forward_batch_size)
+    t_forward = time.perf_counter() - t1
+    mask = batch.response_mask
+    rewards, kl = L.shape_rewards(
+        scores.to(device), fw["old_logprobs"], fw["ref_logprobs"], mask, kl_coef, rs.kl_estimator
+    )
+    adv, returns = L.gae(rewards, fw["old_values"], mask, rs.gamma, rs.lam)
+    if rs.whiten_advantages:
+        adv = L.whiten(adv, mask)
+    lengths = mask.sum(-1).float()
+    stats = {
+        "reward/raw": float(raw.mean()),
+        "reward/raw_std": float(raw.std()) if len(raw) > 1 else 0.0,
+        "reward/train": float(scores.mean()),
+        "reward/train_std": float(scores.std()) if len(scores) > 1 else 0.0,
+        "kl": float(kl.sum(-1).mean()),
+        "kl_k1": float((fw["old_logprobs"] - fw["ref_logprobs"]).mul(mask).sum(-1).mean()),
+        "response_len": float(lengths.mean()),
+        "truncated_frac": float((~finished).float().mean()),
+        "value/mean": float(L.masked_mean(fw["old_values"], mask)),
+        "time/score": t_score,
+        "time/forward": t_forward,
+    }
+    if ref_scores is not None:
+        stats["reward/ref"] = float(ref_scores.mean())
+        stats["reward/minus_baseline"] = float((raw - ref_scores).mean())
+    return Rollout(
+        batch=batch, scores=scores, rewards=rewards, kl=kl, advantages=adv, returns=returns, stats=stats, **fw
+    )
+
+
+# --- before training: reference baseline and prompt filter --------------------------------------------
+
+
+@dataclass
+class PromptSet:
+    samples: list[DialogueSample]
+    ids: list[list[int]]
+    keys: list[str]
+
+
+def _cache_rows(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    return {r["key"]: r for r in (json.loads(x) for x in path.read_text().splitlines() if x.strip())}
+
+
+def reference_baseline(
+    models: PPOModels,
+    prompts: PromptSet,
+    scorer: Scorer,
+    settings: GenerationSettings,
+    cache_path: Path,
+    seed: int,
+    k: int = 1,
+    progress: bool = False,
+) -> dict[str, float]:
+    """The score of the SFT model's own answer to every prompt, keyed by :func:`prompt_key`.
+
+    ``k = 1`` is the paper's ``r(x, y_ref)``: one answer from the frozen reference (greedy when
+    ``settings.greedy``). ``k > 1`` averages the scores of k answers (a lower-variance baseline; sample
+    with ``greedy=False``, or the k answers are identical). Answers are generated once and written to
+    ``cache_path`` (JSONL: key, id, responses, scores, score = their mean); prompts already in the file
+    are reused, so resuming never regenerates them.
+    """
+    cached = _cache_rows(cache_path)
+    todo = [i for i, key in enumerate(prompts.keys) if key not in cached]
+    if todo:
+        with models.reference_lm() as ref:
+            gens = HFGenerator(ref, models.tokenizer, progress=progress).generate(
+                [prompts.ids[i] for i in todo], k, settings, seed=seed
+            )
+        texts = [decode_response(models.tokenizer, g) for group in gens for g in group]
+        samples = [prompts.samples[i] for i in todo for _ in range(k)]
+        scores = score_checked(scorer, samples, texts).view(len(todo), k)
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache_path, "a", encoding="utf-8") as f:
+            for n, (i, group) in enumerate(zip(todo, gens)):
+                row = {"key": prompts.keys[i], "id": prompts.samples[i].id, "score": float(scores[n].mean())}
+                row.update(responses=texts[n * k : (n + 1) * k], scores=scores[n].tolist())
+                row["finished"] = [g.finished for g in group]
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                cached[row["key"]] = row
+    return {key: float(cached[key]["score"]) for key in prompts.keys}
+
+
+@dataclass
+class FilterReport:
+    kept: int
+    dropped: int
+    threshold: float
+    k: int
+
+    def summary(self) -> str:
+        total = self.kept + self.dropped
+        return (
+            f"prompt filter: dropped {self.dropped} of {total} prompts whose {self.k} sampled responses "
+            f"had reward variance < {self.threshold:g}; kept {self.kept}"
+        )
+
+
+def filter_prompts(
+    models: PPOModels,
+    prompts: PromptSet,
+    scorer: Scorer,
+    settings: GenerationSettings,
+    k: int,
+    eps: float,
+    out_path: Path,
+    seed: int,
+    progress: bool = False,
+) -> tuple[PromptSet, FilterReport]:
+    """Drop prompts whose ``k`` responses from the current policy have reward variance below ``eps``.
+
+    The decision for every prompt (kept or dropped, with its variance and the k scores) is written to
+    ``out_path``; if that file already lists every prompt, its decisions are reused (resume).
+    """
+    decided = _cache_rows(out_path)
+    if not all(key in decided for key in prompts.keys):
+        gens = HFGenerator(models.actor, models.tokenizer, progress=progress).generate(
+            prompts.ids, k, settings, seed=seed
+        )
+        samples = [s for s in prompts.samples for _ in range(k)]
+        texts = [decode_response(models.tokenizer, g) for group in gens for g in group]
+        scores = score_checked(scorer, samples, texts).view(len(prompts.keys), k)
+        var = scores.var(dim=1, unbiased=False) if k > 1 else torch.zeros(len(prompts.keys))
+        decided = {}
+        for i, key in enumerate(prompts.keys):
+            keep = bool(var[i] >= eps)
+            reason = None if keep else f"reward variance {float(var[i]):.3g} < {eps:g} over {k} samples"
+            decided[key] = {"key": key, "id": prompts.samples[i].id, "kept": keep, "variance": float(var[i])}
+            decided[key].update(scores=scores[i].tolist(), reason=reason)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text("".join(json.dumps(decided[key]) + "\n" for key in prompts.keys))
+    keep_idx = [i for i, key in enumerate(prompts.keys) if decided[key]["kept"]]
+    kept = PromptSet(
+        [prompts.samples[i] for i in keep_idx],
+        [prompts.ids[i] for i in keep_idx],
+        [prompts.keys[i] for i in keep_idx],
+    )
+    report = FilterReport(kept=len(keep_idx), dropped=len(prompts.keys) - len(keep_idx), threshold=eps, k=k)
+    return kept, report

@@ -1,0 +1,99 @@
+"""Entry points for PPO: ``run_ppo`` (the CLI: everything from paths) and ``run_ppo_stage`` (the demo
+pipeline: in-memory prompts, SFT examples and any scorer)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from typing import Any
+
+from chatglm_rlhf.data.schema import DialogueSample
+from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.policy.ppo import PPOConfig, PPOTrainer, validate
+from chatglm_rlhf.policy.ppo_rollout import Scorer
+
+
+def _device(cfg: PPOConfig) -> str:
+    from chatglm_rlhf.models.loading import pick_device
+
+    return "cpu" if cfg.cpu else str(pick_device("auto"))
+
+
+def heldout_sft_loss(
+    model, tokenizer, examples: list[tuple[DialogueSample, str]], max_length: int, batch_size: int = 16
+) -> float:
+    """Mean per-token SFT loss of ``model`` on held-out (sample, response) pairs: the capability probe."""
+    from chatglm_rlhf.policy.sft import encode_examples, evaluate_loss, make_batches
+
+    enc = encode_examples(tokenizer, examples, max_length, truncate_response=True)
+    device = next(model.parameters()).device
+    was_training = model.training
+    loss = evaluate_loss(model, make_batches(enc, batch_size, tokenizer.pad_token_id), device)
+    model.train(was_training)
+    return loss
+
+
+def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
+    """``chatglm-rlhf ppo``: load the SFT model, the reward model, prompts and SFT data; train; save."""
+    from chatglm_rlhf.data.io import read_samples
+    from chatglm_rlhf.policy.ppo_models import load_ppo_models
+    from chatglm_rlhf.policy.sft import load_sft_examples
+
+    validate(cfg)
+    missing = [k for k in ("model", "reward_model", "prompts") if not getattr(cfg, k)]
+    if missing:
+        raise UserError(f"ppo: {', '.join(k + '=...' for k in missing)} required")
+    prompts, report = read_samples(cfg.prompts)
+    report.print()
+    sft_examples = load_sft_examples(cfg.sft_data) if cfg.sft_data else []
+    from chatglm_rlhf.reward.scorer import RewardScorer
+
+    device = _device(cfg)
+    scorer = RewardScorer.from_pretrained(
+        cfg.reward_model, device=device, trust_remote_code=cfg.trust_remote_code
+    )
+    models = load_ppo_models(cfg, device)
+    return PPOTrainer(cfg, models, scorer, prompts, sft_examples).train()
+
+
+def run_ppo_stage(
+    sft_model_dir: str,
+    out_dir: str,
+    prompts: list[DialogueSample],
+    sft_examples: list[tuple[DialogueSample, str]],
+    scorer: Scorer,
+    cfg: PPOConfig,
+    heldout_examples: list[tuple[DialogueSample, str]] | None = None,
+) -> dict[str, Any]:
+    """The demo pipeline's PPO stage: train from ``sft_model_dir`` into ``out_dir`` and report metrics.
+
+    ``cfg.model`` / ``cfg.output_dir`` are replaced by the arguments; ``sft_examples`` feed the ptx
+    loss (ignored when ``cfg.ptx_coef == 0``). With ``heldout_examples`` the held-out SFT loss of the
+    SFT model and of the trained policy are measured (``sft_heldout_loss_before`` / ``..._after``).
+    Returns the trainer's summary: ``reward_series`` (raw RM score per step), ``reward_train_series``
+    (what PPO optimised: baseline-subtracted when the baseline is on), their ``*_std`` across steps,
+    ``reward_train_within_step_std``, ``kl_series`` / ``kl_final``, ``prompt_filter`` counts,
+    throughput means, ``steps`` and ``seconds``.
+    """
+    from chatglm_rlhf.policy.ppo_models import load_ppo_models
+
+    cfg = replace(copy.deepcopy(cfg), model=str(sft_model_dir), output_dir=str(out_dir))
+    t0 = time.time()
+    models = load_ppo_models(cfg, _device(cfg))
+    before = None
+    if heldout_examples:
+        ref = models.reference if models.reference is not None else models.actor
+        if models.reference is None:
+            with models.actor.disable_adapter():
+                before = heldout_sft_loss(ref, models.tokenizer, heldout_examples, cfg.max_length)
+        else:
+            before = heldout_sft_loss(ref, models.tokenizer, heldout_examples, cfg.max_length)
+    result = PPOTrainer(cfg, models, scorer, prompts, sft_examples).train()
+    if heldout_examples:
+        result["sft_heldout_loss_before"] = before
+        result["sft_heldout_loss"] = heldout_sft_loss(
+            models.actor, models.tokenizer, heldout_examples, cfg.max_length
+        )
+    result["wall_seconds"] = time.time() - t0
+    return result
