@@ -64,9 +64,6 @@ class AlignStages:
         train, held = split_by_prompt(comps, eval_fraction=0.15, seed=self.cfg.world.seed)
         write_jsonl(self.out / name / "train.jsonl", train)
         write_jsonl(self.out / name / "eval.jsonl", held)
-        # Gold-tied pairs of different length (a good answer with and without polite filler) on held-out
-        # prompts: an RM that learned "longer is better" separates them, a length-neutral one does not.
-        ties = filler_tie_pairs(self.samples("eval_prompts"), seed=self.cfg.world.seed)
         m = run_rm_stage(
             self.models / "sft",
             self.out / name / "train.jsonl",
@@ -74,9 +71,38 @@ class AlignStages:
             self.models / name,
             self.cfg.rm,
             gold_fn=self.gold_fn,
-            tie_pairs=ties,
         )
-        return unprefix(m, "rm.")
+        m = unprefix(m, "rm.")
+        m["scatter"] = self._rm_scatter(name, held)
+        m["filler_probe"] = self._filler_probe(name)
+        return m
+
+    def _filler_probe(self, name: str) -> dict:
+        """A stricter probe than the held-out gold ties: a good answer with vs without polite filler.
+
+        Gold calls each pair an exact tie; an RM that learned the annotators' taste for filler (or for
+        length) prefers the padded answer. Bucket balancing evens out the *marginal* longer-wins rate, so
+        it need not remove this bias: the report shows both.
+        """
+        from chatglm_rlhf.reward.demo_stages import filler_tie_pairs, length_tie_probe
+        from chatglm_rlhf.reward.scorer import RewardScorer
+
+        scorer = RewardScorer.from_pretrained(str(self.models / name), device="cpu")
+        ties = filler_tie_pairs(self.samples("eval_prompts"), seed=self.cfg.world.seed)
+        return length_tie_probe(scorer, ties)
+
+    def _rm_scatter(self, name: str, held) -> str:
+        """(response length in words, reward) for every held-out response: the report's scatter plot."""
+        from chatglm_rlhf.data.io import write_jsonl
+        from chatglm_rlhf.reward.scorer import RewardScorer
+
+        scorer = RewardScorer.from_pretrained(str(self.models / name), device="cpu")
+        samples = [c.sample() for c in held for _ in (0, 1)]
+        responses = [r for c in held for r in (c.response_a, c.response_b)]
+        rewards = scorer.score(samples, responses) if responses else []
+        path = self.out / name / "scatter.jsonl"
+        write_jsonl(path, [{"length": len(r.split()), "reward": x} for r, x in zip(responses, rewards)])
+        return str(path.relative_to(self.out))
 
     def stage_rm(self, _: Path) -> dict:
         return self._rm("rm", "filter")
@@ -180,20 +206,56 @@ class AlignStages:
         from chatglm_rlhf.evaluate.report import write_report
 
         metrics = json.loads((self.out / "metrics.json").read_text())
-        path = write_report(self.out, report_metrics(metrics))
+        path = write_report(self.out, report_metrics(metrics, self.out))
         return {"path": str(path.relative_to(self.out))}
 
 
-def report_metrics(m: dict[str, Any]) -> dict[str, Any]:
+def report_metrics(m: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """metrics.json as the pipeline writes it -> the layout the report reads (see evaluate/report.py)."""
+    import json
+
     ev = m.get("evaluate", {})
     out = dict(m)
+    if "filter" in m:
+        buckets = json.loads((run_dir / "filter" / "filtered.summary.json").read_text())["length_buckets"]
+        out["filter"] = {
+            **m["filter"],
+            "kept": m["filter"]["kept_pairs"],
+            "balance": {
+                when: [
+                    {"bucket": b["bucket"], "n": b[f"n_{when}"], "longer_wins_rate": b[f"longer_wins_{when}"]}
+                    for b in buckets
+                    if b[f"longer_wins_{when}"] is not None
+                ]  # fmt: skip
+                for when in ("before", "after")
+            },
+        }
+    if "rm" in m:
+        by_bucket = m["rm"].get("eval", {}).get("accuracy_by_bucket", {})
+        out["rm"] = {**m["rm"], "per_bucket": [{"bucket": k, **v} for k, v in by_bucket.items()]}
+    if "ppo" in m:
+        out["ppo"] = {**m["ppo"], "metrics_path": ppo_curves(run_dir, m["ppo"]["metrics_path"])}
     for name in ("ppo", "dpo"):
         if name in ev:
-            out[name] = {**m.get(name, {}), **ev[name]}
+            out[name] = {**out.get(name, {}), **ev[name]}
             out[name]["eval"] = ev[name]["eval"]
     out["ablations"] = ablation_rows(m)
     return out
+
+
+def ppo_curves(run_dir: Path, metrics_path: str) -> str:
+    """The PPO log's per-step rows under the report's curve names (reward, reward_minus_baseline, ...)."""
+    from chatglm_rlhf.data.io import write_jsonl
+    from chatglm_rlhf.utils.training import read_metrics
+
+    names = {"reward/raw": "reward", "reward/minus_baseline": "reward_minus_baseline", "kl": "kl",
+             "response_len": "response_length"}  # fmt: skip
+    rows = [
+        {"step": r["step"], **{new: r[old] for old, new in names.items() if old in r}}
+        for r in read_metrics(run_dir / metrics_path)
+    ]
+    write_jsonl(run_dir / "ppo_curves.jsonl", rows)
+    return "ppo_curves.jsonl"
 
 
 def ablation_rows(m: dict[str, Any]) -> list[dict[str, Any]]:

@@ -82,7 +82,8 @@ class MetricsLog:
                     from torch.utils.tensorboard import SummaryWriter
 
                     self.tb = SummaryWriter(str(self.path.parent / "tb"))
-                except ImportError:  # tensorboard is optional
+                except ImportError:  # tensorboard is optional: say so instead of silently logging less
+                    print("tensorboard is not installed (pip install 'chatglm-rlhf[tensorboard]'); logging JSONL only")
                     self.tb = None
 
     def log(self, step: int, metrics: dict[str, float]) -> None:

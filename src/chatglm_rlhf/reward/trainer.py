@@ -1,0 +1,288 @@
+"""Reward-model training: Bradley–Terry loss on chosen/rejected pairs, both scored in one forward pass.
+
+Efficiency: each micro-batch stacks its chosen and rejected sequences into one ``(2B, T)`` batch (one
+forward and one backward instead of two), and micro-batches are formed from pairs of similar length
+(``length_grouped_batches``) so little compute goes to padding. Gradient accumulation divides by the
+weight of the whole optimizer step, so k micro-batches give the same update as one k-times-larger batch.
+The loop runs on CPU, one GPU or many through accelerate; NaN guard, checkpoints and resume as in SFT.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from chatglm_rlhf.config import to_dict
+from chatglm_rlhf.data.schema import Comparison, DialogueSample
+from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.reward.losses import margin_from_strength, pair_accuracy, reward_loss
+from chatglm_rlhf.reward.rm_config import RMConfig
+from chatglm_rlhf.utils.training import (
+    Checkpointer,
+    MetricsLog,
+    check_finite,
+    lr_lambda,
+    make_accelerator,
+    save_json,
+    set_seed,
+)
+
+
+@dataclass
+class PairExample:
+    sample: DialogueSample
+    chosen: str
+    rejected: str
+    target: float = 1.0  # P(chosen preferred): 1, or 0.5 for a tie
+    strength: float = math.nan
+    weight: float = 1.0
+
+
+@dataclass
+class EncodedPair:
+    chosen: list[int]
+    rejected: list[int]
+    target: float
+    strength: float
+    weight: float
+
+    def __len__(self) -> int:
+        return max(len(self.chosen), len(self.rejected))
+
+
+def pairs_from_comparisons(
+    comparisons: list[Comparison], use_ties: bool = True, use_weights: bool = True
+) -> list[PairExample]:
+    out = []
+    for c in comparisons:
+        weight = float(c.meta.get("weight", 1.0)) if use_weights else 1.0
+        strength = float(c.strength) if c.strength is not None else math.nan
+        if c.label == "tie":
+            if use_ties:
+                out.append(PairExample(c.sample(), c.response_a, c.response_b, 0.5, math.nan, weight))
+            continue
+        out.append(PairExample(c.sample(), c.chosen, c.rejected, 1.0, strength, weight))
+    return out
+
+
+def load_pairs(path: str, fmt: str = "auto", use_ties: bool = True, use_weights: bool = True):
+    from chatglm_rlhf.data.formats import load_comparisons
+
+    comparisons, report = load_comparisons(path, fmt)
+    report.print()
+    return pairs_from_comparisons(comparisons, use_ties, use_weights)
+
+
+def encode_pairs(tokenizer, pairs: list[PairExample], max_length: int) -> list[EncodedPair]:
+    from chatglm_rlhf.reward.encoding import encode_for_rm, truncation_summary
+
+    with truncation_summary(f"rm: {len(pairs)} pairs"):
+        return [
+            EncodedPair(
+                encode_for_rm(tokenizer, p.sample, p.chosen, max_length),
+                encode_for_rm(tokenizer, p.sample, p.rejected, max_length),
+                p.target,
+                p.strength,
+                p.weight,
+            )
+            for p in pairs
+        ]
+
+
+def collate_pairs(batch: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen rows then rejected rows in one right-padded ``(2B, T)`` batch, plus per-pair tensors."""
+    from chatglm_rlhf.data.collate import pad_sequences
+
+    seqs = [p.chosen for p in batch] + [p.rejected for p in batch]
+    return {
+        "input_ids": pad_sequences(seqs, pad_id),
+        "attention_mask": pad_sequences([[1] * len(s) for s in seqs], 0),
+        "target": torch.tensor([p.target for p in batch], dtype=torch.float32),
+        "strength": torch.tensor([p.strength for p in batch], dtype=torch.float32),
+        "weight": torch.tensor([p.weight for p in batch], dtype=torch.float32),
+    }
+
+
+def micro_batches(encoded: list[EncodedPair], batch_size: int, seed: int, grouped: bool) -> list[list[int]]:
+    """One epoch's micro-batches of pair indices (a function of the seed alone, for resume)."""
+    from chatglm_rlhf.data.collate import length_grouped_batches
+    from chatglm_rlhf.utils.training import epoch_order
+
+    if grouped:
+        return length_grouped_batches([len(p) for p in encoded], batch_size, seed=seed)
+    order = epoch_order(len(encoded), seed, 0)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class RMTrainer:
+    def __init__(self, cfg: RMConfig, model=None, tokenizer=None):
+        self.cfg = cfg
+        set_seed(cfg.seed)
+        # grad_accum=1 for accelerate: we accumulate ourselves and divide by the step's total weight;
+        # accelerate's own accumulation would divide every micro-batch loss by grad_accum once more.
+        self.acc = make_accelerator(cfg.mixed_precision, 1, cpu=cfg.cpu)
+        if model is None or tokenizer is None:
+            from chatglm_rlhf.reward.model import load_reward_model
+
+            model, tokenizer = load_reward_model(
+                cfg.model,
+                trust_remote_code=cfg.trust_remote_code,
+                lora_r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                gradient_checkpointing=cfg.gradient_checkpointing,
+            )
+        self.model, self.tokenizer = model, tokenizer
+        self.pad_id = tokenizer.pad_token_id
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        head, body = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                is_head = any(part in ("score", "classifier") for part in name.split("."))
+                (head if is_head else body).append(p)
+        groups = [{"params": body, "lr": cfg.lr}]
+        if head:
+            groups.append({"params": head, "lr": cfg.head_lr or cfg.lr})
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def train(self, pairs: list[PairExample], eval_comparisons: list[Comparison] | None = None) -> dict:
+        cfg, acc = self.cfg, self.acc
+        enc = encode_pairs(self.tokenizer, pairs, cfg.max_length)
+        if not enc:
+            raise UserError("rm: no training pairs")
+        per_step = cfg.grad_accum * acc.num_processes
+        n_micro = math.ceil(len(enc) / cfg.batch_size)
+        steps_per_epoch = max(1, math.ceil(n_micro / per_step))
+        total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * steps_per_epoch))
+        opt = self._optimizer()
+        warmup = int(cfg.warmup_ratio * total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, warmup, total))
+        model, opt, sched = acc.prepare(self.model, opt, sched)
+        ckpt = Checkpointer(cfg.output_dir, acc)
+        log = MetricsLog(Path(cfg.output_dir) / "metrics.jsonl", enabled=acc.is_main_process)
+        step = 0
+        if cfg.resume and (last := ckpt.latest()) is not None:
+            step = ckpt.load(last)["step"]
+            acc.print(f"resumed from {last} at step {step}")
+        log.truncate_after(step)  # a fresh run in an old output_dir starts a fresh log
+        bar = tqdm(total=total, initial=step, desc="rm", disable=not (cfg.progress and acc.is_main_process))
+        t0, stats = time.time(), {"loss": float("nan"), "accuracy": float("nan")}
+        pairs_done = 0
+        epoch_cache: dict[int, list[list[int]]] = {}
+        while step < total:
+            epoch, k = divmod(step, steps_per_epoch)
+            if epoch not in epoch_cache:
+                epoch_cache.clear()
+                epoch_cache[epoch] = micro_batches(
+                    enc, cfg.batch_size, cfg.seed * 1000 + epoch, cfg.length_grouping
+                )
+            mine = self._step_micro_batches(epoch_cache[epoch], k, per_step)
+            stats = self._train_step(model, opt, sched, [[enc[i] for i in mb] for mb in mine], step)
+            pairs_done += sum(len(mb) for mb in mine)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
+            if step % cfg.log_every == 0 or step == total:
+                log.log(step, {**stats, "lr": sched.get_last_lr()[0]})
+            if cfg.save_every and step % cfg.save_every == 0 and step < total:
+                ckpt.save(step)
+        bar.close()
+        seconds = time.time() - t0
+        result = {"steps": step, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"]}
+        # This rank's pairs in this run (a resumed run counts only the steps it ran).
+        result.update(seconds=seconds, pairs=pairs_done, pairs_per_second=pairs_done / max(seconds, 1e-9))
+        self.save(result)  # before the eval: a failing eval must not lose the trained model
+        if eval_comparisons and acc.is_main_process:
+            result["eval"] = self.evaluate(eval_comparisons)
+            save_json(Path(cfg.output_dir) / "rm_result.json", result)
+        return result
+
+    def _step_micro_batches(self, mbs: list[list[int]], k: int, per_step: int) -> list[list[int]]:
+        """This rank's micro-batches for step ``k`` of an epoch. The epoch's last step may be short; with
+        several processes it wraps around instead, so that every rank runs the same number of passes."""
+        acc = self.acc
+        chosen = mbs[k * per_step : (k + 1) * per_step]
+        if acc.num_processes > 1 and len(chosen) < per_step:
+            chosen = [mbs[(k * per_step + j) % len(mbs)] for j in range(per_step)]
+        return chosen[acc.process_index :: acc.num_processes]
+
+    def _train_step(self, model, opt, sched, micro: list[list[EncodedPair]], step: int) -> dict[str, float]:
+        from chatglm_rlhf.reward.model import rewards
+
+        cfg, acc = self.cfg, self.acc
+        model.train()
+        step_weight = sum(p.weight for mb in micro for p in mb)
+        loss_total, hits, n = 0.0, 0.0, 0
+        for i, mb in enumerate(micro):
+            b = {k: v.to(acc.device) for k, v in collate_pairs(mb, self.pad_id).items()}
+            ctx = acc.no_sync(model) if i < len(micro) - 1 else nullcontext()
+            with ctx, acc.autocast():
+                r = rewards(model, b["input_ids"], b["attention_mask"])
+                r_c, r_r = r[: len(mb)], r[len(mb) :]
+                margin = margin_from_strength(b["strength"], cfg.margin_scale) if cfg.margin_scale else None
+                loss = reward_loss(
+                    r_c, r_r, margin=margin, target=b["target"], weight=b["weight"],
+                    reg_coef=cfg.reg_coef, center_coef=cfg.center_coef, reduction="sum",
+                ) / max(step_weight, 1e-12)  # fmt: skip
+            check_finite(loss, step + 1)
+            acc.backward(loss)
+            loss_total += float(loss.detach())
+            decided = b["target"] >= 1.0
+            if decided.any():
+                hits += float(pair_accuracy(r_c[decided].detach(), r_r[decided].detach())) * int(
+                    decided.sum()
+                )
+                n += int(decided.sum())
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        return {"loss": loss_total, "accuracy": hits / n if n else float("nan")}
+
+    def scorer(self):
+        from chatglm_rlhf.reward.scorer import RewardScorer
+
+        return RewardScorer(
+            self.acc.unwrap_model(self.model), self.tokenizer, self.cfg.max_length, 2 * self.cfg.batch_size
+        )
+
+    def evaluate(self, comparisons: list[Comparison]) -> dict:
+        from chatglm_rlhf.reward.evaluation import evaluate_comparisons
+
+        return evaluate_comparisons(self.scorer(), comparisons, self.cfg.eval_buckets)
+
+    def save(self, result: dict) -> None:
+        from chatglm_rlhf.reward.model import save_reward_model
+
+        acc, out = self.acc, Path(self.cfg.output_dir)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            if hasattr(model, "merge_and_unload"):  # LoRA: save (and keep scoring with) the merged model
+                model = self.model = model.merge_and_unload()
+            save_reward_model(model, self.tokenizer, out, {"max_length": self.cfg.max_length})
+            save_json(out / "rm_result.json", result)
+            save_json(out / "rm_config.json", to_dict(self.cfg))
+
+
+def run_rm_train(cfg: RMConfig) -> dict:
+    from chatglm_rlhf.data.formats import load_comparisons
+
+    if not cfg.model:
+        raise UserError("rm train: model=... is required (an SFT checkpoint, an encoder, or a saved RM)")
+    if not cfg.data:
+        raise UserError("rm train: data=... is required")
+    pairs = load_pairs(cfg.data, cfg.format, cfg.use_ties, cfg.use_weights)
+    eval_comparisons = None
+    if cfg.eval_data:
+        eval_comparisons, report = load_comparisons(cfg.eval_data, cfg.format)
+        report.print()
+    return RMTrainer(cfg).train(pairs, eval_comparisons)

@@ -1,0 +1,98 @@
+"""Bucket-based length balancing equalises "longer wins" and "shorter wins" within each bucket."""
+
+import random
+
+import pytest
+
+from chatglm_rlhf.data.schema import Comparison
+from chatglm_rlhf.reward.balancing import balance, bucket_labels, bucket_of, format_table
+from chatglm_rlhf.reward.filtering import FilterConfig, Label, filter_labels
+
+
+def test_bucket_of():
+    edges = [3, 10]
+    assert [bucket_of(d, edges) for d in (0, 1, 2, 3, 9, 10, 500)] == [
+        "0", "[1,3)", "[1,3)", "[3,10)", "[3,10)", ">=10", ">=10",
+    ]  # fmt: skip
+    assert bucket_labels(edges) == ["0", "[1,3)", "[3,10)", ">=10"]
+
+
+def _skewed(seed=0, n=400):
+    """Pairs whose longer response wins 80% of the time, with differences spread over the buckets."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        short, diff = rng.randint(1, 20), rng.choice((0, 1, 2, 5, 8, 15, 40))
+        longer_wins = rng.random() < 0.8
+        out.append((short + diff, short) if longer_wins else (short, short + diff))
+    return out
+
+
+def _rates(lengths, weights, edges):
+    per = {}
+    for (lc, lr), w in zip(lengths, weights):
+        b = bucket_of(abs(lc - lr), edges)
+        if b != "0" and w > 0:
+            tot, longer = per.get(b, (0.0, 0.0))
+            per[b] = (tot + w, longer + w * (lc > lr))
+    return {b: longer / tot for b, (tot, longer) in per.items()}
+
+
+@pytest.mark.parametrize("method", ["downsample", "reweight"])
+def test_balancing_equalises_each_bucket(method):
+    edges = [3, 10]
+    lengths = _skewed()
+    weights, rows = balance(lengths, edges, method, seed=1)
+    before = _rates(lengths, [1.0] * len(lengths), edges)
+    assert all(r > 0.7 for r in before.values())
+    after = _rates(lengths, weights, edges)
+    assert set(after) == set(before)
+    assert all(r == pytest.approx(0.5) for r in after.values())
+    by_bucket = {r.bucket: r for r in rows}
+    assert all(by_bucket[b].rate_after == pytest.approx(0.5) for b in after)
+    # equal-length pairs are untouched
+    assert all(w == 1.0 for (lc, lr), w in zip(lengths, weights) if lc == lr)
+    if method == "downsample":
+        assert set(weights) <= {0.0, 1.0}
+        for b in after:
+            row = by_bucket[b]
+            assert row.n_after == 2 * min(row.longer_before, row.n_before - row.longer_before)
+    else:
+        assert all(w > 0 for w in weights)
+        for b in after:  # the bucket's total weight is unchanged
+            assert by_bucket[b].n_after == pytest.approx(by_bucket[b].n_before)
+
+
+def test_one_sided_bucket_and_none_method():
+    lengths = [(5, 1), (6, 1), (1, 1)]
+    w, rows = balance(lengths, [3], "downsample")
+    assert w == [0.0, 0.0, 1.0]
+    w, _ = balance(lengths, [3], "reweight")
+    assert w == [1.0, 1.0, 1.0]
+    w, rows = balance(lengths, [3], "none")
+    assert w == [1.0, 1.0, 1.0] and {r.bucket: r.rate_before for r in rows}[">=3"] == 1.0
+    assert "longer wins" in format_table(rows)
+    with pytest.raises(ValueError):
+        balance(lengths, [3], "sideways")
+
+
+def test_downsampling_is_seeded():
+    lengths = _skewed(3)
+    assert balance(lengths, [3, 10], seed=5)[0] == balance(lengths, [3, 10], seed=5)[0]
+    assert balance(lengths, [3, 10], seed=5)[0] != balance(lengths, [3, 10], seed=6)[0]
+
+
+def test_filter_balances_and_records_drops():
+    labels = []
+    for i in range(60):
+        short = "ok"
+        long = "ok " + " ".join(["more"] * (1, 4, 12)[(i // 4) % 3])  # 20 pairs in each bucket
+        winner = "a" if i % 4 else "b"  # the longer (response_a) wins 3 times in 4
+        c = Comparison(f"s{i}", f"Prompt number {i} please?", long, short, winner)
+        labels.append(Label(c, f"f:{i + 1}"))
+    res = filter_labels(labels, FilterConfig(spam_threshold=0.0, bucket_edges=[3, 10]))
+    kept_longer = sum(c.label == "a" for c in res.kept)
+    assert kept_longer == len(res.kept) - kept_longer == 15  # 5 + 5 kept in each of the 3 buckets
+    assert res.counts() == {"length_balance": 30}
+    res = filter_labels(labels, FilterConfig(spam_threshold=0.0, bucket_edges=[3, 10], balance="reweight"))
+    assert len(res.kept) == 60 and {round(c.meta["weight"], 3) for c in res.kept} == {0.667, 2.0}
