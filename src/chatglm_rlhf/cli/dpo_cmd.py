@@ -22,6 +22,8 @@ def run(args) -> int:
 
     cfg = stage_config(args)
     result = run_dpo(cfg)
+    if not _is_main_process():
+        return 0  # with several processes, rank 0 reports for all
     print(
         f"dpo: {result['steps']} steps on {result['pairs']} pairs, final loss {result['train/loss']:.4f}, "
         f"implicit-reward accuracy {result['train/rewards/accuracy']:.2f}, margin "
@@ -33,3 +35,9 @@ def run(args) -> int:
             f"margin {result['eval/rewards/margin']:.3f}"
         )
     return 0
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process

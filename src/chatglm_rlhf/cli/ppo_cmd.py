@@ -21,8 +21,16 @@ def run(args) -> int:
 
     cfg = stage_config(args)
     result = run_ppo(cfg)
+    if not _is_main_process():
+        return 0  # with several processes, rank 0 reports for all
     print(
         f"ppo: {result['steps']} steps in {result['seconds']:.0f}s; final reward {result['reward_final']:.4f}, "
         f"KL {result['kl_final']:.4f}; policy saved to {cfg.output_dir}"
     )
     return 0
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process

@@ -58,7 +58,7 @@ class AlignStages:
     def _rm(self, name: str, filtered: str) -> dict:
         from chatglm_rlhf.data.formats import load_comparisons
         from chatglm_rlhf.data.io import write_jsonl
-        from chatglm_rlhf.reward.demo_stages import filler_tie_pairs, run_rm_stage, split_by_prompt
+        from chatglm_rlhf.reward.demo_stages import run_rm_stage, split_by_prompt
 
         comps, _ = load_comparisons(self.out / filtered / "filtered.jsonl")
         train, held = split_by_prompt(comps, eval_fraction=0.15, seed=self.cfg.world.seed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -220,7 +221,9 @@ class DPOTrainer:
     def __init__(self, cfg: DPOConfig, model=None, tokenizer=None, ref_model=None):
         self.cfg = cfg
         set_seed(cfg.seed)
-        self.acc = make_accelerator(cfg.mixed_precision, cfg.grad_accum, cpu=cfg.cpu)
+        # Accumulation is done by hand (each micro-batch's loss is divided by the pairs of the whole step),
+        # so the accelerator must not divide by grad_accum a second time.
+        self.acc = make_accelerator(cfg.mixed_precision, 1, cpu=cfg.cpu)
         if model is None or tokenizer is None:
             model, tokenizer = self._load(cfg)
         self.model, self.tokenizer = model, tokenizer
@@ -359,8 +362,8 @@ class DPOTrainer:
         while step < total:
             epoch, k = divmod(step, steps_per_epoch)
             batch = self._epoch_batches(examples, epoch)[k]
-            mine = batch[acc.process_index :: acc.num_processes] or batch[:1]
-            metrics = self._train_step(model, opt, sched, [examples[i] for i in mine], step)
+            mine = [examples[i] for i in batch[acc.process_index :: acc.num_processes]]
+            metrics = self._train_step(model, opt, sched, mine, len(batch), examples[batch[0]], step)
             step += 1
             pairs_seen += len(batch)
             bar.update(1)
@@ -391,26 +394,55 @@ class DPOTrainer:
         self._batches = ((id(examples), epoch), batches)
         return batches
 
-    def _train_step(self, model, opt, sched, batch: list[PairExample], step: int) -> dict[str, float]:
-        cfg, acc = self.cfg, self.acc
+    def _micro_batches(self, batch: list[PairExample], n_pairs: int, filler: PairExample) -> list[tuple]:
+        """(pairs, weight) micro-batches; every rank runs as many as the rank with the most pairs.
+
+        A step's last batch may hold fewer pairs than ``per_step``: ranks short of pairs run the global
+        batch's first pair with weight 0 instead, so DDP (one gradient all-reduce per rank) and FSDP /
+        ZeRO-3 (parameter gathers in every forward) see the same number of passes on every rank, while
+        the zero weight keeps the padding pair out of the update and the metrics.
+        """
+        bs, n = self.cfg.batch_size, self.acc.num_processes
+        micro = [(batch[i : i + bs], 1.0) for i in range(0, len(batch), bs)]
+        most = math.ceil(math.ceil(n_pairs / n) / bs)  # rank 0 holds the most: ceil(n_pairs / n)
+        return micro + [([filler], 0.0)] * (most - len(micro))
+
+    def _train_step(
+        self, model, opt, sched, batch: list[PairExample], n_pairs: int, filler: PairExample, step: int
+    ) -> dict[str, float]:
+        """One optimizer step on this rank's ``batch``: its share of a global batch of ``n_pairs`` pairs."""
+        acc = self.acc
         model.train()
-        micro = [batch[i : i + cfg.batch_size] for i in range(0, len(batch), cfg.batch_size)]
+        micro = self._micro_batches(batch, n_pairs, filler)
         rows = []
-        for i, mb in enumerate(micro):
+        for i, (mb, weight) in enumerate(micro):
             ctx = acc.no_sync(model) if i < len(micro) - 1 else nullcontext()
             with ctx, acc.autocast():
                 row = self._pair_losses(model, collate_pairs(mb, self.pad_id))
-                loss = row["loss_vec"].sum() / len(batch)  # the mean over the step's pairs
+                # The mean over the global step's pairs; DDP averages gradients over ranks, hence the
+                # factor num_processes (1 in one process: the update equals one big batch's).
+                loss = row["loss_vec"].sum() * acc.num_processes / n_pairs
+                if not weight:
+                    loss = loss * 0.0
             check_finite(loss, step + 1)
             acc.backward(loss)
             row["loss"] = row.pop("loss_vec").detach()
-            rows.append(row)
-        if cfg.max_grad_norm > 0:
-            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            if weight:
+                rows.append(row)
+        if self.cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        return _batch_metrics(rows)
+        return _batch_metrics(self._gather_rows(rows))
+
+    def _gather_rows(self, rows: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """Every rank's per-pair rows (metrics describe the global batch, not rank 0's share)."""
+        if self.acc.num_processes == 1:
+            return rows
+        from accelerate.utils import gather_object
+
+        return gather_object([{k: v.detach().cpu() for k, v in r.items()} for r in rows])
 
     @torch.no_grad()
     def evaluate(self, examples: list[PairExample]) -> dict[str, float]:
@@ -433,11 +465,13 @@ class DPOTrainer:
     def save(self, result: dict) -> None:
         acc, out = self.acc, Path(self.cfg.output_dir)
         acc.wait_for_everyone()
+        # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the weights.
+        state = acc.get_state_dict(self.model)
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(self.model)
             if hasattr(unwrapped, "merge_and_unload"):  # LoRA: save a plain model that from_pretrained loads
-                unwrapped = copy.deepcopy(unwrapped).merge_and_unload()
-            unwrapped.save_pretrained(out, safe_serialization=True)
+                unwrapped, state = copy.deepcopy(unwrapped).merge_and_unload(), None
+            unwrapped.save_pretrained(out, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(out)
             save_json(out / "dpo_result.json", result)
             save_json(out / "dpo_config.json", self.cfg)
@@ -468,5 +502,6 @@ def run_dpo(cfg: DPOConfig) -> dict:
     pairs, stats = build_rm_pairs(trainer.model, trainer.tokenizer, prompts, load_reward_scorer(cfg), cfg)
     result = trainer.train(pairs, eval_pairs)
     result["pair_stats"] = stats.to_dict()
-    save_json(Path(cfg.output_dir) / "dpo_result.json", result)
+    if trainer.acc.is_main_process:
+        save_json(Path(cfg.output_dir) / "dpo_result.json", result)
     return result

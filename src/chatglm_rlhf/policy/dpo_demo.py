@@ -44,7 +44,10 @@ def load_reward_scorer(cfg: DPOConfig) -> Scorer:
         raise UserError(f"dpo: pairs_from=rm needs chatglm_rlhf.reward.scorer ({e})") from None
     if not Path(cfg.reward_model).exists():
         raise UserError(f"dpo: reward_model directory {cfg.reward_model} not found")
-    device = "cpu" if cfg.cpu else "auto"
+    from accelerate import PartialState
+
+    # This process's device (with several GPUs each rank has its own), as the trainer's accelerator has.
+    device = str(PartialState(cpu=cfg.cpu).device)
     return RewardScorer.from_pretrained(
         cfg.reward_model, device=device, trust_remote_code=cfg.trust_remote_code
     )
@@ -53,22 +56,32 @@ def load_reward_scorer(cfg: DPOConfig) -> Scorer:
 def build_rm_pairs(
     model, tokenizer, prompts: list[DialogueSample], scorer: Scorer, cfg: DPOConfig
 ) -> tuple[list[Comparison], PairStats]:
-    """Best-vs-worst pairs from ``cfg.k`` policy samples per prompt; saved as ``pairs.jsonl`` + stats."""
+    """Best-vs-worst pairs from ``cfg.k`` policy samples per prompt; saved as ``pairs.jsonl`` + stats.
+
+    With several processes each samples and scores its share of the prompts on its own device; every
+    process gets all pairs, and only the main process writes the files.
+    """
+    from accelerate import PartialState
+
     from chatglm_rlhf.data.io import write_jsonl
 
+    state = PartialState()
+    model.to(state.device)  # sample where the trainer will train (a no-op on CPU)
     # The prompt must leave room for the longest response the sampler may write (plus eos).
     max_prompt = max(1, cfg.max_length - cfg.generation.max_new_tokens - 1)
     pairs, stats = pairs_from_policy(
-        model, tokenizer, prompts, scorer, cfg.k, cfg.generation, cfg.min_spread, cfg.seed, max_prompt
-    )
+        model, tokenizer, prompts, scorer, cfg.k, cfg.generation, cfg.min_spread, cfg.seed, max_prompt,
+        shard=(state.process_index, state.num_processes),
+    )  # fmt: skip
     out = Path(cfg.output_dir)
-    write_jsonl(out / "pairs.jsonl", pairs)
-    save_json(out / "pair_stats.json", stats.to_dict())
-    print(
-        f"dpo pairs: {stats.pairs} from {stats.prompts} prompts (k={cfg.k}); "
-        f"{stats.skipped_small_spread} skipped with spread < {cfg.min_spread}; "
-        f"mean spread {stats.mean_spread:.3f}; written to {out / 'pairs.jsonl'}"
-    )
+    if state.is_main_process:
+        write_jsonl(out / "pairs.jsonl", pairs)
+        save_json(out / "pair_stats.json", stats.to_dict())
+        print(
+            f"dpo pairs: {stats.pairs} from {stats.prompts} prompts (k={cfg.k}); "
+            f"{stats.skipped_small_spread} skipped with spread < {cfg.min_spread}; "
+            f"mean spread {stats.mean_spread:.3f}; written to {out / 'pairs.jsonl'}"
+        )
     if not pairs:
         raise UserError(
             f"dpo: every prompt's score spread was below min_spread={cfg.min_spread}; lower it or raise k"
@@ -98,7 +111,8 @@ def run_dpo_stage(
     result = trainer.train(pairs)
     result["pair_stats"] = stats.to_dict()
     result["model_dir"] = str(out_dir)
-    save_json(Path(out_dir) / "dpo_result.json", result)
+    if trainer.acc.is_main_process:
+        save_json(Path(out_dir) / "dpo_result.json", result)
     return result
 
 

@@ -104,6 +104,7 @@ def pairs_from_policy(
     seed: int = 0,
     max_prompt_tokens: int | None = None,
     generator=None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[list[Comparison], PairStats]:
     """Sample ``k`` responses per prompt, score them, keep best vs worst where the spread >= ``min_spread``.
 
@@ -112,29 +113,33 @@ def pairs_from_policy(
     ``settings.max_new_tokens`` are counted in ``stats.unfinished`` and flagged in each pair's meta.
 
     ``generator`` defaults to ``HFGenerator(model, tokenizer)`` (pass another backend, e.g. vLLM, to
-    replace it). Returns the comparisons (in the prompts' order) and :class:`PairStats`.
+    replace it). ``shard=(rank, world_size)`` splits the work over processes: each samples and scores
+    every world_size-th prompt (its own seed), the results are gathered, and every process returns the
+    same pairs. Returns the comparisons (in the prompts' order) and :class:`PairStats`.
     """
-    from chatglm_rlhf.data.templates import prompt_ids
-    from chatglm_rlhf.models.generation import HFGenerator
-
     if k < 2:
         raise UserError(f"pairs_from_policy: k must be >= 2 to form a pair, got {k}")
-    settings = settings or GenerationSettings()
-    gen = generator or HFGenerator(model, tokenizer, progress=True)
-    prompts = [prompt_ids(tokenizer, s, max_prompt_tokens)[0] for s in samples]
-    generated = gen.generate(prompts, k, settings, seed=seed)
-    texts = [[decode_response(tokenizer, g) for g in gs] for gs in generated]
-    scores = score_candidates(scorer, samples, texts)
+    rank, world = shard
+    mine = list(range(rank, len(samples), world))
+    texts, scores, finished = _sample_and_score(
+        model, tokenizer, [samples[i] for i in mine], scorer, k, settings or GenerationSettings(),
+        seed + 1_000_003 * rank, max_prompt_tokens, generator,
+    )  # fmt: skip
+    if world > 1:  # every process gets every prompt's candidates, in the prompts' order
+        from accelerate.utils import gather_object
+
+        rows = sorted(gather_object(list(zip(mine, texts, scores, finished))), key=lambda r: r[0])
+        texts, scores, finished = [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
     stats = PairStats(prompts=len(samples), min_spread=min_spread)
     stats.candidates = sum(len(t) for t in texts)
-    stats.unfinished = sum(not g.finished for gs in generated for g in gs)
+    stats.unfinished = sum(not f for fs in finished for f in fs)
     pairs: list[Comparison] = []
-    for sample, resp, sc, gs in zip(samples, texts, scores, generated):
+    for sample, resp, sc, fin in zip(samples, texts, scores, finished):
         if max(sc) - min(sc) < min_spread or max(sc) == min(sc):
             stats.skipped_small_spread += 1
             stats.skipped_ids.append(sample.id)
             continue
-        pairs.append(best_vs_worst(sample, resp, sc, k, [g.finished for g in gs]))
+        pairs.append(best_vs_worst(sample, resp, sc, k, fin))
     stats.pairs = len(pairs)
     stats.mean_spread = _mean([p.meta["spread"] for p in pairs])
     stats.mean_chosen_score = _mean([p.scores["a"]["reward"] for p in pairs])
@@ -142,3 +147,18 @@ def pairs_from_policy(
     stats.mean_chosen_chars = _mean([len(p.response_a) for p in pairs])
     stats.mean_rejected_chars = _mean([len(p.response_b) for p in pairs])
     return pairs, stats
+
+
+def _sample_and_score(
+    model, tokenizer, samples, scorer, k, settings, seed, max_prompt_tokens, generator
+) -> tuple[list[list[str]], list[list[float]], list[list[bool]]]:
+    """(texts, scores, finished flags) of ``k`` candidates per sample."""
+    from chatglm_rlhf.data.templates import prompt_ids
+    from chatglm_rlhf.models.generation import HFGenerator
+
+    gen = generator or HFGenerator(model, tokenizer, progress=True)
+    prompts = [prompt_ids(tokenizer, s, max_prompt_tokens)[0] for s in samples]
+    generated = gen.generate(prompts, k, settings, seed=seed)
+    texts = [[decode_response(tokenizer, g) for g in gs] for gs in generated]
+    scores = score_candidates(scorer, samples, texts)
+    return texts, scores, [[g.finished for g in gs] for gs in generated]

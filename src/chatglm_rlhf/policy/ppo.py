@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from chatglm_rlhf.policy import ppo_losses as L
 from chatglm_rlhf.policy.ppo_models import PPOModels
 from chatglm_rlhf.policy.ppo_rollout import (
     PromptSet,
+    Ranks,
     RewardSettings,
     Rollout,
     Scorer,
@@ -197,6 +199,13 @@ class PPOTrainer:
         self.cfg, self.models, self.scorer = cfg, models, scorer
         set_seed(cfg.seed)
         self.acc = make_accelerator(cfg.mixed_precision, 1, cpu=cfg.cpu)
+        self.ranks = Ranks.of(self.acc)
+        for key in ("rollout_batch_size", "mini_batch_size"):
+            if getattr(cfg, key) % self.ranks.count:
+                raise ConfigError(
+                    f"ppo: {key} ({getattr(cfg, key)}) must be a multiple of the number of processes "
+                    f"({self.ranks.count}): every rank takes an equal share of each batch"
+                )
         self.out = Path(cfg.output_dir)
         if models.reference is not None:  # frozen, so never prepared: place it by hand
             models.reference.to(self.acc.device)
@@ -217,14 +226,18 @@ class PPOTrainer:
     def _encode_ptx(self, examples: list[tuple[DialogueSample, str]]) -> list:
         if not examples or self.cfg.ptx_coef == 0:
             if self.cfg.ptx_coef > 0:
-                print("ppo: ptx is off (no SFT examples given)")
+                self.acc.print("ppo: ptx is off (no SFT examples given)")
             return []
         from chatglm_rlhf.policy.sft import encode_examples
 
         return encode_examples(self.models.tokenizer, examples, self.cfg.max_length, truncate_response=True)
 
     def prepare_prompts(self) -> PromptSet:
-        """Encode the prompts, filter them (paper), and build the reference-baseline cache."""
+        """Encode the prompts, filter them (paper), and build the reference-baseline cache.
+
+        With several processes each rank samples its share of the prompts for the filter and the
+        baseline; every rank gets all results, and rank 0 alone writes the files.
+        """
         from chatglm_rlhf.data.templates import prompt_ids
 
         cfg, tok = self.cfg, self.models.tokenizer
@@ -237,9 +250,9 @@ class PPOTrainer:
         if cfg.prompt_filter:
             prompts, self.filter_report = filter_prompts(
                 self.models, prompts, self.scorer, cfg.generation, cfg.filter_k, cfg.filter_eps,
-                self.out / "prompt_filter.jsonl", seed=cfg.seed + 1, progress=cfg.progress,
+                self.out / "prompt_filter.jsonl", seed=cfg.seed + 1, progress=cfg.progress, ranks=self.ranks,
             )  # fmt: skip
-            print(self.filter_report.summary() + f" (details: {self.out / 'prompt_filter.jsonl'})")
+            self.acc.print(self.filter_report.summary() + f" (details: {self.out / 'prompt_filter.jsonl'})")
             if not prompts.keys:
                 raise UserError(
                     "ppo: the prompt filter dropped every prompt; lower filter_eps or set prompt_filter=false"
@@ -250,7 +263,7 @@ class PPOTrainer:
             settings = replace(cfg.generation, greedy=cfg.baseline_greedy and cfg.baseline_k == 1)
             self.baseline = reference_baseline(
                 self.models, prompts, self.scorer, settings, self.out / "reference_baseline.jsonl",
-                seed=cfg.seed + 2, k=cfg.baseline_k, progress=cfg.progress,
+                seed=cfg.seed + 2, k=cfg.baseline_k, progress=cfg.progress, ranks=self.ranks,
             )  # fmt: skip
         return prompts
 
@@ -271,14 +284,17 @@ class PPOTrainer:
     def train(self) -> dict[str, Any]:
         cfg, acc = self.cfg, self.acc
         t_start = time.time()
-        if not cfg.resume:  # a fresh run must not reuse another run's caches or log rows
+        if not cfg.resume and acc.is_main_process:  # a fresh run must not reuse old caches or log rows
             if (self.out / "checkpoints").exists():
                 print(f"ppo: {self.out} has checkpoints; starting afresh (resume=true would continue)")
             for name in ("prompt_filter.jsonl", "reference_baseline.jsonl", "metrics.jsonl"):
                 (self.out / name).unlink(missing_ok=True)
+        acc.wait_for_everyone()  # no rank reads a cache before rank 0 has removed a stale one
         self.prompts = self.prepare_prompts()
         opt = self._optimizer()
-        *_, self.opt = acc.prepare(*self.models.trainable, opt)
+        # The training forwards must go through the prepared (DDP / FSDP) modules: they sync gradients.
+        *prepared, self.opt = acc.prepare(*self.models.trainable, opt)
+        self.models.prepared = prepared
         ckpt = Checkpointer(cfg.output_dir, acc)
         log = MetricsLog(self.out / "metrics.jsonl", enabled=acc.is_main_process, tensorboard=True)
         step = 0
@@ -303,9 +319,21 @@ class PPOTrainer:
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                 ckpt.save(step, extra=self._state())
         bar.close()
-        result = summarize(self.out / "metrics.jsonl", self.filter_report)
+        result = self._summary()
         result.update(steps=step, seconds=time.time() - t_start)
         self.save(result)
+        return result
+
+    def _summary(self) -> dict[str, Any]:
+        """The run's summary from rank 0's metrics log, on every rank (other nodes may not see the file)."""
+        self.acc.wait_for_everyone()
+        result = None
+        if self.acc.is_main_process:
+            result = summarize(self.out / "metrics.jsonl", self.filter_report)
+        if self.ranks.count > 1:
+            from accelerate.utils import broadcast_object_list
+
+            result = broadcast_object_list([result])[0]
         return result
 
     def _state(self) -> dict[str, Any]:
@@ -315,13 +343,14 @@ class PPOTrainer:
         }
 
     def _prompt_rows(self, step: int) -> list[int]:
-        """The prompts of step ``step``: a function of (seed, step), so resume replays the same ones."""
+        """This rank's prompts of step ``step``: its share of the ``rollout_batch_size`` prompts of the
+        step, a function of (seed, step), so resume replays the same ones."""
         n, bs = len(self.prompts.keys), self.cfg.rollout_batch_size
         rows = []
         for j in range(step * bs, (step + 1) * bs):
             epoch, k = divmod(j, n)
             rows.append(epoch_order(n, self.cfg.seed, epoch)[k])
-        return rows
+        return self.ranks.share(rows)
 
     def step(self, step: int) -> dict[str, float]:
         """One PPO iteration: rollout, score, advantages, ``ppo_epochs`` of minibatch updates."""
@@ -329,9 +358,8 @@ class PPOTrainer:
         rows = self._prompt_rows(step)
         samples = [self.prompts.samples[i] for i in rows]
         t0 = time.perf_counter()
-        gens = self.generator.generate(
-            [self.prompts.ids[i] for i in rows], 1, cfg.generation, seed=cfg.seed * 100_003 + step
-        )
+        seed = self.ranks.seed(cfg.seed * 100_003 + step)
+        gens = self.generator.generate([self.prompts.ids[i] for i in rows], 1, cfg.generation, seed=seed)
         gens = [g[0] for g in gens]
         t_gen = time.perf_counter() - t0
         ref = None
@@ -348,15 +376,19 @@ class PPOTrainer:
                 self.kl_ctl.value,
                 cfg.forward_batch_size,
                 self.moments,
+                self.ranks,
             )
         t1 = time.perf_counter()
         train_stats, train_tokens = self._ppo_epochs(rollout, step)
         t_train = time.perf_counter() - t1
         kl_coef = self.kl_ctl.value
-        self.kl_ctl.update(rollout.stats["kl"], cfg.rollout_batch_size)
+        self.kl_ctl.update(rollout.stats["kl"], cfg.rollout_batch_size)  # the KL over all ranks' rows
         if hasattr(self.generator, "sync_weights"):  # an external engine (e.g. vLLM) needs the new weights
             self.generator.sync_weights(m.actor)
-        gen_tokens = sum(len(g.response_ids) for g in gens)
+        # Logged for the whole batch: means over ranks, tokens summed (this rank's wall times).
+        train_stats = self.ranks.mean_dict(train_stats)
+        gen_tokens = self.ranks.total(sum(len(g.response_ids) for g in gens))
+        train_tokens = self.ranks.total(train_tokens)
         return {
             **rollout.stats,
             **train_stats,
@@ -368,28 +400,31 @@ class PPOTrainer:
         }
 
     def _ppo_epochs(self, rollout: Rollout, step: int) -> tuple[dict[str, float], int]:
+        """``ppo_epochs`` passes over this rank's rows; a minibatch is ``mini_batch_size`` rows over all
+        ranks (each rank's equal share), so every rank makes the same number of updates."""
         cfg = self.cfg
         B = rollout.batch.input_ids.shape[0]
+        mini = cfg.mini_batch_size // self.ranks.count
         sums: dict[str, float] = {}
         n_updates, tokens = 0, 0
         for epoch in range(cfg.ppo_epochs):
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + epoch)
+            g = torch.Generator().manual_seed(self.ranks.seed(cfg.seed * 1_000_003 + step * 101 + epoch))
             perm = torch.randperm(B, generator=g)
-            for start in range(0, B, cfg.mini_batch_size):
-                update = (step * cfg.ppo_epochs + epoch) * math.ceil(
-                    B / cfg.mini_batch_size
-                ) + start // cfg.mini_batch_size
-                stats, n_tok = self._update(rollout, perm[start : start + cfg.mini_batch_size], update, step)
+            for start in range(0, B, mini):
+                update = (step * cfg.ppo_epochs + epoch) * math.ceil(B / mini) + start // mini
+                stats, n_tok = self._update(rollout, perm[start : start + mini], update, step)
                 tokens += n_tok
                 n_updates += 1
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
         return {k: v / max(n_updates, 1) for k, v in sums.items()}, tokens
 
-    def _ptx_batch(self, update: int) -> dict[str, torch.Tensor] | None:
-        """SFT sequences for optimizer update ``update`` (cycling through the data in a seeded order)."""
+    def _ptx_batch(self, update: int) -> tuple[dict[str, torch.Tensor] | None, bool]:
+        """This rank's SFT sequences for optimizer update ``update`` (cycling through the data in a
+        seeded order), and whether they count: a rank whose share of ``ptx_batch_size`` is empty runs
+        one sequence with weight 0, so that every rank makes the same forward passes."""
         if not self.ptx:
-            return None
+            return None, False
         from chatglm_rlhf.data.collate import collate_encoded
 
         n, bs = len(self.ptx), self.cfg.ptx_batch_size
@@ -397,7 +432,20 @@ class PPOTrainer:
         for j in range(update * bs, (update + 1) * bs):
             epoch, k = divmod(j, n)
             picked.append(self.ptx[epoch_order(n, self.cfg.seed + 7, epoch)[k]])
-        return collate_encoded(picked, self.models.tokenizer.pad_token_id)
+        mine = self.ranks.share(picked)
+        return collate_encoded(mine or picked[:1], self.models.tokenizer.pad_token_id), bool(mine)
+
+    def _loss_weights(self, rollout: Rollout, chunks: list, ptx, ptx_counts: bool) -> list[float] | None:
+        """With several ranks, a weight per micro-batch (and one for ptx): ``ranks * local tokens / all
+        ranks' tokens``. DDP averages the ranks' gradients, so the update is that of the token mean over
+        the whole minibatch, however the tokens fall across ranks. None in one process (weights of 1)."""
+        if self.ranks.count == 1:
+            return None
+        local = [float(rollout.batch.response_mask[c].sum()) for c in chunks]
+        local.append(float((ptx["labels"][:, 1:] != -100).sum()) if ptx is not None and ptx_counts else 0.0)
+        local_t = torch.tensor(local, dtype=torch.float64)
+        total = self.ranks.sum(local_t).cpu()
+        return [float(self.ranks.count * a / max(float(b), 1.0)) for a, b in zip(local_t, total)]
 
     def _update(
         self, rollout: Rollout, rows: torch.Tensor, update: int, step: int
@@ -407,41 +455,45 @@ class PPOTrainer:
         from chatglm_rlhf.policy.ppo_models import response_logprobs
 
         cfg, acc, m = self.cfg, self.acc, self.models
-        for mod in m.trainable:
+        mods = m.prepared or m.trainable
+        for mod in mods:
             mod.train()
         micro = cfg.micro_batch_size or len(rows)
         chunks = [rows[i : i + micro] for i in range(0, len(rows), micro)]
         stats: dict[str, float] = {}
         tokens = 0
-        ptx = self._ptx_batch(update)
+        ptx, ptx_counts = self._ptx_batch(update)
+        weights = self._loss_weights(rollout, chunks, ptx, ptx_counts)
         for i, chunk in enumerate(chunks):
             mb = rollout.select(chunk)
             b = mb.batch.to(acc.device)
             mask = b.response_mask
-            with acc.autocast():
-                logits, values = m.policy(b, with_values=True)
-                if values is None:
-                    values = m.values(b)
-                logprobs = response_logprobs(logits, b)
-                entropy = L.masked_mean(L.entropy_from_logits(logits), mask)
-                pg_loss, ps = L.ppo_policy_loss(
-                    logprobs, mb.old_logprobs, mb.advantages, mask, cfg.clip_range
-                )
-                vf_loss, vclip = L.ppo_value_loss(
-                    values.float(), mb.old_values, mb.returns, mask, cfg.clip_range_value
-                )
-                ptx_loss = None
-                if ptx is not None and i == 0:  # the ptx term joins the first micro-batch's loss
-                    ptx_logits = m.actor(
-                        input_ids=ptx["input_ids"].to(acc.device),
-                        attention_mask=ptx["attention_mask"].to(acc.device),
-                    ).logits
-                    ptx_loss = sft_loss(ptx_logits, ptx["labels"].to(acc.device))[0]
-                    tokens += int(ptx["attention_mask"].sum())
-                ppo = L.actor_loss(pg_loss, None, 0.0, entropy, cfg.entropy_coef) + cfg.vf_coef * vf_loss
-                loss = ppo / len(chunks) + (cfg.ptx_coef * ptx_loss if ptx_loss is not None else 0.0)
-            check_finite(loss, step + 1)
-            acc.backward(loss)
+            with self._no_sync(mods, last=i == len(chunks) - 1):
+                with acc.autocast():
+                    logits, values = m.train_outputs(b)  # through the DDP / FSDP wrappers
+                    logprobs = response_logprobs(logits, b)
+                    entropy = L.masked_mean(L.entropy_from_logits(logits), mask)
+                    pg_loss, ps = L.ppo_policy_loss(
+                        logprobs, mb.old_logprobs, mb.advantages, mask, cfg.clip_range
+                    )
+                    vf_loss, vclip = L.ppo_value_loss(
+                        values.float(), mb.old_values, mb.returns, mask, cfg.clip_range_value
+                    )
+                    ptx_loss = None
+                    if ptx is not None and i == 0:  # the ptx term joins the first micro-batch's loss
+                        ptx_logits = m.train_lm(
+                            input_ids=ptx["input_ids"].to(acc.device),
+                            attention_mask=ptx["attention_mask"].to(acc.device),
+                        ).logits
+                        ptx_loss = sft_loss(ptx_logits, ptx["labels"].to(acc.device))[0]
+                        tokens += int(ptx["attention_mask"].sum()) if ptx_counts else 0
+                    ppo = L.actor_loss(pg_loss, None, 0.0, entropy, cfg.entropy_coef) + cfg.vf_coef * vf_loss
+                    ptx_term = cfg.ptx_coef * ptx_loss if ptx_loss is not None else 0.0
+                    if weights is not None:
+                        ppo, ptx_term = ppo * weights[i], ptx_term * weights[-1]
+                    loss = ppo / len(chunks) + ptx_term
+                check_finite(loss, step + 1)
+                acc.backward(loss)
             tokens += int(b.attention_mask.sum())
             part = {
                 "loss/policy": pg_loss.item(), "loss/value": vf_loss.item(), "entropy": entropy.item(),
@@ -452,14 +504,22 @@ class PPOTrainer:
                 part["loss/ptx"] = ptx_loss.item() * len(chunks)
             for k, v in part.items():
                 stats[k] = stats.get(k, 0.0) + v / len(chunks)
-        self._clip_and_step()
+        self._clip_and_step(mods)
         return stats, tokens
 
-    def _clip_and_step(self) -> None:
-        cfg, m = self.cfg, self.models
+    def _no_sync(self, mods: list, last: bool) -> ExitStack:
+        """Skip DDP's gradient all-reduce on all but the last micro-batch (it syncs the accumulated sum)."""
+        stack = ExitStack()
+        if not last:
+            for mod in mods:
+                stack.enter_context(self.acc.no_sync(mod))
+        return stack
+
+    def _clip_and_step(self, mods: list) -> None:
+        cfg = self.cfg
         if cfg.max_grad_norm > 0:
             # Separately: the critic's large early gradients must not shrink the actor's update.
-            for mod in m.trainable:
+            for mod in mods:
                 params = [p for p in mod.parameters() if p.grad is not None]
                 if params:
                     self.acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -467,15 +527,19 @@ class PPOTrainer:
         self.opt.zero_grad(set_to_none=True)
 
     def save(self, result: dict[str, Any]) -> None:
-        acc = self.acc
+        from chatglm_rlhf.policy.ppo_models import save_plain
+
+        acc, m = self.acc, self.models
         acc.wait_for_everyone()
+        # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the weights.
+        state = acc.get_state_dict((m.prepared or m.trainable)[0])
+        if m.shared is not None:  # the actor + value head module: the actor's weights are under "lm."
+            state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
         if not acc.is_main_process:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        from chatglm_rlhf.policy.ppo_models import save_plain
-
-        save_plain(acc.unwrap_model(self.models.actor), self.out)
-        self.models.tokenizer.save_pretrained(self.out)
+        save_plain(acc.unwrap_model(m.actor), self.out, state)
+        m.tokenizer.save_pretrained(self.out)
         save_json(self.out / "ppo_result.json", result)
         (self.out / "ppo_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
 

@@ -166,11 +166,22 @@ class PolicyWithValue(nn.Module):
         base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
         self.v_head = ValueHead(hidden_size_of(base.config))
 
+    def forward(self, batch: SeqBatch | None = None, **lm_inputs):
+        """(response logits (B, R, V), values (B, R)) of ``batch``; without it, the LM's output on
+        ``lm_inputs`` (the ptx loss). Both go through this module so a DDP / FSDP wrapper sees them."""
+        if batch is None:
+            return self.lm(**lm_inputs)
+        logits, h = lm_forward(self.lm, batch, hidden=True)
+        return logits, self.v_head(h)
+
 
 # --- forward passes ----------------------------------------------------------------------------------
 
 
 def _accepts(model, name: str) -> bool:
+    from accelerate.utils import extract_model_from_parallel
+
+    model = extract_model_from_parallel(model)  # a DDP / FSDP / DeepSpeed wrapper's forward takes **kwargs
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return name in inspect.signature(base.forward).parameters
 
@@ -214,6 +225,9 @@ class PPOModels:
     critic: ValueModel | None = None  # separate critic; None with a shared backbone
     shared: PolicyWithValue | None = None  # shared backbone: wraps ``actor`` + value head
     reference: nn.Module | None = None  # frozen SFT copy; None: the LoRA actor with adapters off
+    # ``trainable`` as ``Accelerator.prepare`` returned them (DDP / FSDP / DeepSpeed wrappers): the
+    # training forwards go through these so that gradients are synchronised across processes.
+    prepared: list[nn.Module] | None = None
 
     def __post_init__(self) -> None:
         if (self.critic is None) == (self.shared is None):
@@ -236,6 +250,18 @@ class PPOModels:
             logits, h = lm_forward(self.actor, batch, hidden=True)
             return logits, self.shared.v_head(h)
         return lm_forward(self.actor, batch)[0], None
+
+    def train_outputs(self, batch: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training forward (with grad) through the prepared modules: (logits (B, R, V), values (B, R))."""
+        mods = self.prepared or self.trainable
+        if self.shared is not None:
+            return mods[0](batch)
+        return lm_forward(mods[0], batch)[0], mods[1](batch)
+
+    def train_lm(self, **inputs):
+        """The actor LM's output on ``inputs`` (the ptx loss), through the prepared module."""
+        mods = self.prepared or self.trainable
+        return mods[0](**inputs) if self.shared is None else mods[0](None, **inputs)
 
     def values(self, batch: SeqBatch) -> torch.Tensor:
         if self.critic is not None:
@@ -339,27 +365,45 @@ def load_ppo_models(cfg, device: str) -> PPOModels:
     return PPOModels(actor, tok, critic=critic, reference=reference)
 
 
-def save_plain(actor, out_dir) -> None:
+def save_plain(actor, out_dir, state: dict[str, torch.Tensor] | None = None) -> None:
     """Save the actor so ``from_pretrained`` loads it; a LoRA actor is saved merged, *without* merging
-    it in place (its adapters stay usable, and the adapter-disabled reference stays the base)."""
+    it in place (its adapters stay usable, and the adapter-disabled reference stays the base).
+
+    ``state``: the actor's full state dict (``Accelerator.get_state_dict``: under FSDP / ZeRO-3 the
+    module itself holds only this rank's shard); default: the module's own.
+    """
     if not hasattr(actor, "get_base_model"):
-        actor.save_pretrained(out_dir, safe_serialization=True)
+        actor.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
         return
     from peft.tuners.lora import LoraLayer
 
     base = actor.get_base_model()
+    prefix = "base_model.model."  # a PeftModel's state-dict keys = its base model's, with this prefix
+    full = base.state_dict() if state is None else {k.removeprefix(prefix): v for k, v in state.items()}
     deltas = {
-        name: module.get_delta_weight(adapter)
+        name: _lora_delta(module, adapter, name, full)
         for name, module in base.named_modules()
         if isinstance(module, LoraLayer)
         for adapter in module.active_adapters
     }
-    state = {}
-    for key, value in base.state_dict().items():
+    out = {}
+    for key, value in full.items():
         if "lora_" in key:
             continue
         owner, _, leaf = key.rpartition(".base_layer.")
         if owner and leaf == "weight" and owner in deltas:
             value = value + deltas[owner].to(value.dtype)
-        state[key.replace(".base_layer.", ".")] = value.detach()
-    base.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+        out[key.replace(".base_layer.", ".")] = value.detach()
+    base.save_pretrained(out_dir, state_dict=out, safe_serialization=True)
+
+
+def _lora_delta(module, adapter: str, name: str, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A LoRA layer's weight delta: peft's own when the module holds whole factors (one process, DDP),
+    else from the gathered state dict (FSDP / ZeRO-3 leave each rank a shard or an empty placeholder)."""
+    a, b = state.get(f"{name}.lora_A.{adapter}.weight"), state.get(f"{name}.lora_B.{adapter}.weight")
+    factors = getattr(module, "lora_A", None)
+    own = factors[adapter] if factors is not None and adapter in factors else None
+    if a is None or b is None or (own is not None and own.weight.shape == a.shape):
+        return module.get_delta_weight(adapter)
+    delta = b.float() @ a.float()
+    return (delta.T if module.fan_in_fan_out else delta) * module.scaling[adapter]

@@ -27,6 +27,61 @@ class Scorer(Protocol):
     def score(self, samples: list[DialogueSample], responses: list[str]) -> list[float]: ...
 
 
+@dataclass
+class Ranks:
+    """This process among the training processes: its share of the work, and how the shares meet.
+
+    The default is one process, where every helper is the identity (a single-process run computes
+    exactly what it did before ranks existed); :meth:`of` builds it from an ``accelerate.Accelerator``.
+    """
+
+    index: int = 0
+    count: int = 1
+    acc: Any = None
+
+    @classmethod
+    def of(cls, acc) -> Ranks:
+        return cls(acc.process_index, acc.num_processes, acc)
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def share(self, items: list) -> list:
+        """This rank's items: every ``count``-th, starting at its index."""
+        return items[self.index :: self.count]
+
+    def seed(self, seed: int) -> int:
+        """A per-rank sampling seed (rank 0 keeps ``seed``), so shares are sampled independently."""
+        return seed + 1_000_003 * self.index
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.count == 1 else self.acc.reduce(t.to(self.acc.device), "sum")
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows (equal counts), concatenated in rank order."""
+        return t if self.count == 1 else self.acc.gather(t.to(self.acc.device))
+
+    def gather_objects(self, items: list) -> list:
+        """Every rank's list items (any picklable objects, any counts), concatenated in rank order."""
+        if self.count == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(list(items))
+
+    def total(self, x: float) -> float:
+        return x if self.count == 1 else float(self.sum(torch.tensor(float(x), dtype=torch.float64)))
+
+    def mean_dict(self, d: dict[str, float]) -> dict[str, float]:
+        """Per-key means over ranks (every rank must hold the same keys)."""
+        if self.count == 1 or not d:
+            return d
+        keys = sorted(d)
+        vals = self.sum(torch.tensor([float(d[k]) for k in keys], dtype=torch.float64)) / self.count
+        return {k: float(v) for k, v in zip(keys, vals.cpu())}
+
+
 def score_checked(scorer: Scorer, samples: list[DialogueSample], responses: list[str]) -> torch.Tensor:
     scores = scorer.score(samples, responses)
     if len(scores) != len(samples):
@@ -96,13 +151,17 @@ def final_scores(
     finished: torch.Tensor,
     rs: RewardSettings,
     moments: L.RunningMoments | None,
+    ranks: Ranks | None = None,
 ) -> torch.Tensor:
-    """Raw RM scores -> the sequence reward: penalty for truncation, baseline, then clip / normalise."""
+    """Raw RM scores -> the sequence reward: penalty for truncation, baseline, then clip / normalise.
+
+    The running moments are updated with every rank's scores, so all ranks normalise alike.
+    """
     scores = L.truncation_penalty(raw, finished, rs.truncation_penalty) if rs.truncation_penalty else raw
     if ref is not None:
         scores = L.reference_baseline_reward(scores, ref)
     if rs.normalize and moments is not None:
-        moments.update(scores)
+        moments.update((ranks or Ranks()).gather(scores).cpu())
         scores = moments.normalize(scores)
     return L.clip_rewards(scores, rs.reward_clip)
 
@@ -138,15 +197,21 @@ def make_rollout(
     kl_coef: float,
     forward_batch_size: int,
     moments: L.RunningMoments | None = None,
+    ranks: Ranks | None = None,
 ) -> Rollout:
-    """Score the sampled responses and compute rewards, advantages and returns (all without grad)."""
+    """Score the sampled responses and compute rewards, advantages and returns (all without grad).
+
+    With several ``ranks`` each holds its share of the rollout batch; advantage whitening, reward
+    normalisation and the stats use all of them.
+    """
+    ranks = ranks or Ranks()
     device = next(models.actor.parameters()).device
     t0 = time.perf_counter()
     texts = [decode_response(models.tokenizer, g) for g in gens]
     raw = score_checked(scorer, samples, texts)
     t_score = time.perf_counter() - t0
     finished = torch.tensor([g.finished for g in gens])
-    scores = final_scores(raw, ref_scores, finished, rs, moments)
+    scores = final_scores(raw, ref_scores, finished, rs, moments, ranks)
     pad_id = models.tokenizer.pad_token_id
     batch = build_seq_batch([g.prompt_ids for g in gens], [g.response_ids for g in gens], pad_id).to(device)
     t1 = time.perf_counter()
@@ -158,27 +223,47 @@ def make_rollout(
     )
     adv, returns = L.gae(rewards, fw["old_values"], mask, rs.gamma, rs.lam)
     if rs.whiten_advantages:
-        adv = L.whiten(adv, mask)
-    lengths = mask.sum(-1).float()
-    stats = {
-        "reward/raw": float(raw.mean()),
-        "reward/raw_std": float(raw.std()) if len(raw) > 1 else 0.0,
-        "reward/train": float(scores.mean()),
-        "reward/train_std": float(scores.std()) if len(scores) > 1 else 0.0,
-        "kl": float(kl.sum(-1).mean()),
-        "kl_k1": float((fw["old_logprobs"] - fw["ref_logprobs"]).mul(mask).sum(-1).mean()),
-        "response_len": float(lengths.mean()),
-        "truncated_frac": float((~finished).float().mean()),
-        "value/mean": float(L.masked_mean(fw["old_values"], mask)),
-        "time/score": t_score,
-        "time/forward": t_forward,
-    }
-    if ref_scores is not None:
-        stats["reward/ref"] = float(ref_scores.mean())
-        stats["reward/minus_baseline"] = float((raw - ref_scores).mean())
+        adv = L.whiten(adv, mask) if ranks.count == 1 else whiten_across(adv, mask, ranks)
+    times = {"time/score": t_score, "time/forward": t_forward}
+    stats = rollout_stats(raw, scores, ref_scores, finished, kl, fw, mask, times, ranks)
     return Rollout(
         batch=batch, scores=scores, rewards=rewards, kl=kl, advantages=adv, returns=returns, stats=stats, **fw
     )
+
+
+def whiten_across(x: torch.Tensor, mask: torch.Tensor, ranks: Ranks, eps: float = 1e-8) -> torch.Tensor:
+    """``ppo_losses.whiten`` with the mean and (Bessel-corrected) variance of every rank's entries."""
+    m = mask.to(x.dtype)
+    n = ranks.sum(m.sum())
+    mean = ranks.sum((x * m).sum()) / n.clamp(min=1)
+    var = ranks.sum(((x - mean) ** 2 * m).sum()) / n.clamp(min=1)
+    if n > 1:
+        var = var * n / (n - 1)
+    return (x - mean) * torch.rsqrt(var + eps) * m
+
+
+def rollout_stats(raw, scores, ref_scores, finished, kl, fw, mask, times, ranks: Ranks) -> dict[str, float]:
+    """The rollout's logged stats over the whole batch (every rank's rows); ``times`` are this rank's."""
+    g = ranks.gather
+    raw_all, scores_all = g(raw), g(scores)
+    old, ref, values = fw["old_logprobs"], fw["ref_logprobs"], fw["old_values"]
+    m = mask.to(values.dtype)
+    stats = {
+        "reward/raw": float(raw_all.mean()),
+        "reward/raw_std": float(raw_all.std()) if len(raw_all) > 1 else 0.0,
+        "reward/train": float(scores_all.mean()),
+        "reward/train_std": float(scores_all.std()) if len(scores_all) > 1 else 0.0,
+        "kl": float(g(kl.sum(-1)).mean()),
+        "kl_k1": float(g((old - ref).mul(mask).sum(-1)).mean()),
+        "response_len": float(g(mask.sum(-1).float()).mean()),
+        "truncated_frac": float(g((~finished).float()).mean()),
+        "value/mean": float(ranks.sum((values * m).sum()) / ranks.sum(m.sum()).clamp(min=1)),
+        **times,
+    }
+    if ref_scores is not None:
+        stats["reward/ref"] = float(g(ref_scores).mean())
+        stats["reward/minus_baseline"] = float(g(raw - ref_scores).mean())
+    return stats
 
 
 # --- before training: reference baseline and prompt filter --------------------------------------------
@@ -206,6 +291,7 @@ def reference_baseline(
     seed: int,
     k: int = 1,
     progress: bool = False,
+    ranks: Ranks | None = None,
 ) -> dict[str, float]:
     """The score of the SFT model's own answer to every prompt, keyed by :func:`prompt_key`.
 
@@ -213,27 +299,43 @@ def reference_baseline(
     ``settings.greedy``). ``k > 1`` averages the scores of k answers (a lower-variance baseline; sample
     with ``greedy=False``, or the k answers are identical). Answers are generated once and written to
     ``cache_path`` (JSONL: key, id, responses, scores, score = their mean); prompts already in the file
-    are reused, so resuming never regenerates them.
+    are reused, so resuming never regenerates them. With several ``ranks`` each answers its share of
+    the missing prompts, every rank gets every score, and only the main process writes the file.
     """
+    ranks = ranks or Ranks()
     cached = _cache_rows(cache_path)
     todo = [i for i, key in enumerate(prompts.keys) if key not in cached]
     if todo:
-        with models.reference_lm() as ref:
-            gens = HFGenerator(ref, models.tokenizer, progress=progress).generate(
-                [prompts.ids[i] for i in todo], k, settings, seed=seed
-            )
-        texts = [decode_response(models.tokenizer, g) for group in gens for g in group]
-        samples = [prompts.samples[i] for i in todo for _ in range(k)]
-        scores = score_checked(scorer, samples, texts).view(len(todo), k)
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(cache_path, "a", encoding="utf-8") as f:
-            for n, (i, group) in enumerate(zip(todo, gens)):
+        mine, rows = ranks.share(todo), []
+        if mine:
+            with models.reference_lm() as ref:
+                gens, texts, scores = _sample_and_score(
+                    ref, models.tokenizer, prompts, mine, scorer, k, settings, ranks.seed(seed), progress
+                )
+            for n, (i, group) in enumerate(zip(mine, gens)):
                 row = {"key": prompts.keys[i], "id": prompts.samples[i].id, "score": float(scores[n].mean())}
                 row.update(responses=texts[n * k : (n + 1) * k], scores=scores[n].tolist())
                 row["finished"] = [g.finished for g in group]
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                cached[row["key"]] = row
+                rows.append((i, row))
+        rows = [row for _, row in sorted(ranks.gather_objects(rows), key=lambda r: r[0])]
+        if ranks.is_main:  # one writer; every rank holds the same rows
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(cache_path, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        cached.update((row["key"], row) for row in rows)
     return {key: float(cached[key]["score"]) for key in prompts.keys}
+
+
+def _sample_and_score(
+    lm, tok, prompts: PromptSet, idx: list[int], scorer: Scorer, k: int, settings, seed: int, progress: bool
+) -> tuple[list[list[Generated]], list[str], torch.Tensor]:
+    """``k`` answers of ``lm`` to the prompts ``idx``: (generations, flat texts, scores (len(idx), k))."""
+    gens = HFGenerator(lm, tok, progress=progress).generate(
+        [prompts.ids[i] for i in idx], k, settings, seed=seed
+    )
+    texts = [decode_response(tok, g) for group in gens for g in group]
+    samples = [prompts.samples[i] for i in idx for _ in range(k)]
+    return gens, texts, score_checked(scorer, samples, texts).view(len(idx), k)
 
 
 @dataclass
@@ -261,29 +363,35 @@ def filter_prompts(
     out_path: Path,
     seed: int,
     progress: bool = False,
+    ranks: Ranks | None = None,
 ) -> tuple[PromptSet, FilterReport]:
     """Drop prompts whose ``k`` responses from the current policy have reward variance below ``eps``.
 
     The decision for every prompt (kept or dropped, with its variance and the k scores) is written to
-    ``out_path``; if that file already lists every prompt, its decisions are reused (resume).
+    ``out_path``; if that file already lists every prompt, its decisions are reused (resume). With
+    several ``ranks`` each samples its share of the prompts; all get every decision; the main process
+    alone writes the file.
     """
+    ranks = ranks or Ranks()
     decided = _cache_rows(out_path)
     if not all(key in decided for key in prompts.keys):
-        gens = HFGenerator(models.actor, models.tokenizer, progress=progress).generate(
-            prompts.ids, k, settings, seed=seed
-        )
-        samples = [s for s in prompts.samples for _ in range(k)]
-        texts = [decode_response(models.tokenizer, g) for group in gens for g in group]
-        scores = score_checked(scorer, samples, texts).view(len(prompts.keys), k)
-        var = scores.var(dim=1, unbiased=False) if k > 1 else torch.zeros(len(prompts.keys))
-        decided = {}
-        for i, key in enumerate(prompts.keys):
-            keep = bool(var[i] >= eps)
-            reason = None if keep else f"reward variance {float(var[i]):.3g} < {eps:g} over {k} samples"
-            decided[key] = {"key": key, "id": prompts.samples[i].id, "kept": keep, "variance": float(var[i])}
-            decided[key].update(scores=scores[i].tolist(), reason=reason)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text("".join(json.dumps(decided[key]) + "\n" for key in prompts.keys))
+        mine, rows = ranks.share(list(range(len(prompts.keys)))), []
+        if mine:
+            _, _, scores = _sample_and_score(
+                models.actor, models.tokenizer, prompts, mine, scorer, k, settings, ranks.seed(seed), progress
+            )
+            var = scores.var(dim=1, unbiased=False) if k > 1 else torch.zeros(len(mine))
+            for j, i in enumerate(mine):
+                keep = bool(var[j] >= eps)
+                reason = None if keep else f"reward variance {float(var[j]):.3g} < {eps:g} over {k} samples"
+                row = {"key": prompts.keys[i], "id": prompts.samples[i].id, "kept": keep}
+                rows.append(
+                    {**row, "variance": float(var[j]), "scores": scores[j].tolist(), "reason": reason}
+                )
+        decided = {row["key"]: row for row in ranks.gather_objects(rows)}
+        if ranks.is_main:  # one writer; every rank holds the same decisions
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text("".join(json.dumps(decided[key]) + "\n" for key in prompts.keys))
     keep_idx = [i for i, key in enumerate(prompts.keys) if decided[key]["kept"]]
     kept = PromptSet(
         [prompts.samples[i] for i in keep_idx],

@@ -15,9 +15,21 @@ from chatglm_rlhf.policy.ppo_rollout import Scorer
 
 
 def _device(cfg: PPOConfig) -> str:
-    from chatglm_rlhf.models.loading import pick_device
+    """This process's device, the one the trainer's accelerator will use (``cuda:<local rank>`` with
+    several GPUs): models load straight there instead of all landing on GPU 0 first."""
+    from accelerate import PartialState
 
-    return "cpu" if cfg.cpu else str(pick_device("auto"))
+    return str(PartialState(cpu=cfg.cpu).device)
+
+
+def _load_models(cfg: PPOConfig, device: str):
+    from chatglm_rlhf.policy.ppo_models import load_ppo_models
+    from chatglm_rlhf.utils.training import set_seed
+
+    # LoRA factors are initialised from the global RNG, which imports leave randomly seeded: seed it so
+    # that a run is reproducible and every rank starts from the same adapters.
+    set_seed(cfg.seed)
+    return load_ppo_models(cfg, device)
 
 
 def heldout_sft_loss(
@@ -37,7 +49,6 @@ def heldout_sft_loss(
 def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
     """``chatglm-rlhf ppo``: load the SFT model, the reward model, prompts and SFT data; train; save."""
     from chatglm_rlhf.data.io import read_samples
-    from chatglm_rlhf.policy.ppo_models import load_ppo_models
     from chatglm_rlhf.policy.sft import load_sft_examples
 
     validate(cfg)
@@ -53,7 +64,7 @@ def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
     scorer = RewardScorer.from_pretrained(
         cfg.reward_model, device=device, trust_remote_code=cfg.trust_remote_code
     )
-    models = load_ppo_models(cfg, device)
+    models = _load_models(cfg, device)
     return PPOTrainer(cfg, models, scorer, prompts, sft_examples).train()
 
 
@@ -76,11 +87,9 @@ def run_ppo_stage(
     ``reward_train_within_step_std``, ``kl_series`` / ``kl_final``, ``prompt_filter`` counts,
     throughput means, ``steps`` and ``seconds``.
     """
-    from chatglm_rlhf.policy.ppo_models import load_ppo_models
-
     cfg = replace(copy.deepcopy(cfg), model=str(sft_model_dir), output_dir=str(out_dir))
     t0 = time.time()
-    models = load_ppo_models(cfg, _device(cfg))
+    models = _load_models(cfg, _device(cfg))
     before = None
     if heldout_examples:
         ref = models.reference if models.reference is not None else models.actor
