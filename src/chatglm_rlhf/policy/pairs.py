@@ -123,7 +123,7 @@ def pairs_from_policy(
     mine = list(range(rank, len(samples), world))
     texts, scores, finished = _sample_and_score(
         model, tokenizer, [samples[i] for i in mine], scorer, k, settings or GenerationSettings(),
-        seed + 1_000_003 * rank, max_prompt_tokens, generator,
+        seed + 1_000_003 * rank, max_prompt_tokens, generator, rank == 0,
     )  # fmt: skip
     if world > 1:  # every process gets every prompt's candidates, in the prompts' order
         from accelerate.utils import gather_object
@@ -150,13 +150,15 @@ def pairs_from_policy(
 
 
 def _sample_and_score(
-    model, tokenizer, samples, scorer, k, settings, seed, max_prompt_tokens, generator
+    model, tokenizer, samples, scorer, k, settings, seed, max_prompt_tokens, generator, progress
 ) -> tuple[list[list[str]], list[list[float]], list[list[bool]]]:
     """(texts, scores, finished flags) of ``k`` candidates per sample."""
+    if not samples:  # a rank with no share of fewer prompts than processes
+        return [], [], []
     from chatglm_rlhf.data.templates import prompt_ids
     from chatglm_rlhf.models.generation import HFGenerator
 
-    gen = generator or HFGenerator(model, tokenizer, progress=True)
+    gen = generator or HFGenerator(model, tokenizer, progress=progress)
     prompts = [prompt_ids(tokenizer, s, max_prompt_tokens)[0] for s in samples]
     generated = gen.generate(prompts, k, settings, seed=seed)
     texts = [[decode_response(tokenizer, g) for g in gs] for gs in generated]

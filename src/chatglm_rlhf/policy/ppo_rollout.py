@@ -310,7 +310,15 @@ def reference_baseline(
         if mine:
             with models.reference_lm() as ref:
                 gens, texts, scores = _sample_and_score(
-                    ref, models.tokenizer, prompts, mine, scorer, k, settings, ranks.seed(seed), progress
+                    ref,
+                    models.tokenizer,
+                    prompts,
+                    mine,
+                    scorer,
+                    k,
+                    settings,
+                    ranks.seed(seed),
+                    progress and ranks.is_main,
                 )
             for n, (i, group) in enumerate(zip(mine, gens)):
                 row = {"key": prompts.keys[i], "id": prompts.samples[i].id, "score": float(scores[n].mean())}
@@ -378,7 +386,15 @@ def filter_prompts(
         mine, rows = ranks.share(list(range(len(prompts.keys)))), []
         if mine:
             _, _, scores = _sample_and_score(
-                models.actor, models.tokenizer, prompts, mine, scorer, k, settings, ranks.seed(seed), progress
+                models.actor,
+                models.tokenizer,
+                prompts,
+                mine,
+                scorer,
+                k,
+                settings,
+                ranks.seed(seed),
+                progress and ranks.is_main,
             )
             var = scores.var(dim=1, unbiased=False) if k > 1 else torch.zeros(len(mine))
             for j, i in enumerate(mine):
