@@ -159,4 +159,6 @@ def test_punctuation_only_answers_are_not_fluent():
     for sample in DemoWorld(seed=1).prompts("eval", 12):
         for junk in (".", "...", "!?"):
             assert judge.score(sample, junk).fluency == 0.0
-            assert judge.score(sample, junk).total < judge.score(sample, sample.meta["gold"]["reference"]).total
+            assert (
+                judge.score(sample, junk).total < judge.score(sample, sample.meta["gold"]["reference"]).total
+            )

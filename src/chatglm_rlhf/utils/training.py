@@ -83,7 +83,9 @@ class MetricsLog:
 
                     self.tb = SummaryWriter(str(self.path.parent / "tb"))
                 except ImportError:  # tensorboard is optional: say so instead of silently logging less
-                    print("tensorboard is not installed (pip install 'chatglm-rlhf[tensorboard]'); logging JSONL only")
+                    print(
+                        "tensorboard is not installed (pip install 'chatglm-rlhf[tensorboard]'); logging JSONL only"
+                    )
                     self.tb = None
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
