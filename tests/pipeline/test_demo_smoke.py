@@ -15,6 +15,16 @@ TINY = [
     "sft.steps=4",
     "sft.batch_size=8",
     "generation.max_new_tokens=8",
+    "rm.epochs=1",
+    "ppo.steps=1",
+    "ppo.rollout_batch_size=8",
+    "ppo.mini_batch_size=8",
+    "ppo.filter_eps=0",  # an RM trained for a few steps scores all answers alike: keep every prompt
+    "ppo.generation.max_new_tokens=8",
+    "dpo.k=2",
+    "dpo.max_steps=2",
+    "dpo.generation.max_new_tokens=8",
+    "eval.max_new_tokens=8",
     "progress=false",
 ]
 
@@ -34,7 +44,15 @@ def test_demo_writes_metrics_and_comparisons_then_resumes(tmp_path, capsys):
         == metrics["data"]["trl_written"]
         == metrics["data"]["comparisons"] - metrics["data"]["labels"]["tie"]
     )
-    assert (out / "models" / "sft" / "config.json").exists()
+    for model in ("sft", "rm", "ppo", "dpo", "rm_nobalance", "ppo_nobalance", "ppo_nobaseline", "ppo_noptx"):
+        assert (out / "models" / model / "config.json").exists(), model
+    filt = metrics["filter"]
+    assert filt["kept_labels"] + sum(filt["dropped"].values()) == filt["read"] == metrics["data"]["comparisons"]
+    for policy in ("ppo", "dpo", "ppo_nobaseline", "ppo_noptx", "ppo_nobalance"):
+        win = metrics["evaluate"][policy]["gold_win_rate_vs_sft"]
+        assert 0.0 <= win <= 1.0 and sum(metrics["evaluate"][policy]["win_tie_loss"]) == 8
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and "ablation" in html.lower()
     capsys.readouterr()
     # A second run skips every finished stage and gives the same metrics.
     assert main(["demo", "--out", str(out), "--profile", "smoke", *TINY]) == 0
