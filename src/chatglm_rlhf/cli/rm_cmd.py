@@ -68,6 +68,8 @@ def run_train(args) -> int:
 
     cfg = stage_config(args)
     result = run_rm_train(cfg)
+    if not _is_main_process():
+        return 0  # with several processes, rank 0 reports for all (the metrics are reduced over ranks)
     print(
         f"rm: {result['steps']} steps, final loss {result['train_loss']:.4f}, "
         f"{result['pairs_per_second']:.1f} pairs/s; model saved to {cfg.output_dir}"
@@ -75,6 +77,12 @@ def run_train(args) -> int:
     if "eval" in result:
         print(format_report(result["eval"]))
     return 0
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def _scorer(cfg):

@@ -74,8 +74,8 @@ def _rm_defaults() -> RMConfig:
 
 def _ppo_defaults() -> PPOConfig:
     return PPOConfig(
-        steps=60, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, lr=5e-4, critic_lr=1e-3,
-        kl_coef=0.02, ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True,
+        steps=40, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, lr=5e-4, critic_lr=1e-3,
+        kl_coef=0.1, ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True,
         generation=GenerationSettings(max_new_tokens=48, temperature=1.0, batch_size=64),
     )  # fmt: skip
 

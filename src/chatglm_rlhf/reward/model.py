@@ -155,13 +155,19 @@ def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tor
     return out.logits.squeeze(-1).float()
 
 
-def save_reward_model(model, tokenizer, out_dir: str | Path, info: dict[str, Any]) -> Path:
-    """``save_pretrained`` (LoRA merged) + tokenizer + ``reward_model.json``."""
+def save_reward_model(
+    model, tokenizer, out_dir: str | Path, info: dict[str, Any], state_dict: dict | None = None
+) -> Path:
+    """``save_pretrained`` (LoRA merged) + tokenizer + ``reward_model.json``.
+
+    ``state_dict``: the weights to write instead of ``model``'s own (a trainer passes the state dict it
+    gathered from all ranks, since under FSDP / ZeRO-3 the local model holds only a shard).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload"):  # peft: a plain model that from_pretrained loads
-        model = model.merge_and_unload()
-    model.save_pretrained(out, safe_serialization=True)
+        model, state_dict = model.merge_and_unload(), None
+    model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / INFO_FILE).write_text(json.dumps({"reward_model": True, **info}, indent=2))
     return out

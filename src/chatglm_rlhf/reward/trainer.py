@@ -5,6 +5,9 @@ forward and one backward instead of two), and micro-batches are formed from pair
 (``length_grouped_batches``) so little compute goes to padding. Gradient accumulation divides by the
 weight of the whole optimizer step, so k micro-batches give the same update as one k-times-larger batch.
 The loop runs on CPU, one GPU or many through accelerate; NaN guard, checkpoints and resume as in SFT.
+With n processes, each optimizer step's micro-batches are dealt out to the ranks: the step weight and the
+logged metrics are summed over ranks, so n processes with ``grad_accum=k`` make the updates of one process
+with ``grad_accum=n*k``.
 """
 
 from __future__ import annotations
@@ -165,6 +168,7 @@ class RMTrainer:
         warmup = int(cfg.warmup_ratio * total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, warmup, total))
         model, opt, sched = acc.prepare(self.model, opt, sched)
+        self.prepared = model  # the wrapped model: save() gathers its state dict on every rank
         ckpt = Checkpointer(cfg.output_dir, acc)
         log = MetricsLog(Path(cfg.output_dir) / "metrics.jsonl", enabled=acc.is_main_process)
         step = 0
@@ -183,9 +187,10 @@ class RMTrainer:
                 epoch_cache[epoch] = micro_batches(
                     enc, cfg.batch_size, cfg.seed * 1000 + epoch, cfg.length_grouping
                 )
-            mine = self._step_micro_batches(epoch_cache[epoch], k, per_step)
-            stats = self._train_step(model, opt, sched, [[enc[i] for i in mb] for mb in mine], step)
-            pairs_done += sum(len(mb) for mb in mine)
+            step_mbs = epoch_cache[epoch][k * per_step : (k + 1) * per_step]
+            mine, pad = self._rank_share(step_mbs, enc)
+            stats = self._train_step(model, opt, sched, mine, step, pad)
+            pairs_done += sum(len(mb) for mb in step_mbs)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
@@ -196,7 +201,7 @@ class RMTrainer:
         bar.close()
         seconds = time.time() - t0
         result = {"steps": step, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"]}
-        # This rank's pairs in this run (a resumed run counts only the steps it ran).
+        # Pairs of all ranks in this run (a resumed run counts only the steps it ran).
         result.update(seconds=seconds, pairs=pairs_done, pairs_per_second=pairs_done / max(seconds, 1e-9))
         self.save(result)  # before the eval: a failing eval must not lose the trained model
         if eval_comparisons and acc.is_main_process:
@@ -204,25 +209,51 @@ class RMTrainer:
             save_json(Path(cfg.output_dir) / "rm_result.json", result)
         return result
 
-    def _step_micro_batches(self, mbs: list[list[int]], k: int, per_step: int) -> list[list[int]]:
-        """This rank's micro-batches for step ``k`` of an epoch. The epoch's last step may be short; with
-        several processes it wraps around instead, so that every rank runs the same number of passes."""
-        acc = self.acc
-        chosen = mbs[k * per_step : (k + 1) * per_step]
-        if acc.num_processes > 1 and len(chosen) < per_step:
-            chosen = [mbs[(k * per_step + j) % len(mbs)] for j in range(per_step)]
-        return chosen[acc.process_index :: acc.num_processes]
+    def _rank_share(
+        self, step_mbs: list[list[int]], enc: list[EncodedPair]
+    ) -> tuple[list[list[EncodedPair]], list[list[EncodedPair]]]:
+        """This rank's micro-batches of one optimizer step, and its weight-0 padding micro-batches.
 
-    def _train_step(self, model, opt, sched, micro: list[list[EncodedPair]], step: int) -> dict[str, float]:
+        The step's micro-batches are dealt out round-robin. The epoch's last step may hold fewer than
+        ``grad_accum x processes``; a rank left with fewer then runs the step's first pair with weight 0
+        instead (not a pair twice), so that every rank runs the same number of forward/backward passes
+        (DDP's gradient all-reduce and FSDP / ZeRO-3's parameter gathers need every rank) while the update
+        and the metrics equal those of one process.
+        """
+        acc = self.acc
+        mine = [[enc[i] for i in mb] for mb in step_mbs[acc.process_index :: acc.num_processes]]
+        passes = math.ceil(len(step_mbs) / acc.num_processes)
+        filler = [enc[step_mbs[0][0]]]
+        return mine, [filler] * (passes - len(mine))
+
+    def _train_step(
+        self,
+        model,
+        opt,
+        sched,
+        micro: list[list[EncodedPair]],
+        step: int,
+        pad: list[list[EncodedPair]] | None = None,
+    ) -> dict[str, float]:
+        """One optimizer step on this rank's ``micro``-batches, then ``pad`` (weight-0 passes).
+
+        Every rank divides by the pair weight of the whole global step (all-reduced); DDP averages the
+        gradients over ranks, hence the factor ``num_processes``: the update equals one process's.
+        """
         from chatglm_rlhf.reward.model import rewards
 
         cfg, acc = self.cfg, self.acc
         model.train()
-        step_weight = sum(p.weight for mb in micro for p in mb)
+        local_weight = sum(p.weight for mb in micro for p in mb)
+        # float64: in one process the sum is the plain Python sum it always was.
+        step_weight = float(
+            acc.reduce(torch.tensor(local_weight, dtype=torch.float64, device=acc.device), "sum")
+        )
+        passes = [(mb, True) for mb in micro] + [(mb, False) for mb in pad or []]
         loss_total, hits, n = 0.0, 0.0, 0
-        for i, mb in enumerate(micro):
+        for i, (mb, real) in enumerate(passes):
             b = {k: v.to(acc.device) for k, v in collate_pairs(mb, self.pad_id).items()}
-            ctx = acc.no_sync(model) if i < len(micro) - 1 else nullcontext()
+            ctx = acc.no_sync(model) if i < len(passes) - 1 else nullcontext()
             with ctx, acc.autocast():
                 r = rewards(model, b["input_ids"], b["attention_mask"])
                 r_c, r_r = r[: len(mb)], r[len(mb) :]
@@ -231,8 +262,11 @@ class RMTrainer:
                     r_c, r_r, margin=margin, target=b["target"], weight=b["weight"],
                     reg_coef=cfg.reg_coef, center_coef=cfg.center_coef, reduction="sum",
                 ) / max(step_weight, 1e-12)  # fmt: skip
+                scaled = loss * acc.num_processes if real else loss * 0.0
             check_finite(loss, step + 1)
-            acc.backward(loss)
+            acc.backward(scaled)
+            if not real:
+                continue  # padding: in the pass count, not in the update or the metrics
             loss_total += float(loss.detach())
             decided = b["target"] >= 1.0
             if decided.any():
@@ -245,6 +279,11 @@ class RMTrainer:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        # The metrics of the global batch: every rank's loss share, hits and decided pairs summed.
+        totals = acc.reduce(
+            torch.tensor([loss_total, hits, n], dtype=torch.float64, device=acc.device), "sum"
+        )
+        loss_total, hits, n = float(totals[0]), float(totals[1]), int(totals[2])
         return {"loss": loss_total, "accuracy": hits / n if n else float("nan")}
 
     def scorer(self):
@@ -264,11 +303,15 @@ class RMTrainer:
 
         acc, out = self.acc, Path(self.cfg.output_dir)
         acc.wait_for_everyone()
+        # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the weights.
+        state = acc.get_state_dict(getattr(self, "prepared", self.model))
         if acc.is_main_process:
             model = acc.unwrap_model(self.model)
             if hasattr(model, "merge_and_unload"):  # LoRA: save (and keep scoring with) the merged model
-                model = self.model = model.merge_and_unload()
-            save_reward_model(model, self.tokenizer, out, {"max_length": self.cfg.max_length})
+                model, state = model.merge_and_unload(), None
+                self.model = model
+            info = {"max_length": self.cfg.max_length}
+            save_reward_model(model, self.tokenizer, out, info, state_dict=state)
             save_json(out / "rm_result.json", result)
             save_json(out / "rm_config.json", to_dict(self.cfg))
 
