@@ -13,7 +13,7 @@ import transformers
 from packaging.version import Version
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from chatglm_rlhf.errors import ConfigError
+from chatglm_rlhf.errors import ConfigError, UserError
 
 _DTYPES = {
     "fp32": torch.float32,
@@ -166,3 +166,31 @@ def describe_model(model) -> str:
         f"{type(model).__name__}: {total:,} params, {trainable:,} trainable ({pct:.2f}%), "
         f"dtype {dtypes}, device {devices}"
     )
+
+
+def load_for_training(
+    name_or_path: str,
+    stage: str,
+    trust_remote_code: bool = False,
+    lora_r: int = 0,
+    lora_alpha: int = 16,
+    gradient_checkpointing: bool = False,
+):
+    """(model, tokenizer) for a trainer: fp32 weights on CPU, LoRA when ``lora_r > 0``.
+
+    Weights stay fp32; the accelerator moves the model to its device and its autocast supplies bf16
+    where that pays (CUDA), so master weights never lose precision.
+    """
+    if not name_or_path:
+        raise UserError(f"{stage}: model=... is required (a local path or hub id, usually the SFT model)")
+    tok = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    lora = LoraSettings(r=lora_r, alpha=lora_alpha) if lora_r > 0 else None
+    model = load_causal_lm(
+        name_or_path,
+        dtype="fp32",
+        device="cpu",
+        trust_remote_code=trust_remote_code,
+        lora=lora,
+        gradient_checkpointing=gradient_checkpointing,
+    )
+    return model, tok

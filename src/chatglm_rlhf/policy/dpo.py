@@ -242,21 +242,11 @@ class DPOTrainer:
 
     @staticmethod
     def _load(cfg: DPOConfig):
-        from chatglm_rlhf.models.loading import LoraSettings, load_causal_lm, load_tokenizer
+        from chatglm_rlhf.models.loading import load_for_training
 
-        if not cfg.model:
-            raise UserError("dpo: model=... is required (usually the SFT model's directory)")
-        tok = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-        lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha) if cfg.lora_r > 0 else None
-        model = load_causal_lm(
-            cfg.model,
-            dtype="fp32",
-            device="cpu",
-            trust_remote_code=cfg.trust_remote_code,
-            lora=lora,
-            gradient_checkpointing=cfg.gradient_checkpointing,
+        return load_for_training(
+            cfg.model, "dpo", cfg.trust_remote_code, cfg.lora_r, cfg.lora_alpha, cfg.gradient_checkpointing
         )
-        return model, tok
 
     # --- reference ------------------------------------------------------------------------------------
 

@@ -141,22 +141,11 @@ class SFTTrainer:
 
     @staticmethod
     def _load(cfg: SFTConfig):
-        from chatglm_rlhf.models.loading import LoraSettings, load_causal_lm, load_tokenizer
+        from chatglm_rlhf.models.loading import load_for_training
 
-        if not cfg.model:
-            raise UserError("sft: model=... is required (a local path or hub id)")
-        tok = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-        lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha) if cfg.lora_r > 0 else None
-        # Weights stay fp32 for training; accelerate's autocast supplies bf16 where it pays.
-        model = load_causal_lm(
-            cfg.model,
-            dtype="fp32",
-            device="cpu",
-            trust_remote_code=cfg.trust_remote_code,
-            lora=lora,
-            gradient_checkpointing=cfg.gradient_checkpointing,
+        return load_for_training(
+            cfg.model, "sft", cfg.trust_remote_code, cfg.lora_r, cfg.lora_alpha, cfg.gradient_checkpointing
         )
-        return model, tok
 
     def train(self, examples: list[tuple[DialogueSample, str]], eval_examples=None) -> dict:
         cfg, acc = self.cfg, self.acc
