@@ -52,6 +52,7 @@ def test_demo_writes_metrics_and_comparisons_then_resumes(tmp_path, capsys):
         win = metrics["evaluate"][policy]["gold_win_rate_vs_sft"]
         assert 0.0 <= win <= 1.0 and sum(metrics["evaluate"][policy]["win_tie_loss"]) == 8
     html = (out / "report.html").read_text()
+    assert (out / "report.html").exists() and "ablations" in metrics
     assert html.count("data:image/png;base64,") >= 4 and "ablation" in html.lower()
     capsys.readouterr()
     # A second run skips every finished stage and gives the same metrics.

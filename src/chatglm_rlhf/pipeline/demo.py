@@ -8,7 +8,8 @@ Stages (each resumable, see :mod:`chatglm_rlhf.pipeline.runner`):
     sft_eval gold score of SFT samples on held-out prompts
     collect  k SFT samples per prompt, compared pairwise by simulated annotators
 
-Later stages (filter, RM, PPO, DPO, evaluation, report) append to the same list.
+The alignment stages (filter, RM, PPO, DPO, ablations, evaluation) and the report are in
+:mod:`chatglm_rlhf.pipeline.demo_align`.
 """
 
 from __future__ import annotations
@@ -305,7 +306,6 @@ class DemoRun(AlignStages):
             Stage("dpo", self.stage_dpo),
             *self.ablation_stages(),
             Stage("evaluate", self.stage_evaluate),
-            Stage("report", self.stage_report),
         ]
 
     def ablation_stages(self):
@@ -340,4 +340,6 @@ def run_demo(cfg: DemoConfig, out: str | Path, from_stage: str | None = None) ->
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "config.json", cfg)
     run = DemoRun(cfg, out)
-    return run_stages(out, run.stages(), from_stage=from_stage)
+    from chatglm_rlhf.pipeline.demo_align import finish_run
+
+    return finish_run(out, run_stages(out, run.stages(), from_stage=from_stage))

@@ -10,7 +10,10 @@ Each main stage has an ablation twin (the paper's ablations, checked against the
     ppo_nobalance               PPO against the RM trained without length balancing
     dpo                         DPO on RM-labelled pairs from SFT samples
     evaluate                    every policy vs the SFT model on held-out prompts, gold judge
-    report                      report.html from metrics.json
+
+After the stages, :func:`finish_run` adds the report's derived numbers (balance per bucket, PPO curves,
+the ablation table) to ``metrics.json`` and renders ``report.html`` from it, so ``chatglm-rlhf report
+DIR`` re-renders the same page.
 """
 
 from __future__ import annotations
@@ -200,14 +203,16 @@ class AlignStages:
             }
         return out
 
-    def stage_report(self, _: Path) -> dict:
-        import json
 
-        from chatglm_rlhf.evaluate.report import write_report
+def finish_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json gets every number the report shows; then report.html is written from it."""
+    from chatglm_rlhf.evaluate.report import write_report
+    from chatglm_rlhf.utils.training import save_json
 
-        metrics = json.loads((self.out / "metrics.json").read_text())
-        path = write_report(self.out, report_metrics(metrics, self.out))
-        return {"path": str(path.relative_to(self.out))}
+    metrics = report_metrics(metrics, run_dir)
+    save_json(run_dir / "metrics.json", metrics)
+    write_report(run_dir, metrics)
+    return metrics
 
 
 def report_metrics(m: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -220,7 +225,7 @@ def report_metrics(m: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         buckets = json.loads((run_dir / "filter" / "filtered.summary.json").read_text())["length_buckets"]
         out["filter"] = {
             **m["filter"],
-            "kept": m["filter"]["kept_pairs"],
+            "kept": m["filter"]["kept_labels"],  # labels, like read and dropped: the funnel adds up
             "balance": {
                 when: [
                     {"bucket": b["bucket"], "n": b[f"n_{when}"], "longer_wins_rate": b[f"longer_wins_{when}"]}
@@ -277,8 +282,10 @@ def ablation_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
                          "ppo_response_length": length(ppo), "gold_win_rate": win(ppo)})  # fmt: skip
     if "ppo_nobaseline" in m:
         for setting, ppo in (("on", "ppo"), ("off", "ppo_nobaseline")):
+            # The std over steps of the mean raw RM score: comparable both ways (the optimised reward
+            # is r - r_ref with the baseline and a normalised r without it, on different scales).
             rows.append({"name": "reference baseline", "setting": setting,
-                         "reward_std": m.get(ppo, {}).get("reward_train_std"),
+                         "reward_std": m.get(ppo, {}).get("reward_std"),
                          "gold_win_rate": win(ppo)})  # fmt: skip
     if "ppo_noptx" in m:
         for setting, ppo in (("on", "ppo"), ("off", "ppo_noptx")):
