@@ -47,7 +47,9 @@ def test_demo_writes_metrics_and_comparisons_then_resumes(tmp_path, capsys):
     for model in ("sft", "rm", "ppo", "dpo", "rm_nobalance", "ppo_nobalance", "ppo_nobaseline", "ppo_noptx"):
         assert (out / "models" / model / "config.json").exists(), model
     filt = metrics["filter"]
-    assert filt["kept_labels"] + sum(filt["dropped"].values()) == filt["read"] == metrics["data"]["comparisons"]
+    assert (
+        filt["kept_labels"] + sum(filt["dropped"].values()) == filt["read"] == metrics["data"]["comparisons"]
+    )
     for policy in ("ppo", "dpo", "ppo_nobaseline", "ppo_noptx", "ppo_nobalance"):
         win = metrics["evaluate"][policy]["gold_win_rate_vs_sft"]
         assert 0.0 <= win <= 1.0 and sum(metrics["evaluate"][policy]["win_tie_loss"]) == 8
