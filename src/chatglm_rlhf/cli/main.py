@@ -66,6 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # bad input: a clear message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _shutdown_distributed()
+
+
+def _shutdown_distributed() -> None:
+    """Tear the process group down before exit: left to interpreter shutdown, gloo's threads can abort
+    a rank ("terminate called without an active exception") after the work is done."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
