@@ -41,13 +41,12 @@ from chatglm_rlhf.policy.dpo_losses import (
 )
 from chatglm_rlhf.policy.losses import token_logprobs
 from chatglm_rlhf.utils.training import (
-    Checkpointer,
-    MetricsLog,
     check_finite,
-    lr_lambda,
     make_accelerator,
+    open_run,
     save_json,
     set_seed,
+    warmup_schedule,
 )
 
 
@@ -335,17 +334,11 @@ class DPOTrainer:
         total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * steps_per_epoch))
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warmup = int(cfg.warmup_ratio * total)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, warmup, total))
+        sched = warmup_schedule(opt, cfg.lr_schedule, cfg.warmup_ratio, total)
         model, opt, sched = acc.prepare(self.model, opt, sched)
         self.model = model
-        ckpt = Checkpointer(cfg.output_dir, acc)
-        log = MetricsLog(Path(cfg.output_dir) / "metrics.jsonl", enabled=acc.is_main_process)
-        step = 0
-        if cfg.resume and (last := ckpt.latest()) is not None:
-            step = ckpt.load(last)["step"]
-            log.truncate_after(step)
-            acc.print(f"resumed from {last} at step {step}")
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume)
+        step = state["step"]
         self._started = True
         bar = tqdm(total=total, initial=step, desc="dpo", disable=not (cfg.progress and acc.is_main_process))
         t0, metrics, pairs_seen = time.time(), {}, 0

@@ -42,11 +42,10 @@ from chatglm_rlhf.policy.ppo_rollout import (
     reference_baseline,
 )
 from chatglm_rlhf.utils.training import (
-    Checkpointer,
-    MetricsLog,
     check_finite,
     epoch_order,
     make_accelerator,
+    open_run,
     save_json,
     set_seed,
 )
@@ -295,17 +294,12 @@ class PPOTrainer:
         # The training forwards must go through the prepared (DDP / FSDP) modules: they sync gradients.
         *prepared, self.opt = acc.prepare(*self.models.trainable, opt)
         self.models.prepared = prepared
-        ckpt = Checkpointer(cfg.output_dir, acc)
-        log = MetricsLog(self.out / "metrics.jsonl", enabled=acc.is_main_process, tensorboard=True)
-        step = 0
-        if cfg.resume and (last := ckpt.latest()) is not None:
-            state = ckpt.load(last)
-            step = state["step"]
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, tensorboard=True)
+        step = state["step"]
+        if step:  # resumed: the KL controller and reward moments continue too
             self.kl_ctl.load_state_dict(state["kl_ctl"])
             if self.moments is not None and state.get("moments"):
                 self.moments.load_state_dict(state["moments"])
-            log.truncate_after(step)
-            acc.print(f"resumed from {last} at step {step}")
         bar = tqdm(
             total=cfg.steps, initial=step, desc="ppo", disable=not (cfg.progress and acc.is_main_process)
         )

@@ -27,13 +27,12 @@ from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.reward.losses import margin_from_strength, pair_accuracy, reward_loss
 from chatglm_rlhf.reward.rm_config import RMConfig
 from chatglm_rlhf.utils.training import (
-    Checkpointer,
-    MetricsLog,
     check_finite,
-    lr_lambda,
     make_accelerator,
+    open_run,
     save_json,
     set_seed,
+    warmup_schedule,
 )
 
 
@@ -165,17 +164,11 @@ class RMTrainer:
         steps_per_epoch = max(1, math.ceil(n_micro / per_step))
         total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * steps_per_epoch))
         opt = self._optimizer()
-        warmup = int(cfg.warmup_ratio * total)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, warmup, total))
+        sched = warmup_schedule(opt, cfg.lr_schedule, cfg.warmup_ratio, total)
         model, opt, sched = acc.prepare(self.model, opt, sched)
         self.prepared = model  # the wrapped model: save() gathers its state dict on every rank
-        ckpt = Checkpointer(cfg.output_dir, acc)
-        log = MetricsLog(Path(cfg.output_dir) / "metrics.jsonl", enabled=acc.is_main_process)
-        step = 0
-        if cfg.resume and (last := ckpt.latest()) is not None:
-            step = ckpt.load(last)["step"]
-            acc.print(f"resumed from {last} at step {step}")
-        log.truncate_after(step)  # a fresh run in an old output_dir starts a fresh log
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume)
+        step = state["step"]
         bar = tqdm(total=total, initial=step, desc="rm", disable=not (cfg.progress and acc.is_main_process))
         t0, stats = time.time(), {"loss": float("nan"), "accuracy": float("nan")}
         pairs_done = 0

@@ -188,3 +188,29 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     order = list(range(n))
     rng.shuffle(order)
     return order
+
+
+def warmup_schedule(opt, schedule: str, warmup_ratio: float, total: int):
+    """``LambdaLR`` with linear warmup over ``warmup_ratio * total`` steps, then ``schedule``."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(schedule, int(warmup_ratio * total), total))
+
+
+def open_run(
+    output_dir: str | Path, accelerator, resume: bool, tensorboard: bool = False
+) -> tuple[Checkpointer, MetricsLog, dict[str, Any]]:
+    """The checkpointer and metric log of ``output_dir``, and the state to start from.
+
+    With ``resume`` and a checkpoint present, the last checkpoint is loaded (model, optimizer, scheduler,
+    RNG) and its trainer state returned; otherwise ``{"step": 0}``. The metric log is cut back to that
+    step, so neither a resumed run nor a fresh run in an old folder leaves stale or duplicate rows.
+    """
+    ckpt = Checkpointer(output_dir, accelerator)
+    log = MetricsLog(
+        Path(output_dir) / "metrics.jsonl", enabled=accelerator.is_main_process, tensorboard=tensorboard
+    )
+    state: dict[str, Any] = {"step": 0}
+    if resume and (last := ckpt.latest()) is not None:
+        state = ckpt.load(last)
+        accelerator.print(f"resumed from {last} at step {state['step']}")
+    log.truncate_after(state["step"])
+    return ckpt, log, state
