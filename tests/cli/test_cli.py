@@ -58,3 +58,15 @@ def test_data_stats_and_convert(tmp_path, capsys):
     first = json.loads(out.read_text().splitlines()[0])
     assert first["chosen"] == [{"role": "assistant", "content": "red"}]
     assert first["prompt"][-1] == {"role": "user", "content": "name a color"}
+
+
+def test_top_level_help_imports_no_heavy_stage_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from chatglm_rlhf.cli.main import build_parser; build_parser(['--help']); "
+        "print('torch' in sys.modules, 'chatglm_rlhf.policy.ppo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -13,25 +13,26 @@ import sys
 
 from chatglm_rlhf.errors import UserError
 
-# Order is the order shown in --help: the pipeline's order.
-COMMAND_MODULES = [
-    "chatglm_rlhf.cli.data_cmd",
-    "chatglm_rlhf.cli.sft_cmd",
-    "chatglm_rlhf.cli.generate_cmd",
-    "chatglm_rlhf.collect.annotate.cli",
-    "chatglm_rlhf.cli.filter_cmd",
-    "chatglm_rlhf.cli.rm_cmd",
-    "chatglm_rlhf.cli.ppo_cmd",
-    "chatglm_rlhf.cli.dpo_cmd",
-    "chatglm_rlhf.cli.evaluate_cmd",
-    "chatglm_rlhf.cli.report_cmd",
-    "chatglm_rlhf.cli.pipeline_cmd",
-    "chatglm_rlhf.cli.demo_cmd",
-    "chatglm_rlhf.cli.plan_cmd",
-]
+# (name, module, one-line help), in the pipeline's order. Only the module of the command being run is
+# imported (the others would pull in torch and transformers), so `chatglm-rlhf --help` stays fast.
+COMMANDS = [
+    ("data", "chatglm_rlhf.cli.data_cmd", "dataset statistics and format conversion"),
+    ("sft", "chatglm_rlhf.cli.sft_cmd", "supervised fine-tuning (loss on response tokens only)"),
+    ("generate", "chatglm_rlhf.cli.generate_cmd", "sample k responses per prompt (candidates to compare)"),
+    ("annotate", "chatglm_rlhf.collect.annotate.cli", "collect human preferences (web app)"),
+    ("filter", "chatglm_rlhf.cli.filter_cmd", "post-filter preference labels (majority, ties, cycles, spam, length balancing)"),
+    ("rm", "chatglm_rlhf.cli.rm_cmd", "reward model: train | eval | score"),
+    ("ppo", "chatglm_rlhf.cli.ppo_cmd", "PPO with the reference baseline, KL penalty and ptx SFT loss"),
+    ("dpo", "chatglm_rlhf.cli.dpo_cmd", "DPO / IPO from a preference file or RM-labelled policy samples"),
+    ("evaluate", "chatglm_rlhf.cli.evaluate_cmd", "policy vs baseline: win/tie/loss per category with a bootstrap CI"),
+    ("report", "chatglm_rlhf.cli.report_cmd", "render a run's report.html from its metrics.json"),
+    ("pipeline", "chatglm_rlhf.cli.pipeline_cmd", "run every stage from one recipe (resumable)"),
+    ("demo", "chatglm_rlhf.cli.demo_cmd", "run the whole pipeline on the offline demo world"),
+    ("plan", "chatglm_rlhf.cli.plan_cmd", "estimate GiB per GPU for each role under ddp / fsdp / zero2 / zero3"),
+]  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatglm-rlhf",
         description="The ChatGLM-RLHF pipeline: collect preferences, train a reward model, align with PPO or DPO.",
@@ -40,20 +41,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"chatglm-rlhf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, module_name, help_text in COMMANDS:
+        if name != wanted:
+            sub.add_parser(name, help=help_text)  # a placeholder: enough for the top-level --help
+            continue
         try:
-            module = importlib.import_module(name)
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            # A stage that is not built yet (or whose optional extra is not installed) is simply absent.
-            if e.name and (e.name == name or name.startswith(e.name)):
+            # An optional extra that is not installed (e.g. the annotation app): say which.
+            if e.name and not e.name.startswith("chatglm_rlhf"):
+                sub.add_parser(name, help=help_text).set_defaults(func=_missing(name, e.name))
                 continue
             raise
         module.register(sub)
     return parser
 
 
+def _missing(command: str, package: str):
+    def run(_args) -> int:
+        print(f"error: `{command}` needs the package {package!r}; install it (see README)", file=sys.stderr)
+        return 2
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
