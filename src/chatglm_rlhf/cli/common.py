@@ -29,3 +29,10 @@ def stage_config(args: argparse.Namespace) -> Any:
     from chatglm_rlhf.config import load_config
 
     return load_config(args.config_cls, args.config, args.overrides, section=args.config_section)
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and without distributed launch): with several processes, rank 0 reports for all."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatglm_rlhf.cli.common import add_stage_parser, stage_config
+from chatglm_rlhf.cli.common import add_stage_parser, is_main_process, stage_config
 from chatglm_rlhf.policy.dpo import DPOConfig
 
 
@@ -22,7 +22,7 @@ def run(args) -> int:
 
     cfg = stage_config(args)
     result = run_dpo(cfg)
-    if not _is_main_process():
+    if not is_main_process():
         return 0  # with several processes, rank 0 reports for all
     print(
         f"dpo: {result['steps']} steps on {result['pairs']} pairs, final loss {result['train/loss']:.4f}, "
@@ -35,9 +35,3 @@ def run(args) -> int:
             f"margin {result['eval/rewards/margin']:.3f}"
         )
     return 0
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatglm_rlhf.cli.common import add_stage_parser, stage_config
+from chatglm_rlhf.cli.common import add_stage_parser, is_main_process, stage_config
 from chatglm_rlhf.policy.ppo import PPOConfig
 
 
@@ -21,16 +21,10 @@ def run(args) -> int:
 
     cfg = stage_config(args)
     result = run_ppo(cfg)
-    if not _is_main_process():
+    if not is_main_process():
         return 0  # with several processes, rank 0 reports for all
     print(
         f"ppo: {result['steps']} steps in {result['seconds']:.0f}s; final reward {result['reward_final']:.4f}, "
         f"KL {result['kl_final']:.4f}; policy saved to {cfg.output_dir}"
     )
     return 0
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatglm_rlhf.cli.common import add_stage_parser, stage_config
+from chatglm_rlhf.cli.common import add_stage_parser, is_main_process, stage_config
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.reward.rm_config import RMConfig
 
@@ -68,7 +68,7 @@ def run_train(args) -> int:
 
     cfg = stage_config(args)
     result = run_rm_train(cfg)
-    if not _is_main_process():
+    if not is_main_process():
         return 0  # with several processes, rank 0 reports for all (the metrics are reduced over ranks)
     print(
         f"rm: {result['steps']} steps, final loss {result['train_loss']:.4f}, "
@@ -77,12 +77,6 @@ def run_train(args) -> int:
     if "eval" in result:
         print(format_report(result["eval"]))
     return 0
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
 
 
 def _scorer(cfg):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatglm_rlhf.cli.common import add_stage_parser, stage_config
+from chatglm_rlhf.cli.common import add_stage_parser, is_main_process, stage_config
 from chatglm_rlhf.policy.sft import SFTConfig
 
 
@@ -16,6 +16,8 @@ def run(args) -> int:
 
     cfg = stage_config(args)
     result = run_sft(cfg)
+    if not is_main_process():
+        return 0  # with several processes, rank 0 reports for all
     print(
         f"sft: {result['steps']} steps, final loss {result['train_loss']:.4f}; model saved to {cfg.output_dir}"
     )
