@@ -132,6 +132,24 @@ def _form(page: str, i: int) -> tuple[str, dict]:
     return ACTION.search(page).group(1), data
 
 
+async def _send(client, method: str, url: str, stats: dict, **kw):
+    """One request, sent again (at most twice) if the connection broke before a response came.
+
+    Safe for the form posts too: each carries its idempotency key, so a repeat of a post that was
+    committed makes no second row. A retry is counted; a third failure is raised.
+    """
+    import httpx
+
+    for attempt in range(3):
+        try:
+            return await client.request(method, url, **kw)
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            stats["retries"] = stats.get("retries", 0) + 1
+            await asyncio.sleep(0.05)
+
+
 async def annotator(base: str, username: str, n: int, dup_every: int, stats: dict) -> None:
     import httpx
 
@@ -141,7 +159,7 @@ async def annotator(base: str, username: str, n: int, dup_every: int, stats: dic
         await _login(client, username)
         for i in range(n):
             t0 = time.perf_counter()
-            page = await client.get(f"/annotate/{PROJECT}")
+            page = await _send(client, "GET", f"/annotate/{PROJECT}", stats)
             t1 = time.perf_counter()
             if 'id="annotate-form"' not in page.text:
                 stats["errors"].append(f"{username}: no item at submission {i} ({page.status_code})")
@@ -150,13 +168,14 @@ async def annotator(base: str, username: str, n: int, dup_every: int, stats: dic
             double = bool(dup_every) and i % dup_every == 0
             if double:  # a double-submitted form, both copies in flight at once: one row, two 303s
                 r, again = await asyncio.gather(
-                    client.post(action, data=data), client.post(action, data=data)
+                    _send(client, "POST", action, stats, data=data),
+                    _send(client, "POST", action, stats, data=data),
                 )
                 stats["duplicate_posts"] += 1
                 if again.status_code != 303 or again.headers.get("location") != f"/annotate/{PROJECT}":
                     stats["errors"].append(f"{username}: duplicate post {i} -> {again.status_code}")
             else:
-                r = await client.post(action, data=data)
+                r = await _send(client, "POST", action, stats, data=data)
             t2 = time.perf_counter()
             if r.status_code != 303 or r.headers.get("location") != f"/annotate/{PROJECT}":
                 stats["errors"].append(
@@ -244,6 +263,7 @@ def run(
         **result,
         "rows_after_restart": after_restart,
         "duplicate_posts": stats["duplicate_posts"],
+        "retries": stats.get("retries", 0),
         "errors": stats["errors"][:20],
         "wall_s": round(wall, 2),
         "submissions_per_s": round(len(stats["submit_ms"]) / wall, 1),
@@ -274,7 +294,7 @@ async def _all(base: str, users: list[str], n: int, dup_every: int, stats: dict)
 def format_table(results: list[dict]) -> str:
     cols = [
         ("backend", "backend"), ("rows", "rows"), ("expected_rows", "expected"), ("lost", "lost"),
-        ("duplicated", "dup"), ("rows_after_restart", "after kill+restart"), ("submit_p50_ms", "submit p50 ms"),
+        ("duplicated", "dup"), ("retries", "retries"), ("rows_after_restart", "after kill+restart"), ("submit_p50_ms", "submit p50 ms"),
         ("submit_p95_ms", "submit p95 ms"), ("next_item_p50_ms", "next p50 ms"), ("next_item_p95_ms", "next p95 ms"),
         ("submissions_per_s", "subm/s"), ("server_cpu_ms_per_submission", "server CPU ms/subm"),
         ("wall_s", "wall s"), ("load_average_1m", "load avg"),

@@ -82,7 +82,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     print(f"annotate: open http://{host}:{port}/ in a browser", flush=True)
     config = uvicorn.Config(
-        app, log_level=args.log_level, access_log=args.access_log, timeout_graceful_shutdown=10
+        app,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=10,
+        timeout_keep_alive=args.keep_alive,
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
@@ -269,6 +273,12 @@ def _add_serve(sub, db: argparse.ArgumentParser) -> None:
         help="server log level",
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        default=75.0,
+        help="seconds an idle keep-alive connection stays open (uvicorn's 5 s races clients that reuse it)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
