@@ -7,7 +7,7 @@ import json
 import pytest
 
 from chatglm_rlhf.data.schema import DialogueSample, Turn
-from chatglm_rlhf.evaluate.evaluate import evaluate_models, judge_responses, length_stats
+from chatglm_rlhf.evaluate.evaluate import diversity_stats, evaluate_models, judge_responses, length_stats
 from chatglm_rlhf.evaluate.judges import RewardJudge
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
@@ -89,3 +89,12 @@ def test_length_stats_known_values():
     assert s["n"] == 4 and s["mean_chars"] == pytest.approx((2 + 4 + 0 + 13) / 4)
     assert s["max_words"] == 3 and s["empty"] == 1 and s["unfinished_rate"] == 0.25
     assert length_stats([]) == {"n": 0}
+
+
+def test_diversity_stats_spots_a_collapsed_policy():
+    collapsed = diversity_stats(["Sorry, I can't.", "Sorry,  I can't.", "Sorry, I can't.", "Paris."])
+    assert collapsed["distinct"] == 2 and collapsed["distinct_share"] == 0.5  # whitespace is not a difference
+    assert collapsed["top_response"] == "Sorry, I can't." and collapsed["top_response_share"] == 0.75
+    varied = diversity_stats(["a", "b", "c"])
+    assert varied["distinct_share"] == 1.0 and varied["top_response_share"] == pytest.approx(1 / 3)
+    assert diversity_stats([]) == {"n": 0}

@@ -127,6 +127,25 @@ def length_stats(responses: list[str], finished: list[bool] | None = None) -> di
     return out
 
 
+def diversity_stats(responses: list[str]) -> dict:
+    """How many different answers a model gives: a policy that reward-hacked its RM often collapses
+    onto one text for every prompt, which a win rate alone does not show."""
+    if not responses:
+        return {"n": 0}
+    counts: dict[str, int] = {}
+    for r in responses:
+        key = " ".join(r.split())
+        counts[key] = counts.get(key, 0) + 1
+    top, n_top = max(counts.items(), key=lambda kv: kv[1])
+    return {
+        "n": len(responses),
+        "distinct": len(counts),
+        "distinct_share": len(counts) / len(responses),
+        "top_response": top,
+        "top_response_share": n_top / len(responses),
+    }
+
+
 def judge_responses(
     samples: list[DialogueSample],
     policy_responses: list[str],
@@ -171,6 +190,10 @@ def judge_responses(
         "lengths": {
             "policy": length_stats(policy_responses, finished[0] if finished else None),
             "baseline": length_stats(baseline_responses, finished[1] if finished else None),
+        },
+        "diversity": {
+            "policy": diversity_stats(policy_responses),
+            "baseline": diversity_stats(baseline_responses),
         },
     }
     if has_scores:

@@ -21,7 +21,8 @@ metrics.json layout (every key optional; nested dicts, or flat dotted keys such 
     rm.scatter                            [[length, reward], ...] or [{length, reward}] or a path to a
                                           JSONL of {"length": .., "reward": ..} lines
     sft.gold_score                        float, mean gold score of the SFT model's eval answers
-    ppo.gold_win_rate_vs_sft, ppo.gold_score, ppo.kl, ppo.sft_heldout_loss, ppo.mean_response_length
+    ppo.gold_win_rate_vs_sft, ppo.gold_score, ppo.kl, ppo.sft_heldout_loss, ppo.mean_response_length,
+    ppo.top_response_share                share of eval prompts given the most common answer (collapse)
     ppo.metrics_path                      per-step JSONL with step, reward, reward_minus_baseline, kl,
                                           response_length
     ppo.eval, dpo.eval                    eval.json of ``chatglm-rlhf evaluate`` (or a path to it):
@@ -221,6 +222,7 @@ def _ppo(c: _Ctx) -> str:
         ("KL to SFT", c.get("ppo.kl")),
         ("held-out SFT loss", c.get("ppo.sft_heldout_loss")),
         ("mean answer length", c.get("ppo.mean_response_length")),
+        ("share of prompts given the most common answer", c.get("ppo.top_response_share")),
     ]
     p = c.path(c.artifacts.get("ppo_metrics") or c.get("ppo.metrics_path"))
     rows, bad = read_jsonl(p) if p is not None and p.exists() else ([], 0)
@@ -230,7 +232,8 @@ def _ppo(c: _Ctx) -> str:
     if bad:
         body += f'<p class="note">{bad} lines of {esc(p)} were not JSON objects and are not plotted.</p>'
     intro = "Reward should rise while KL stays bounded; the reference baseline removes the prompt's own "
-    intro += "difficulty from the reward. A rising length with flat gold score is reward hacking."
+    intro += "difficulty from the reward. A rising length with flat gold score is reward hacking, and so is "
+    intro += "one answer given to most prompts (the share below)."
     return section("PPO training", intro, body + kv_table(nums))
 
 

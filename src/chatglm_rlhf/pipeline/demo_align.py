@@ -199,8 +199,17 @@ class AlignStages:
                 "sft_gold_score": score.get("baseline"),
                 "mean_response_length": s["lengths"]["policy"]["mean_words"],
                 "sft_mean_response_length": s["lengths"]["baseline"]["mean_words"],
+                "distinct_response_share": s["diversity"]["policy"]["distinct_share"],
+                "top_response_share": s["diversity"]["policy"]["top_response_share"],
+                "top_response": s["diversity"]["policy"]["top_response"],
                 "eval": str(Path("eval") / name / "eval.json"),
             }
+            if out[name]["top_response_share"] > 0.5:  # say it where people look, not only in the JSON
+                print(
+                    f"[evaluate] warning: {name} gives one answer to {out[name]['top_response_share']:.0%} "
+                    f"of prompts ({out[name]['top_response']!r}): the policy collapsed onto what its RM "
+                    "overrates (reward hacking); compare the win rate with that in mind"
+                )
         return out
 
 
@@ -295,5 +304,6 @@ def ablation_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
     for setting in ("ppo", "dpo"):
         if setting in ev:
             rows.append({"name": "PPO vs DPO", "setting": setting, "gold_win_rate": win(setting),
-                         "mean_response_length": length(setting)})  # fmt: skip
+                         "mean_response_length": length(setting),
+                         "top_response_share": ev.get(setting, {}).get("top_response_share")})  # fmt: skip
     return rows
