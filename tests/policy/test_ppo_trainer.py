@@ -1,11 +1,13 @@
 """PPOTrainer on a tiny GLM with a fake scorer: updates, frozen reference, reproducibility, resume."""
 
 import json
+import math
 
 import pytest
 import torch
 
 from chatglm_rlhf.data.schema import DialogueSample
+from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
 from chatglm_rlhf.policy.ppo import PPOConfig, PPOTrainer
@@ -96,6 +98,25 @@ def test_logprobs_of_padded_batch_match_single_sequences(tok):
     expected = full.gather(-1, torch.tensor(r1)[:, None]).squeeze(-1)
     assert torch.allclose(lp[0, : len(r1)], expected, atol=1e-5)
     assert batch.response_mask.tolist() == [[1] * len(r1) + [0] * (len(r2) - len(r1)), [1] * len(r2)]
+
+
+def test_logprobs_at_a_sampling_temperature_are_those_of_the_tempered_distribution():
+    # Hand-made logits: one sequence, two response tokens, a vocabulary of three.
+    logits = torch.tensor([[[2.0, 0.0, -2.0], [0.0, 1.0, 0.0]]])
+    batch = build_seq_batch([[5]], [[0, 1]], pad_id=9)
+    lp = response_logprobs(logits, batch, temperature=0.5)
+    # log softmax(logits / 0.5) of the chosen tokens, computed by hand: z = [4, 0, -4] and [0, 2, 0].
+    first = 4.0 - math.log(math.exp(4) + 1 + math.exp(-4))
+    second = 2.0 - math.log(1 + math.exp(2) + 1)
+    assert lp[0].tolist() == pytest.approx([first, second], abs=1e-6)
+    assert response_logprobs(logits, batch)[0, 0] == pytest.approx(
+        2.0 - math.log(math.exp(2) + 1 + math.exp(-2))
+    )
+
+
+def test_sampling_temperature_must_be_positive(tok, tmp_path):
+    with pytest.raises(ConfigError, match="generation.temperature"):
+        make_trainer(tok, tmp_path, steps=1, generation=GenerationSettings(max_new_tokens=4, temperature=0.0))
 
 
 def test_step_updates_actor_and_critic_not_reference(tok, tmp_path):

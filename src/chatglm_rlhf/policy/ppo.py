@@ -165,6 +165,10 @@ def validate(cfg: PPOConfig) -> None:
             f"ppo: generation_backend {cfg.generation_backend!r} is not built in; only 'hf' is. Another engine "
             "plugs in by passing a Generator (with an optional sync_weights(model)) to PPOTrainer"
         )
+    if not cfg.generation.greedy and cfg.generation.temperature <= 0:
+        raise ConfigError(
+            f"ppo: generation.temperature must be > 0 when sampling, got {cfg.generation.temperature}"
+        )
     if cfg.ptx_coef < 0 or cfg.kl_coef < 0:
         raise ConfigError("ppo: ptx_coef and kl_coef must be >= 0")
 
@@ -179,7 +183,13 @@ def reward_settings(cfg: PPOConfig) -> RewardSettings:
         gamma=cfg.gamma,
         lam=cfg.lam,
         whiten_advantages=cfg.whiten_advantages,
+        temperature=sampling_temperature(cfg.generation),
     )
+
+
+def sampling_temperature(g: GenerationSettings) -> float:
+    """The temperature the rollouts are drawn at (1 for greedy decoding, which has none)."""
+    return 1.0 if g.greedy else g.temperature
 
 
 class PPOTrainer:
@@ -465,8 +475,9 @@ class PPOTrainer:
             with self._no_sync(mods, last=i == len(chunks) - 1):
                 with acc.autocast():
                     logits, values = m.train_outputs(b)  # through the DDP / FSDP wrappers
-                    logprobs = response_logprobs(logits, b)
-                    entropy = L.masked_mean(L.entropy_from_logits(logits), mask)
+                    temp = sampling_temperature(cfg.generation)
+                    logprobs = response_logprobs(logits, b, temp)
+                    entropy = L.masked_mean(L.entropy_from_logits(logits.float() / temp), mask)
                     pg_loss, ps = L.ppo_policy_loss(
                         logprobs, mb.old_logprobs, mb.advantages, mask, cfg.clip_range
                     )

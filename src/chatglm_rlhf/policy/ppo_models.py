@@ -209,9 +209,13 @@ def lm_forward(lm, batch: SeqBatch, hidden: bool = False):
     return logits, h
 
 
-def response_logprobs(logits: torch.Tensor, batch: SeqBatch) -> torch.Tensor:
-    """log p(response token t) from the (B, R, V) logits of :func:`lm_forward` (logit - logsumexp)."""
-    logits = logits.float()
+def response_logprobs(logits: torch.Tensor, batch: SeqBatch, temperature: float = 1.0) -> torch.Tensor:
+    """log p(response token t) from the (B, R, V) logits of :func:`lm_forward` (logit - logsumexp).
+
+    ``temperature``: that of the sampler, so that the log-probs are those of the distribution the
+    responses were drawn from (the ratio and the KL then stay on-policy at temperature != 1).
+    """
+    logits = logits.float() / temperature
     picked = torch.gather(logits, -1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
@@ -269,11 +273,11 @@ class PPOModels:
         return self.policy(batch, with_values=True)[1]
 
     @torch.no_grad()
-    def reference_logprobs(self, batch: SeqBatch) -> torch.Tensor:
+    def reference_logprobs(self, batch: SeqBatch, temperature: float = 1.0) -> torch.Tensor:
         if self.reference is not None:
-            return response_logprobs(lm_forward(self.reference, batch)[0], batch)
+            return response_logprobs(lm_forward(self.reference, batch)[0], batch, temperature)
         with self.actor.disable_adapter():
-            return response_logprobs(lm_forward(self.actor, batch)[0], batch)
+            return response_logprobs(lm_forward(self.actor, batch)[0], batch, temperature)
 
     def reference_lm(self):
         """A context manager giving the frozen SFT policy as an LM (for generating baseline answers)."""

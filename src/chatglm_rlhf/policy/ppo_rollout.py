@@ -143,6 +143,7 @@ class RewardSettings:
     gamma: float = 1.0
     lam: float = 0.95
     whiten_advantages: bool = True
+    temperature: float = 1.0  # the sampler's: log-probs (ratio, KL) are those of what was sampled
 
 
 def final_scores(
@@ -167,7 +168,9 @@ def final_scores(
 
 
 @torch.no_grad()
-def forward_in_chunks(models: PPOModels, batch: SeqBatch, chunk: int) -> dict[str, torch.Tensor]:
+def forward_in_chunks(
+    models: PPOModels, batch: SeqBatch, chunk: int, temperature: float = 1.0
+) -> dict[str, torch.Tensor]:
     """Old log-probs, reference log-probs and old values, ``chunk`` rows at a time (no grad)."""
     outs: dict[str, list[torch.Tensor]] = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
     B, R = batch.response_mask.shape
@@ -178,8 +181,8 @@ def forward_in_chunks(models: PPOModels, batch: SeqBatch, chunk: int) -> dict[st
         if values is None:
             values = models.values(sub)
         parts = {
-            "old_logprobs": response_logprobs(logits, sub),
-            "ref_logprobs": models.reference_logprobs(sub),
+            "old_logprobs": response_logprobs(logits, sub, temperature),
+            "ref_logprobs": models.reference_logprobs(sub, temperature),
             "old_values": values.float(),
         }
         for k, v in parts.items():
@@ -215,7 +218,7 @@ def make_rollout(
     pad_id = models.tokenizer.pad_token_id
     batch = build_seq_batch([g.prompt_ids for g in gens], [g.response_ids for g in gens], pad_id).to(device)
     t1 = time.perf_counter()
-    fw = forward_in_chunks(models, batch, forward_batch_size)
+    fw = forward_in_chunks(models, batch, forward_batch_size, rs.temperature)
     t_forward = time.perf_counter() - t1
     mask = batch.response_mask
     rewards, kl = L.shape_rewards(
