@@ -122,3 +122,13 @@ def test_examples_found_through_the_eval_output_dir(tmp_path):
     ev = {**_eval(1, 0, 0, ["c"]), "responses_path": "responses.jsonl", "output_dir": str(eval_dir)}
     page = render_report(tmp_path / "run", {"ppo": {"eval": ev}})
     assert page.count('class="example"') == 1 and "PPO win" in page
+
+
+def test_ppo_gold_arrow_compares_the_same_evaluation(tmp_path):
+    # sft.gold_score is of sampled answers; the evaluation's own SFT score (greedy) is the fair start.
+    metrics = {"sft": {"gold_score": 0.437}, "ppo": {"gold_score": 0.529, "sft_gold_score": 0.464}}
+    page = render_report(tmp_path, metrics)
+    assert "0.464 → 0.529" in page and "0.437 → 0.529" not in page
+    assert "0.437 → 0.529" in render_report(
+        tmp_path, {"sft": {"gold_score": 0.437}, "ppo": {"gold_score": 0.529}}
+    )

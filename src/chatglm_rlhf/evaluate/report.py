@@ -21,6 +21,7 @@ metrics.json layout (every key optional; nested dicts, or flat dotted keys such 
     rm.scatter                            [[length, reward], ...] or [{length, reward}] or a path to a
                                           JSONL of {"length": .., "reward": ..} lines
     sft.gold_score                        float, mean gold score of the SFT model's eval answers
+    ppo.sft_gold_score                    the SFT model's gold score in PPO's evaluation (preferred)
     ppo.gold_win_rate_vs_sft, ppo.gold_score, ppo.kl, ppo.sft_heldout_loss, ppo.mean_response_length,
     ppo.top_response_share                share of eval prompts given the most common answer (collapse)
     ppo.metrics_path                      per-step JSONL with step, reward, reward_minus_baseline, kl,
@@ -218,7 +219,12 @@ def _reward_model(c: _Ctx) -> str:
 def _ppo(c: _Ctx) -> str:
     nums = [
         ("gold win rate vs SFT", c.get("ppo.gold_win_rate_vs_sft")),
-        ("mean gold score (SFT → PPO)", _arrow(c.get("sft.gold_score"), c.get("ppo.gold_score"))),
+        # The SFT score of the same evaluation (greedy, the same prompts) when there is one: sft.gold_score
+        # is of sampled answers, which would make the arrow compare two different decodings.
+        (
+            "mean gold score (SFT → PPO)",
+            _arrow(c.get("ppo.sft_gold_score", c.get("sft.gold_score")), c.get("ppo.gold_score")),
+        ),
         ("KL to SFT", c.get("ppo.kl")),
         ("held-out SFT loss", c.get("ppo.sft_heldout_loss")),
         ("mean answer length", c.get("ppo.mean_response_length")),
