@@ -53,7 +53,7 @@ class RealDataSettings:
     rm_eval: float = field_(0.1, help="share of comparisons held out to evaluate the reward models")
     judge_train: float = field_(0.35, help="share that trains the independent judge RM only")
     heldout: float = field_(0.1, help="share whose contexts are the evaluation prompts (never trained on)")
-    n_rl: int = field_(128, help="PPO / DPO prompts (rm_train contexts; 0 = all)")
+    n_rl: int = field_(80, help="PPO / DPO prompts (rm_train contexts; 0 = all)")
     n_eval: int = field_(100, help="evaluation prompts (heldout contexts; 0 = all)")
     n_sft: int = field_(0, help="ptx SFT examples: rm_train's chosen responses (0 = all)")
     n_sft_heldout: int = field_(32, help="rm_eval's chosen responses for the held-out SFT loss")
@@ -68,26 +68,27 @@ class RMChoice:
 
 
 def _rm_defaults() -> RMConfig:
-    # MiniLM: a small encoder likes a larger LR than a decoder; its new head larger still.
+    # MiniLM: a small encoder likes a larger LR than a decoder; its new head larger still. 128 tokens
+    # keep the last user turn and the answer (the oldest history goes first) at ~4 s a step on 1 core.
     return RMConfig(
-        epochs=2.0, batch_size=16, lr=5e-5, head_lr=1e-3, warmup_ratio=0.05, max_length=256,
+        epochs=2.0, batch_size=16, lr=5e-5, head_lr=1e-3, warmup_ratio=0.05, max_length=128,
         reg_coef=1e-3, cpu=True, log_every=10, seed=0, eval_buckets=[3, 10, 30, 100],
     )  # fmt: skip
 
 
 def _ppo_defaults() -> PPOConfig:
     return PPOConfig(
-        steps=16, rollout_batch_size=16, mini_batch_size=8, ppo_epochs=1, lr=2e-4, critic_lr=1e-3,
-        kl_coef=0.05, ptx_coef=0.1, ptx_batch_size=4, max_prompt_tokens=160, max_length=256,
+        steps=10, rollout_batch_size=8, mini_batch_size=4, ppo_epochs=2, lr=3e-4, critic_lr=1e-3,
+        kl_coef=0.05, ptx_coef=0.1, ptx_batch_size=2, max_prompt_tokens=128, max_length=192,
         lora_r=16, lora_alpha=32, shared_backbone=True, critic_from="sft", filter_k=2, filter_eps=1e-4,
-        cpu=True, mixed_precision="no", seed=0, forward_batch_size=16,
+        cpu=True, mixed_precision="no", seed=0, forward_batch_size=8,
         generation=GenerationSettings(max_new_tokens=48, temperature=1.0, batch_size=16),
     )  # fmt: skip
 
 
 def _dpo_defaults() -> DPOConfig:
     return DPOConfig(
-        k=4, beta=0.1, lr=2e-4, epochs=1.0, nll_weight=0.0, batch_size=4, max_length=256, lora_r=16,
+        k=4, beta=0.1, lr=2e-4, epochs=1.0, nll_weight=0.0, batch_size=4, max_length=192, lora_r=16,
         lora_alpha=32, cpu=True, mixed_precision="no", seed=0, log_every=5, truncate_response=True,
         generation=GenerationSettings(max_new_tokens=48, temperature=1.0, batch_size=16),
     )  # fmt: skip
@@ -98,7 +99,7 @@ class RealEvalSettings:
     generation: EvalGeneration = field(
         default_factory=lambda: EvalGeneration(max_new_tokens=48, greedy=True, batch_size=16)
     )
-    max_prompt_tokens: int = field_(160, help="evaluation prompts: history trimmed (oldest first) to fit")
+    max_prompt_tokens: int = field_(128, help="evaluation prompts: history trimmed (oldest first) to fit")
     llm_judge: bool = field_(True, help="also judge with the SFT model itself, asked in both orders")
     llm_judge_prompts: int = field_(50, help="prompts the LLM judge compares (its asks are slow on CPU)")
     llm_judge_policies: list[str] = field_(["ppo"], help="policies the LLM judge compares with SFT")
@@ -126,7 +127,7 @@ class RealConfig:
     judge_rm_train: RMConfig = field(default_factory=_rm_defaults)
     ppo: PPOConfig = field(default_factory=_ppo_defaults)
     dpo: DPOConfig = field(default_factory=_dpo_defaults)
-    dpo_prompts: int = field_(64, help="DPO: the first N PPO prompts are sampled k times (0 = all)")
+    dpo_prompts: int = field_(48, help="DPO: the first N PPO prompts are sampled k times (0 = all)")
     eval: RealEvalSettings = field(default_factory=RealEvalSettings)
     ablations: list[str] = field_([], help="extra runs if time allows: ptx (PPO without the ptx loss)")
     progress: bool = field_(True, help="progress bars")
