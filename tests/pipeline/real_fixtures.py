@@ -46,9 +46,9 @@ def tiny_chat_model(out: Path) -> Path:
 TINY = [
     "data.n_rl=8", "data.n_eval=6", "data.n_sft_heldout=4", "rm.backbone=policy", "judge_rm.backbone=policy",
     "rm_train.max_steps=2", "rm_train.batch_size=4", "judge_rm_train.max_steps=2", "judge_rm_train.batch_size=4",
-    "ppo.steps=1", "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4", "ppo.filter_eps=0", "ppo.lora_r=0",
+    "ppo.steps=1", "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4", "ppo.filter_eps=0",
     "ppo.generation.max_new_tokens=6", "ppo.max_prompt_tokens=96", "ppo.max_length=128",
-    "dpo.k=2", "dpo.max_steps=1", "dpo.batch_size=2", "dpo.generation.max_new_tokens=6", "dpo.lora_r=0",
+    "dpo.k=2", "dpo.max_steps=1", "dpo.batch_size=2", "dpo.generation.max_new_tokens=6",
     "dpo.max_length=128", "dpo_prompts=4",
     "eval.generation.max_new_tokens=6", "eval.llm_judge_prompts=3", "eval.examples=2",
     "eval.probe_max_new_tokens=4", "eval.max_prompt_tokens=96", "progress=false",
