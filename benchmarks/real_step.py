@@ -8,8 +8,9 @@ where the time goes, full fine-tuning vs LoRA, and our generation vs raw ``model
    forward (old log-probs, reference log-probs, values; no grad) and train (``ppo_epochs`` of minibatch
    updates, ptx included). The first ``--warmup`` iterations are excluded; the rest are averaged.
 2. **Generation**: tokens/s of our ``HFGenerator.generate`` (length-sorted batches, left padding, eos
-   cut) and of one raw ``model.generate`` call on the same left-padded prompts with the same sampling
-   settings and seed; the ratio is ours / raw (from one run of each, after one warm-up call).
+   cut) and of one raw ``model.generate`` call on the same left-padded prompts; the ratio is ours / raw
+   (from one run of each, after one warm-up call). Greedy, so that both write the same tokens: sampled
+   answers of different lengths would make the tokens/s of the two differ for reasons of their own.
 
 Prompts are dialogue contexts of ``../shared/data/hh-rlhf/harmless-base-dev.jsonl`` when it is present,
 else the capability probe's questions. The reward model is MiniLM-L6 with a fresh (untrained) score head:
@@ -128,7 +129,7 @@ def generation(args) -> dict:
     tok, model = load_tokenizer(path), load_causal_lm(path, dtype="fp32", device="cpu").eval()
     samples, _ = prompts(args.batch)
     ids = [prompt_ids(tok, s, args.prompt_tokens)[0] for s in samples]
-    settings = GenerationSettings(max_new_tokens=args.new_tokens, batch_size=args.batch)
+    settings = GenerationSettings(max_new_tokens=args.new_tokens, batch_size=args.batch, greedy=True)
     gen, pad = HFGenerator(model, tok), tok.pad_token_id
 
     def ours() -> int:
@@ -140,8 +141,8 @@ def generation(args) -> dict:
         x, mask = _left_pad(ids, pad, "cpu")
         with torch.no_grad():
             seqs = model.generate(
-                input_ids=x, attention_mask=mask, max_new_tokens=args.new_tokens, do_sample=True,
-                temperature=1.0, top_p=1.0, top_k=0, pad_token_id=pad, eos_token_id=tok.eos_token_id,
+                input_ids=x, attention_mask=mask, max_new_tokens=args.new_tokens, do_sample=False,
+                pad_token_id=pad, eos_token_id=tok.eos_token_id,
             )  # fmt: skip
         # Count as ours does: up to and including the first eos of each row.
         new = seqs[:, x.shape[1] :].tolist()
@@ -182,7 +183,7 @@ def run_mode(args, mode: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--modes", default="full,lora", help="comma-separated: full, lora")
+    p.add_argument("--modes", default="full,lora", help="comma-separated: full, lora ('' = generation only)")
     p.add_argument("--batch", type=int, default=8, help="prompts per rollout")
     p.add_argument("--mini-batch", type=int, default=8, help="rollouts per optimizer update")
     p.add_argument("--new-tokens", type=int, default=48)
@@ -214,7 +215,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
         },
         "generation": generation(args),
-        "ppo": {mode: run_mode(args, mode) for mode in args.modes.split(",")},
+        "ppo": {mode: run_mode(args, mode) for mode in args.modes.split(",") if mode},
     }
     print(f"PPO iteration: {args.batch} prompts, <= {args.new_tokens} new tokens, SmolLM2-135M on CPU")
     print(

@@ -13,8 +13,8 @@ The same stages as the demo, on a real chat model and real human preferences, wi
     judge_rm    an independent judge RM trained only on judge_train and never used in training: the
                 proxy-vs-gold method of Gao et al. 2022, so over-optimisation of the proxy shows
     ppo         PPO with the reference baseline, KL penalty, ptx and the prompt variance filter
-    ppo_noptx   (ablation ``ptx``) the same with ptx_coef = 0
     dpo         DPO on proxy-RM-labelled pairs of SFT samples
+    ppo_noptx   (ablation ``ptx``) the same PPO with ptx_coef = 0
     evaluate    held-out prompts, greedy answers; win / tie / loss vs the SFT model by the judge RM, the
                 proxy RM and the both-orders LLM judge (the SFT model itself), plus side-by-side answers
     probe       the capability probe (facts, arithmetic, JSON, one word, lists) for every model
@@ -71,7 +71,7 @@ def _rm_defaults() -> RMConfig:
     # MiniLM: a small encoder likes a larger LR than a decoder; its new head larger still. 128 tokens
     # keep the last user turn and the answer (the oldest history goes first) at ~4 s a step on 1 core.
     return RMConfig(
-        epochs=2.0, batch_size=16, lr=5e-5, head_lr=1e-3, warmup_ratio=0.05, max_length=128,
+        epochs=2.0, batch_size=16, lr=1e-4, head_lr=3e-3, warmup_ratio=0.05, max_length=128,
         reg_coef=1e-3, cpu=True, log_every=10, seed=0, eval_buckets=[3, 10, 30, 100],
     )  # fmt: skip
 
@@ -79,10 +79,10 @@ def _rm_defaults() -> RMConfig:
 def _ppo_defaults() -> PPOConfig:
     return PPOConfig(
         steps=10, rollout_batch_size=8, mini_batch_size=4, ppo_epochs=2, lr=3e-4, critic_lr=1e-3,
-        kl_coef=0.05, ptx_coef=0.1, ptx_batch_size=2, max_prompt_tokens=128, max_length=192,
+        kl_coef=0.02, ptx_coef=0.1, ptx_batch_size=2, max_prompt_tokens=128, max_length=192,
         lora_r=16, lora_alpha=32, shared_backbone=True, critic_from="sft", filter_k=2, filter_eps=1e-4,
         cpu=True, mixed_precision="no", seed=0, forward_batch_size=8,
-        generation=GenerationSettings(max_new_tokens=48, temperature=1.0, batch_size=16),
+        generation=GenerationSettings(max_new_tokens=48, temperature=0.8, batch_size=16),
     )  # fmt: skip
 
 
@@ -373,11 +373,13 @@ class RealRun(RealAlignStages):
             Stage("rm", self.stage_rm),
             Stage("judge_rm", self.stage_judge_rm),
             Stage("ppo", self.stage_ppo),
+            Stage("dpo", self.stage_dpo),
         ]
+        # After DPO: adding the ablation to a finished run (`--from ppo_noptx ablations=[ptx]`) redoes only
+        # it, the evaluation and the probe.
         if "ptx" in self.cfg.ablations:
             out.append(Stage("ppo_noptx", self.stage_ppo_noptx))
         out += [
-            Stage("dpo", self.stage_dpo),
             Stage("evaluate", self.stage_evaluate),
             Stage("probe", self.stage_probe),
         ]
