@@ -19,8 +19,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from chatglm_rlhf.evaluate import plots
 from chatglm_rlhf.evaluate import report as R
-from chatglm_rlhf.evaluate.report_html import CSS, card, esc, fmt, kv_table, not_run, section, table
+from chatglm_rlhf.evaluate.report_html import CSS, card, esc, fmt, img, kv_table, not_run, section, table
 
 log = logging.getLogger(__name__)
 JUDGES = (("judge_rm", "judge RM (independent)"), ("proxy_rm", "proxy RM (trained against)"),
@@ -128,6 +129,43 @@ def _side_by_side(c: R._Ctx) -> str:
     return section("Harmful prompts: SFT vs PPO", intro, "".join(blocks))
 
 
+def _ppo(c: R._Ctx) -> str:
+    """The demo's PPO section without its gold-judge rows: curves, KL, held-out SFT loss."""
+    nums = [
+        ("KL to SFT (last step)", c.get("ppo.kl_final")),
+        (
+            "held-out SFT loss (SFT → PPO)",
+            R._arrow(c.get("ppo.sft_heldout_loss_before"), c.get("ppo.sft_heldout_loss")),
+        ),
+        ("prompts kept by the variance filter", c.get("ppo.prompt_filter.kept")),
+        ("prompts dropped by it", c.get("ppo.prompt_filter.dropped")),
+        ("LoRA rank (0 = full fine-tuning)", c.get("ppo.lora_r")),
+    ]
+    p = c.path(c.get("ppo.metrics_path"))
+    rows, _ = R.read_jsonl(p) if p is not None and p.exists() else ([], 0)
+    if not rows and all(v is None for _, v in nums):
+        return not_run("PPO training", "ppo.metrics_path / ppo.*")
+    body = img(plots.ppo_curves(rows), "PPO curves") if rows else '<p class="note">no per-step log found</p>'
+    intro = (
+        "Raw proxy-RM reward, reward minus the SFT answer's (the reference baseline), KL and answer length "
+    )
+    intro += "per PPO step."
+    return section("PPO training", intro, body + kv_table(nums))
+
+
+def _ablations(c: R._Ctx) -> str:
+    rows = c.get("ablations")
+    if not rows:
+        return not_run("Ablations", "ablations")
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in ("name", "setting") and k not in cols]
+    head = ["comparison", "setting", *[k.replace("_", " ") for k in cols]]
+    body = [[r.get("name"), r.get("setting"), *[r.get(k) for k in cols]] for r in rows]
+    intro = "ptx on / off (when the ablation ran) and PPO vs DPO, by the judge RM and the capability probe."
+    return section("Ablations", intro, table(head, body, group_first=True))
+
+
 def _timing(c: R._Ctx) -> str:
     t = c.get("timing") or {}
     if not t:
@@ -141,11 +179,11 @@ SECTIONS = [
     ("Data", R._data),
     ("Length balancing", R._balance),
     ("Reward models", _reward_models),
-    ("PPO training", R._ppo),
+    ("PPO training", _ppo),
     ("Win rate vs SFT by three judges", _judges),
     ("Win / tie / loss vs SFT", R._winrates),
     ("Capability probe", _probe),
-    ("Ablations", R._ablations),
+    ("Ablations", _ablations),
     ("Harmful prompts: SFT vs PPO", _side_by_side),
     ("Time per stage", _timing),
 ]
