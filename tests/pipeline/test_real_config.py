@@ -77,3 +77,20 @@ def test_sample_prompts_is_seeded_and_bounded():
     assert a == b and len(set(a)) == 10
     assert sample_prompts(items, 10, seed=4) != a
     assert sorted(sample_prompts(items, 0, seed=3)) == items
+
+
+def test_the_cli_picks_the_real_pipeline_from_flag_override_or_recipe(tmp_path):
+    import argparse
+
+    from chatglm_rlhf.cli.demo_cmd import profile_of
+
+    recipe = REPO_ROOT / "recipes" / "real" / "smollm2-hh.yaml"
+    ns = argparse.Namespace
+    assert profile_of(ns(profile="real", overrides=[], config=None)) == "real"
+    assert profile_of(ns(profile=None, overrides=["profile=real-smoke"], config=None)) == "real-smoke"
+    assert profile_of(ns(profile=None, overrides=[], config=str(recipe))) == "real"
+    assert (
+        profile_of(ns(profile=None, overrides=[], config=str(REPO_ROOT / "recipes" / "smoke.yaml")))
+        == "smoke"
+    )
+    assert profile_of(ns(profile=None, overrides=[], config=None)) is None
