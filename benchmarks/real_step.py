@@ -3,7 +3,8 @@ where the time goes, full fine-tuning vs LoRA, and our generation vs raw ``model
 
 1. **Time split and peak RSS per PPO iteration**, for each ``--modes`` entry (``full``: every weight
    trained, a frozen reference copy; ``lora``: rank ``--lora-r`` adapters, the reference is the base with
-   the adapter disabled), each in a fresh subprocess so the peak RSS (``ru_maxrss``) is that mode's own.
+   the adapter disabled), each in a fresh subprocess so the peak RSS (``ru_maxrss``) is that mode's own;
+   actor and critic share one backbone as in the profile (``--separate-critic`` gives the critic its own).
    The split is the trainer's own log: generate (``HFGenerator``), score (decode + reward model),
    forward (old log-probs, reference log-probs, values; no grad) and train (``ppo_epochs`` of minibatch
    updates, ptx included). The first ``--warmup`` iterations are excluded; the rest are averaged.
@@ -69,7 +70,7 @@ def ppo_config(args, model: str, out: str, lora_r: int):
         mini_batch_size=args.mini_batch, forward_batch_size=args.batch, ppo_epochs=1, lr=1e-5,
         prompt_filter=False, reward_baseline=False, ptx_coef=args.ptx_coef, ptx_batch_size=args.ptx_batch,
         max_prompt_tokens=args.prompt_tokens, max_length=args.prompt_tokens + args.new_tokens,
-        shared_backbone=args.shared_backbone, critic_from="sft", lora_r=lora_r, lora_alpha=2 * max(lora_r, 1),
+        shared_backbone=not args.separate_critic, critic_from="sft", lora_r=lora_r, lora_alpha=2 * max(lora_r, 1),
         generation=GenerationSettings(max_new_tokens=args.new_tokens, batch_size=args.batch),
         cpu=True, mixed_precision="no", progress=False, seed=0,
     )  # fmt: skip
@@ -174,7 +175,7 @@ def run_mode(args, mode: str) -> dict:
     )
     for key in keys:
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    cmd += ["--ptx-coef", str(args.ptx_coef)] + (["--shared-backbone"] if args.shared_backbone else [])
+    cmd += ["--ptx-coef", str(args.ptx_coef)] + (["--separate-critic"] if args.separate_critic else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{mode} run failed:\n{done.stderr[-3000:]}")
@@ -193,7 +194,11 @@ def main() -> None:
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--ptx-coef", type=float, default=0.1)
     p.add_argument("--ptx-batch", type=int, default=4)
-    p.add_argument("--shared-backbone", action="store_true", help="actor and critic share one backbone")
+    p.add_argument(
+        "--separate-critic",
+        action="store_true",
+        help="a critic of its own (default: the profile's shared backbone)",
+    )
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads (0 = torch's default; 1 = the real profile's)"
     )
