@@ -27,7 +27,7 @@ COMMANDS = [
     ("evaluate", "chatglm_rlhf.cli.evaluate_cmd", "policy vs baseline: win/tie/loss per category with a bootstrap CI"),
     ("report", "chatglm_rlhf.cli.report_cmd", "render a run's report.html from its metrics.json"),
     ("pipeline", "chatglm_rlhf.cli.pipeline_cmd", "run every stage from one recipe (resumable)"),
-    ("demo", "chatglm_rlhf.cli.demo_cmd", "run the whole pipeline on the offline demo world"),
+    ("demo", "chatglm_rlhf.cli.demo_cmd", "run the whole pipeline on the demo world, or --profile real"),
     ("plan", "chatglm_rlhf.cli.plan_cmd", "estimate GiB per GPU for each role under ddp / fsdp / zero2 / zero3"),
 ]  # fmt: skip
 

@@ -36,6 +36,11 @@ def run(args) -> int:
         raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(metrics, dict):
         raise UserError(f"{path}: expected a JSON object of metrics")
-    out = write_report(run_dir, metrics, output=args.output)
+    if str((metrics.get("run") or {}).get("profile", "")).startswith("real"):  # the real profile's page
+        from chatglm_rlhf.evaluate.report_real import write_real_report
+
+        out = write_real_report(run_dir, metrics, output=args.output)
+    else:
+        out = write_report(run_dir, metrics, output=args.output)
     print(f"wrote {out}")
     return 0
