@@ -117,7 +117,7 @@ class RealConfig:
     )
     gguf: str = field_("", help="convert this GGUF file instead (into the run's models/base)")
     # 1 by default: on a machine whose cores are busy, 2 OpenMP threads that spin-wait made generation
-    # 10x slower here (6.5 vs 75 tokens/s); on an idle laptop threads=2 is up to ~1.5x faster.
+    # 10x slower here (6.5 vs 75 tokens/s); on an idle machine threads=2 may be faster (not measured).
     threads: int = field_(1, help="torch CPU threads for this run (0 = torch's default)")
     data: RealDataSettings = field(default_factory=RealDataSettings)
     filter: FilterConfig = field(default_factory=lambda: FilterConfig(balance="reweight"))
