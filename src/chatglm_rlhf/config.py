@@ -239,3 +239,28 @@ def help_lines(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
             default = "(required)"
         lines.append(f"  {prefix}{f.name} = {default!r}  [{_type_name(tp)}]  {f.metadata.get('help', '')}")
     return lines
+
+
+def load_profiled_config(
+    cls: type[C],
+    profiles: dict[str, dict[str, Any]],
+    default: str,
+    recipe: str | None,
+    overrides: list[str],
+    profile: str | None = None,
+) -> tuple[C, str]:
+    """A whole-pipeline config: the profile's defaults, then the recipe, then ``key=value`` overrides.
+
+    The profile comes from the argument, an override, the recipe or ``default``, in that order. The
+    recipe is checked on its own first, so that a bad key in it is reported with the file's name.
+    Returns the config and where it came from (the recipe or "command line"), for later error messages.
+    """
+    data = read_yaml(recipe) if recipe else {}
+    cli = parse_overrides(overrides)
+    name = profile or cli.get("profile") or data.get("profile") or default
+    if name not in profiles:
+        raise ConfigError(f"profile must be one of {sorted(profiles)}, got {name!r}")
+    if recipe:
+        from_dict(cls, _merge(profiles[name], data), where=str(recipe))
+    where = str(recipe) if recipe else "command line"
+    return from_dict(cls, _merge(_merge(profiles[name], data), {**cli, "profile": name}), where=where), where

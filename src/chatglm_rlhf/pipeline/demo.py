@@ -135,17 +135,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def load_demo_config(recipe: str | None, overrides: list[str], profile: str | None = None) -> DemoConfig:
     """Profile defaults, then the recipe, then ``key=value`` overrides."""
-    from chatglm_rlhf.config import _merge, from_dict, parse_overrides, read_yaml
-    from chatglm_rlhf.errors import ConfigError
+    from chatglm_rlhf.config import load_profiled_config
 
-    data = read_yaml(recipe) if recipe else {}
-    cli = parse_overrides(overrides)
-    name = profile or cli.get("profile") or data.get("profile") or "default"
-    if name not in PROFILES:
-        raise ConfigError(f"profile must be one of {sorted(PROFILES)}, got {name!r}")
-    merged = _merge(_merge(PROFILES[name], data), cli)
-    merged["profile"] = name
-    return from_dict(DemoConfig, merged, where=str(recipe) if recipe else "command line")
+    return load_profiled_config(DemoConfig, PROFILES, "default", recipe, overrides, profile)[0]
 
 
 class DemoRun(AlignStages):

@@ -150,17 +150,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def load_real_config(recipe: str | None, overrides: list[str], profile: str | None = None) -> RealConfig:
     """Profile defaults, then the recipe, then ``key=value`` overrides; checked before any stage runs."""
-    from chatglm_rlhf.config import _merge, from_dict, parse_overrides, read_yaml
+    from chatglm_rlhf.config import load_profiled_config
 
-    data = read_yaml(recipe) if recipe else {}
-    cli = parse_overrides(overrides)
-    name = profile or cli.get("profile") or data.get("profile") or "real"
-    if name not in PROFILES:
-        raise ConfigError(f"profile must be one of {sorted(PROFILES)}, got {name!r}")
-    where = str(recipe) if recipe else "command line"
-    if recipe:
-        from_dict(RealConfig, _merge(PROFILES[name], data), where=str(recipe))  # errors name the file
-    cfg = from_dict(RealConfig, _merge(_merge(PROFILES[name], data), {**cli, "profile": name}), where=where)
+    cfg, where = load_profiled_config(RealConfig, PROFILES, "real", recipe, overrides, profile)
     validate_real(cfg, where)
     return cfg
 
