@@ -285,7 +285,8 @@ def _length_table(evals: list[tuple[str, dict]]) -> str:
     return "<h3>Answer length</h3>" + table(head, rows)
 
 
-def _ablations(c: _Ctx) -> str:
+def ablation_section(c: _Ctx, intro: str, first_column: str = "ablation") -> str:
+    """The ablation rows ``[{name, setting, <metric>: value}]`` as one table, a column per metric."""
     rows = c.get("ablations")
     if not rows:
         return not_run("Ablations", "ablations")
@@ -294,10 +295,15 @@ def _ablations(c: _Ctx) -> str:
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in ("name", "setting") and k not in cols]
-    head = ["ablation", "setting", *[k.replace("_", " ") for k in cols]]
+    head = [first_column, "setting", *[k.replace("_", " ") for k in cols]]
     body_rows = [[r.get("name"), r.get("setting"), *[r.get(k) for k in cols]] for r in rows]
-    intro = "The paper's ablations on the demo world: each row changes one setting of the recipe."
     return section("Ablations", intro, table(head, body_rows, group_first=True))
+
+
+def _ablations(c: _Ctx) -> str:
+    return ablation_section(
+        c, "The paper's ablations on the demo world: each row changes one setting of the recipe."
+    )
 
 
 def _examples(c: _Ctx, per_model: int = 3) -> str:

@@ -154,16 +154,8 @@ def _ppo(c: R._Ctx) -> str:
 
 
 def _ablations(c: R._Ctx) -> str:
-    rows = c.get("ablations")
-    if not rows:
-        return not_run("Ablations", "ablations")
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in ("name", "setting") and k not in cols]
-    head = ["comparison", "setting", *[k.replace("_", " ") for k in cols]]
-    body = [[r.get("name"), r.get("setting"), *[r.get(k) for k in cols]] for r in rows]
     intro = "ptx on / off (when the ablation ran) and PPO vs DPO, by the judge RM and the capability probe."
-    return section("Ablations", intro, table(head, body, group_first=True))
+    return R.ablation_section(c, intro, first_column="comparison")
 
 
 def _timing(c: R._Ctx) -> str:
