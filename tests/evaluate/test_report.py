@@ -45,6 +45,11 @@ def synthetic_metrics(run_dir):
         "ppo": {"gold_win_rate_vs_sft": 0.6, "gold_score": 0.61, "kl": 0.3, "sft_heldout_loss": 2.1,
                 "metrics_path": "ppo/metrics.jsonl", "eval": _eval(6, 2, 2, ["math", "<script>alert(1)</script>"])},
         "dpo": {"gold_win_rate_vs_sft": 0.55, "eval": _eval(5, 2, 3, ["math"])},
+        "ceiling": {"n": 4, "sft_greedy_score": 0.464,
+                    "rows": [{"n": 4, "gold_pick_win_rate": 0.6425, "rm_pick_win_rate": 0.5875,
+                              "gold_pick_score": 0.645, "rm_pick_score": 0.548}],
+                    "by_category": {"facts": {"n": 42, "sft_greedy_score": 0.443, "gold_pick_score": 0.514,
+                                              "rm_pick_score": 0.369}}},
         "ablations": [
             {"name": "length balancing", "setting": "on", "rm_length_correlation": 0.25, "gold_win_rate": 0.6},
             {"name": "length balancing", "setting": "off", "rm_length_correlation": 0.5, "gold_win_rate": 0.52},
@@ -82,6 +87,8 @@ def test_report_shows_metrics_and_escapes_text(rendered):
     assert "0.712" in page  # rm.eval_accuracy, 3 decimals
     assert "length balancing" in page and "rm length correlation" in page
     assert "1 lines of" in page  # the bad line of the PPO log is reported, not hidden
+    ceiling = page.split("<h2>Best-of-n ceiling</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "0.642" in ceiling and "0.588" in ceiling and "0.369" in ceiling  # gold / RM pick, per category
 
 
 def test_empty_metrics_say_not_run(tmp_path):

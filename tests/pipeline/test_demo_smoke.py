@@ -53,6 +53,9 @@ def test_demo_writes_metrics_and_comparisons_then_resumes(tmp_path, capsys):
     for policy in ("ppo", "dpo", "ppo_nobaseline", "ppo_noptx", "ppo_nobalance"):
         win = metrics["evaluate"][policy]["gold_win_rate_vs_sft"]
         assert 0.0 <= win <= 1.0 and sum(metrics["evaluate"][policy]["win_tie_loss"]) == 8
+    rows = metrics["ceiling"]["rows"]  # smoke profile: 2 SFT samples per prompt -> n = 1 and n = 2
+    assert [r["n"] for r in rows] == [1, 2]
+    assert rows[1]["gold_pick_score"] >= max(rows[0]["gold_pick_score"], rows[1]["rm_pick_score"])
     html = (out / "report.html").read_text()
     assert (out / "report.html").exists() and "ablations" in metrics
     assert html.count("data:image/png;base64,") >= 4 and "ablation" in html.lower()
@@ -62,3 +65,20 @@ def test_demo_writes_metrics_and_comparisons_then_resumes(tmp_path, capsys):
     assert "already done" in capsys.readouterr().out
     again = json.loads((out / "metrics.json").read_text())
     assert again["data"] == metrics["data"] and again["sft"] == metrics["sft"]
+
+
+def test_gold_reward_ablation_trains_ppo_on_the_judge(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["demo", "--out", str(out), "--profile", "smoke", *TINY, "ablations=[gold_reward]", "ceiling_n=0"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "models" / "ppo_goldreward" / "config.json").exists()
+    assert not (out / "models" / "ppo_noptx").exists() and "ceiling" not in metrics
+    # The gold total lies in [0, 1]: the raw reward PPO logged is the judge's, not an RM's.
+    assert all(0.0 <= r <= 1.0 for r in metrics["ppo_goldreward"]["reward_series"])
+    rows = [r for r in metrics["ablations"] if r["name"] == "PPO reward"]
+    assert [r["setting"] for r in rows] == ["reward model", "gold judge"]
+    assert rows[1]["gold_win_rate"] == metrics["evaluate"]["ppo_goldreward"]["gold_win_rate_vs_sft"]
+    capsys.readouterr()
+    assert main(["demo", "--out", str(tmp_path / "bad"), "--profile", "smoke", "ablations=[nope]"]) != 0
+    assert "gold_reward" in capsys.readouterr().err

@@ -32,6 +32,9 @@ metrics.json layout (every key optional; nested dicts, or flat dotted keys such 
                                           per_category: {name: {...}}, lengths: {policy, baseline},
                                           mean_score, responses_path, output_dir}
     dpo.gold_win_rate_vs_sft, dpo.gold_score, dpo.mean_response_length
+    ceiling.rows, ceiling.sft_greedy_score  best-of-n of SFT samples (evaluate/ceiling.py): [{n,
+                                          gold_pick_win_rate, rm_pick_win_rate, gold_pick_score,
+                                          rm_pick_score}]
     ablations                             [{name, setting, <metric>: value, ...}]; suggested metric
                                           names: rm_length_correlation, ppo_response_length,
                                           reward_std, sft_heldout_loss, gold_win_rate,
@@ -270,6 +273,26 @@ def _winrates(c: _Ctx) -> str:
     return section("Win / tie / loss vs SFT", intro, body)
 
 
+def _ceiling(c: _Ctx) -> str:
+    rows = c.get("ceiling.rows")
+    if not rows:
+        return not_run("Best-of-n ceiling", "ceiling.rows")
+    head = ["n", "gold pick: win rate", "RM pick: win rate", "gold pick: score", "RM pick: score"]
+    body = table(head, [[r.get("n"), r.get("gold_pick_win_rate"), r.get("rm_pick_win_rate"),
+                         r.get("gold_pick_score"), r.get("rm_pick_score")] for r in rows])  # fmt: skip
+    cats = c.get("ceiling.by_category") or {}
+    if cats:
+        head = ["category", "n", "SFT greedy", "gold pick", "RM pick"]
+        body += f"<h3>Mean gold score per category (n = {esc(c.get('ceiling.n'))})</h3>"
+        body += table(head, [[k, v.get("n"), v.get("sft_greedy_score"), v.get("gold_pick_score"),
+                              v.get("rm_pick_score")] for k, v in cats.items()])  # fmt: skip
+    body += kv_table([("SFT greedy gold score", c.get("ceiling.sft_greedy_score"))])
+    intro = "n SFT samples per held-out prompt; one is picked by the gold judge or by the reward model and "
+    intro += "compared with SFT's greedy answer (win rate, ties ½). The gold pick bounds what re-ranking "
+    intro += "SFT's own answers can reach; the gap to the RM pick is what the RM's ranking loses."
+    return section("Best-of-n ceiling", intro, body)
+
+
 def _length_table(evals: list[tuple[str, dict]]) -> str:
     rows = []
     for name, ev in evals:
@@ -377,6 +400,7 @@ SECTIONS: list[tuple[str, Callable[[_Ctx], str]]] = [
     ("Reward model", _reward_model),
     ("PPO training", _ppo),
     ("Win / tie / loss vs SFT", _winrates),
+    ("Best-of-n ceiling", _ceiling),
     ("Ablations", _ablations),
     ("Example answers", _examples),
 ]

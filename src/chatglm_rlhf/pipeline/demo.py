@@ -113,7 +113,11 @@ class DemoConfig:
     eval: EvalGeneration = field(default_factory=_eval_defaults)
     ablations: list[str] = field_(
         ["length_balance", "baseline", "ptx"],
-        help="the paper's ablations to run: length_balance, baseline, ptx",
+        help="the paper's ablations to run: length_balance, baseline, ptx; and gold_reward (opt-in: PPO "
+        "on the gold judge's score instead of the RM, to tell RM errors from PPO's limits)",
+    )
+    ceiling_n: int = field_(
+        8, help="SFT samples per held-out prompt for the best-of-n ceiling (gold vs RM pick); 0 = skip"
     )
     progress: bool = field_(True, help="progress bars")
 
@@ -129,6 +133,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rm": {"epochs": 1.0},
         "ppo": {"steps": 4, "rollout_batch_size": 16, "mini_batch_size": 8, "filter_k": 2},
         "dpo": {"k": 4, "epochs": 1.0},
+        "ceiling_n": 2,
     },
 }
 
@@ -298,18 +303,18 @@ class DemoRun(AlignStages):
             Stage("dpo", self.stage_dpo),
             *self.ablation_stages(),
             Stage("evaluate", self.stage_evaluate),
+            *([Stage("ceiling", self.stage_ceiling)] if self.cfg.ceiling_n > 0 else []),
         ]
 
     def ablation_stages(self):
+        from chatglm_rlhf.pipeline.demo_align import ABLATIONS
         from chatglm_rlhf.pipeline.runner import Stage
 
-        unknown = set(self.cfg.ablations) - {"length_balance", "baseline", "ptx"}
+        unknown = set(self.cfg.ablations) - set(ABLATIONS)
         if unknown:
             from chatglm_rlhf.errors import ConfigError
 
-            raise ConfigError(
-                f"ablations: unknown {sorted(unknown)} (choose from length_balance, baseline, ptx)"
-            )
+            raise ConfigError(f"ablations: unknown {sorted(unknown)} (choose from {', '.join(ABLATIONS)})")
         out = []
         if "length_balance" in self.cfg.ablations:
             out += [
@@ -321,6 +326,8 @@ class DemoRun(AlignStages):
             out.append(Stage("ppo_nobaseline", self.stage_ppo_nobaseline))
         if "ptx" in self.cfg.ablations:
             out.append(Stage("ppo_noptx", self.stage_ppo_noptx))
+        if "gold_reward" in self.cfg.ablations:
+            out.append(Stage("ppo_goldreward", self.stage_ppo_goldreward))
         return out
 
 

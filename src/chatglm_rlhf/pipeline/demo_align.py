@@ -8,8 +8,11 @@ Each main stage has an ablation twin (the paper's ablations, checked against the
     ppo_nobaseline              reward normalisation instead of the reference baseline
     ppo_noptx                   ptx_coef = 0
     ppo_nobalance               PPO against the RM trained without length balancing
+    ppo_goldreward              (opt-in) PPO on the gold judge's score: what a perfect RM would give
     dpo                         DPO on RM-labelled pairs from SFT samples
     evaluate                    every policy vs the SFT model on held-out prompts, gold judge
+    ceiling                     best-of-n of SFT samples picked by gold vs by the RM: the room the RM
+                                leaves PPO and DPO (evaluate/ceiling.py)
 
 After the stages, :func:`finish_run` adds the report's derived numbers (balance per bucket, PPO curves,
 the ablation table) to ``metrics.json`` and renders ``report.html`` from it, so ``chatglm-rlhf report
@@ -22,7 +25,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-ABLATIONS = ("length_balance", "baseline", "ptx")
+ABLATIONS = ("length_balance", "baseline", "ptx", "gold_reward")
 
 
 def unprefix(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -121,12 +124,13 @@ class AlignStages:
         n_eval = max(1, len(examples) // 10)  # the same held-out slice as the SFT stage
         return examples[n_eval:], examples[:n_eval]
 
-    def _ppo(self, name: str, rm: str = "rm", **changes: Any) -> dict:
+    def _ppo(self, name: str, rm: str = "rm", scorer=None, **changes: Any) -> dict:
         from chatglm_rlhf.policy.ppo_stage import run_ppo_stage
         from chatglm_rlhf.reward.scorer import RewardScorer
 
         train, heldout = self.sft_examples()
-        scorer = RewardScorer.from_pretrained(str(self.models / rm), device="cpu")
+        if scorer is None:
+            scorer = RewardScorer.from_pretrained(str(self.models / rm), device="cpu")
         cfg = dataclasses.replace(self.cfg.ppo, reward_model=str(self.models / rm), **changes)
         result = run_ppo_stage(
             str(self.models / "sft"),
@@ -152,6 +156,13 @@ class AlignStages:
     def stage_ppo_nobalance(self, _: Path) -> dict:
         return self._ppo("ppo_nobalance", rm="rm_nobalance")
 
+    def stage_ppo_goldreward(self, _: Path) -> dict:
+        # The same recipe with ground truth as the reward (the critic still starts from the RM): the gap
+        # to `ppo` is what the RM's errors cost, the gap to the target what PPO and the SFT model leave.
+        from chatglm_rlhf.demo import GoldReward
+
+        return self._ppo("ppo_goldreward", scorer=GoldReward())
+
     def stage_dpo(self, _: Path) -> dict:
         from chatglm_rlhf.policy.dpo_demo import run_dpo_stage
         from chatglm_rlhf.reward.scorer import RewardScorer
@@ -172,6 +183,8 @@ class AlignStages:
             names.append("ppo_noptx")
         if "length_balance" in self.cfg.ablations:
             names.append("ppo_nobalance")
+        if "gold_reward" in self.cfg.ablations:
+            names.append("ppo_goldreward")
         return names
 
     def stage_evaluate(self, _: Path) -> dict:
@@ -211,6 +224,20 @@ class AlignStages:
                     "overrates (reward hacking); compare the win rate with that in mind"
                 )
         return out
+
+    def stage_ceiling(self, _: Path) -> dict:
+        """Best-of-n from the SFT model's own samples, picked by gold and by the RM (see evaluate/ceiling)."""
+        from chatglm_rlhf.demo import GoldJudge
+        from chatglm_rlhf.evaluate.ceiling import best_of_n_ceiling
+        from chatglm_rlhf.reward.scorer import RewardScorer
+
+        sft, tok = self.load("sft")
+        scorer = RewardScorer.from_pretrained(str(self.models / "rm"), device="cpu")
+        return best_of_n_ceiling(
+            sft, tok, self.samples("eval_prompts"), scorer, GoldJudge(), self.cfg.ppo.generation,
+            self.cfg.eval, n=self.cfg.ceiling_n, max_prompt_tokens=self.cfg.ppo.max_prompt_tokens,
+            seed=self.cfg.world.seed,
+        )  # fmt: skip
 
 
 def finish_run(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -301,6 +328,10 @@ def ablation_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"name": "ptx loss", "setting": setting,
                          "sft_heldout_loss": m.get(ppo, {}).get("sft_heldout_loss"),
                          "gold_win_rate": win(ppo)})  # fmt: skip
+    if "ppo_goldreward" in m:
+        for setting, ppo in (("reward model", "ppo"), ("gold judge", "ppo_goldreward")):
+            rows.append({"name": "PPO reward", "setting": setting, "gold_win_rate": win(ppo),
+                         "top_response_share": ev.get(ppo, {}).get("top_response_share")})  # fmt: skip
     for setting in ("ppo", "dpo"):
         if setting in ev:
             rows.append({"name": "PPO vs DPO", "setting": setting, "gold_win_rate": win(setting),
