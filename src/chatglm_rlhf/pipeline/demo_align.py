@@ -235,7 +235,7 @@ class AlignStages:
         scorer = RewardScorer.from_pretrained(str(self.models / "rm"), device="cpu")
         return best_of_n_ceiling(
             sft, tok, self.samples("eval_prompts"), scorer, GoldJudge(), self.cfg.ppo.generation,
-            self.cfg.eval, n=self.cfg.ceiling_n, max_prompt_tokens=self.cfg.ppo.max_prompt_tokens,
+            dataclasses.replace(self.cfg.eval, greedy=True), n=self.cfg.ceiling_n, max_prompt_tokens=self.cfg.ppo.max_prompt_tokens,
             seed=self.cfg.world.seed,
         )  # fmt: skip
 
