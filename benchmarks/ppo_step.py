@@ -37,7 +37,7 @@ from chatglm_rlhf.models.generation import GenerationSettings, HFGenerator, _lef
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
 from chatglm_rlhf.policy.ppo import PPOConfig, PPOTrainer
 from chatglm_rlhf.policy.ppo_models import build_models
-from chatglm_rlhf.utils.training import read_metrics
+from chatglm_rlhf.utils.training import read_metrics, rss_mb
 
 
 def setup(args):
@@ -120,17 +120,9 @@ def generation_ratio(args) -> dict:
     return {"ours_s": best["ours"], "raw_s": best["raw"], "ratio_ours_over_raw": best["ours"] / best["raw"]}
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def memory_child(args) -> dict:
     """One PPO iteration with ``--memory-child shared|separate``; prints its peak memory as JSON."""
-    start_rss = _rss_mb()
+    start_rss = rss_mb()
     tok, policy, prompts = setup(args)
     scorer = make_scorer(policy, tok, args.device)
     if args.device.startswith("cuda"):

@@ -76,23 +76,15 @@ def ppo_config(args, model: str, out: str, lora_r: int):
     )  # fmt: skip
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def mode_child(args) -> dict:
     """PPO iterations in one mode (``--child full|lora``); prints the time split and peak RSS as JSON."""
     from chatglm_rlhf.models.gguf import smollm2_checkpoint
     from chatglm_rlhf.policy.ppo import PPOTrainer
     from chatglm_rlhf.policy.ppo_stage import _load_models
     from chatglm_rlhf.reward.scorer import RewardScorer
-    from chatglm_rlhf.utils.training import read_metrics
+    from chatglm_rlhf.utils.training import read_metrics, rss_mb
 
-    start_rss = _rss_mb()
+    start_rss = rss_mb()
     model = str(smollm2_checkpoint())
     lora_r = args.lora_r if args.child == "lora" else 0
     samples, _ = prompts(args.batch * (args.warmup + args.iters))

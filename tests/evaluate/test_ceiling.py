@@ -1,10 +1,8 @@
 """Best-of-n ceiling math on hand-made score matrices (scores[k][i]: sample k of prompt i)."""
 
-import math
-
 import pytest
 
-from chatglm_rlhf.evaluate.ceiling import by_category, ceiling_rows, outcomes_vs, pick_best, win_rate
+from chatglm_rlhf.evaluate.ceiling import by_category, ceiling_rows, pick_best
 
 # 3 prompts, 3 samples each. Gold likes sample 2 of prompt 0, sample 0 of prompt 1, sample 1 of prompt 2.
 GOLD = [[0.4, 1.0, 0.0], [0.0, 0.4, 1.0], [1.0, 0.0, 0.4]]
@@ -21,13 +19,14 @@ def test_pick_best_respects_n_and_breaks_ties_to_the_first():
         pick_best(GOLD, 4)
 
 
-def test_outcomes_and_win_rate_count_ties_half():
-    out = outcomes_vs([1.0, 0.42, 0.0], BASELINE, tie_margin=0.05)
-    assert out == ["win", "tie", "loss"]
-    assert win_rate(out) == pytest.approx(0.5)
-    assert math.isnan(win_rate([]))
+def test_win_rate_counts_ties_half():
+    # One sample per prompt: gold [1.0, 0.42, 0.0] vs baseline 0.4 -> win, tie (|0.02| < 0.05), loss.
+    one = [[1.0, 0.42, 0.0]]
+    assert ceiling_rows(one, one, BASELINE, [1], tie_margin=0.05)[0]["gold_pick_win_rate"] == pytest.approx(
+        0.5
+    )
     with pytest.raises(ValueError):
-        outcomes_vs([1.0], BASELINE, 0.05)
+        ceiling_rows(one, one, [0.4], [1], tie_margin=0.05)
 
 
 def test_ceiling_rows_gold_pick_bounds_the_rm_pick():

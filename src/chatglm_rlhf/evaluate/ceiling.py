@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from chatglm_rlhf.evaluate.judges import verdict_from_scores
+from chatglm_rlhf.evaluate.winrate import count
+
 Matrix = Sequence[Sequence[float]]  # [sample k][prompt i]
 
 
@@ -29,35 +32,21 @@ def pick_best(pick_by: Matrix, n: int) -> list[int]:
     return [max(range(n), key=lambda k: (pick_by[k][i], -k)) for i in range(prompts)]
 
 
-def outcomes_vs(policy: Sequence[float], baseline: Sequence[float], tie_margin: float) -> list[str]:
-    """'win' / 'tie' / 'loss' per prompt: a tie when the gold totals differ by less than ``tie_margin``."""
-    if len(policy) != len(baseline):
-        raise ValueError(f"{len(policy)} policy scores but {len(baseline)} baseline scores")
-    out = []
-    for a, b in zip(policy, baseline):
-        out.append("tie" if abs(a - b) < tie_margin else ("win" if a > b else "loss"))
-    return out
-
-
-def win_rate(outcomes: Sequence[str]) -> float:
-    """Wins plus half the ties, over all prompts (the headline number of every evaluation here)."""
-    if not outcomes:
-        return float("nan")
-    return (outcomes.count("win") + 0.5 * outcomes.count("tie")) / len(outcomes)
-
-
 def ceiling_rows(
     gold: Matrix, rm: Matrix, baseline: Sequence[float], ns: Sequence[int], tie_margin: float
 ) -> list[dict[str, Any]]:
     """One row per ``n``: win rate and mean gold score of the gold pick and of the RM pick."""
     if len(gold) != len(rm):
         raise ValueError(f"{len(gold)} gold sample rows but {len(rm)} RM rows")
+    if len(gold[0]) != len(baseline):
+        raise ValueError(f"{len(gold[0])} prompts in the samples but {len(baseline)} baseline scores")
     rows = []
     for n in ns:
         row: dict[str, Any] = {"n": n}
         for name, by in (("gold_pick", gold), ("rm_pick", rm)):
             chosen = [gold[k][i] for i, k in enumerate(pick_best(by, n))]
-            row[f"{name}_win_rate"] = win_rate(outcomes_vs(chosen, baseline, tie_margin))
+            verdicts = [verdict_from_scores(a, b, tie_margin) for a, b in zip(chosen, baseline)]
+            row[f"{name}_win_rate"] = count(verdicts).win_rate
             row[f"{name}_score"] = sum(chosen) / len(chosen) if chosen else float("nan")
         rows.append(row)
     return rows
@@ -106,7 +95,7 @@ def best_of_n_ceiling(
         answers = generate_responses(sft, tokenizer, prompts, sampling, max_prompt_tokens, seed=seed + k)[0]
         gold.append(gold_scores(answers))
         rm.append(scorer.score(prompts, answers))
-    ns = sorted({*(2**j for j in range(n.bit_length()) if 2**j <= n), n})
+    ns = sorted({*(2**j for j in range(n.bit_length())), n})  # 1, 2, 4, ... and n itself
     return {
         "n": n,
         "sft_greedy_score": sum(base) / len(base) if base else float("nan"),

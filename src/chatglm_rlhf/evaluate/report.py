@@ -409,14 +409,20 @@ SECTIONS: list[tuple[str, Callable[[_Ctx], str]]] = [
 def render_report(run_dir: str | Path, metrics: dict, artifacts: dict | None = None) -> str:
     """The report's HTML as a string."""
     c = _Ctx(Path(run_dir), metrics or {}, dict(artifacts or {}))
-    parts = [_headline(c)]
-    for title, fn in SECTIONS:
+    return render_page(c, _headline(c), SECTIONS)
+
+
+def render_page(c: _Ctx, headline: str, sections: list[tuple[str, Callable[[_Ctx], str]]]) -> str:
+    """A whole page: the headline, each section (one that fails says so), every number, the frame."""
+    parts = [headline]
+    for title, fn in sections:
         try:
             parts.append(fn(c))
         except Exception as e:  # one malformed entry must not cost the whole report
             log.warning("report section %s failed: %s", title, e)
             parts.append(section(title, "", f'<p class="error">could not render: {esc(e)}</p>'))
     parts.append(_all_numbers(c))
+    run_dir = c.run_dir
     name = get(c.metrics, "run.name") or Path(run_dir).resolve().name
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (

@@ -14,16 +14,13 @@ Like :mod:`chatglm_rlhf.evaluate.report`, it computes no number of its own: ever
 
 from __future__ import annotations
 
-import datetime as _dt
-import logging
 from pathlib import Path
 from typing import Any
 
 from chatglm_rlhf.evaluate import plots
 from chatglm_rlhf.evaluate import report as R
-from chatglm_rlhf.evaluate.report_html import CSS, card, esc, fmt, img, kv_table, not_run, section, table
+from chatglm_rlhf.evaluate.report_html import card, esc, fmt, img, kv_table, not_run, section, table
 
-log = logging.getLogger(__name__)
 JUDGES = (("judge_rm", "judge RM (independent)"), ("proxy_rm", "proxy RM (trained against)"),
           ("llm", "LLM judge (SFT model, both orders)"))  # fmt: skip
 
@@ -183,22 +180,7 @@ SECTIONS = [
 
 def render_real_report(run_dir: str | Path, metrics: dict) -> str:
     c = R._Ctx(Path(run_dir), metrics or {}, {})
-    parts = [_headline(c)]
-    for title, fn in SECTIONS:
-        try:
-            parts.append(fn(c))
-        except Exception as e:  # one malformed entry must not cost the whole report
-            log.warning("report section %s failed: %s", title, e)
-            parts.append(section(title, "", f'<p class="error">could not render: {esc(e)}</p>'))
-    parts.append(R._all_numbers(c))
-    name = R.get(c.metrics, "run.name") or Path(run_dir).resolve().name
-    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>RLHF report: {esc(name)}</title><style>{CSS}</style></head><body><main>"
-        f'<header><h1>RLHF run report</h1><p class="sub">{esc(name)} · {esc(str(Path(run_dir)))} · '
-        f"generated {when}</p></header>" + "".join(parts) + "</main></body></html>"
-    )
+    return R.render_page(c, _headline(c), SECTIONS)
 
 
 def write_real_report(run_dir: str | Path, metrics: dict[str, Any], output: str | Path | None = None) -> Path:

@@ -214,3 +214,13 @@ def open_run(
         accelerator.print(f"resumed from {last} at step {state['step']}")
     log.truncate_after(state["step"])
     return ckpt, log, state
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MiB, from Linux's ``/proc`` (NaN without a VmRSS line).
+    Benchmarks compare it with the peak (``ru_maxrss``) so imports are not counted as a stage's memory."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
