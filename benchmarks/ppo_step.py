@@ -38,12 +38,13 @@ from chatglm_rlhf.policy.ppo.config import PPOConfig
 from chatglm_rlhf.policy.ppo.models import build_models
 from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
 from chatglm_rlhf.tasks.demo import DemoWorld
+from chatglm_rlhf.tasks.demo.demonstrations import tokenizer_corpus
 from chatglm_rlhf.utils.training import read_metrics, rss_mb
 
 
 def setup(args):
     world = DemoWorld(seed=0)
-    tok = train_tokenizer(world.corpus(1500), vocab_size=args.vocab)
+    tok = train_tokenizer(tokenizer_corpus(world, 1500), vocab_size=args.vocab)
     policy = build_tiny_model(
         tok, hidden_size=args.hidden, num_layers=args.layers, num_heads=4, num_kv_heads=4
     )

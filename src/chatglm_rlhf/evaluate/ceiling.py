@@ -81,11 +81,9 @@ def best_of_n_ceiling(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Sample ``n`` answers per prompt (``sampling``), score them with the gold ``judge`` and the RM
-    ``scorer``: ``{"n", "sft_greedy_score", "rows"}`` (rows for n = 1, 2, 4, ... up to ``n``) and
+    ``scorer`` (``judge``: a :class:`chatglm_rlhf.tasks.base.GoldJudge`): ``{"n", "sft_greedy_score", "rows"}`` (rows for n = 1, 2, 4, ... up to ``n``) and
     ``"by_category"`` (mean gold scores at ``n``)."""
     from chatglm_rlhf.evaluate.evaluate import generate_responses
-    from chatglm_rlhf.tasks.demo.judge import TIE_MARGIN
-
     def gold_scores(responses: list[str]) -> list[float]:
         return [s.total for s in judge.score_many(prompts, responses)]
 
@@ -99,6 +97,6 @@ def best_of_n_ceiling(
     return {
         "n": n,
         "sft_greedy_score": sum(base) / len(base) if base else float("nan"),
-        "rows": ceiling_rows(gold, rm, base, ns, TIE_MARGIN),
+        "rows": ceiling_rows(gold, rm, base, ns, judge.tie_margin),
         "by_category": by_category(gold, rm, base, [p.category or "(none)" for p in prompts]),
     }

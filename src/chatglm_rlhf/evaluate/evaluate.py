@@ -50,6 +50,10 @@ class EvaluateConfig:
         "gold", help="gold (demo world) | rm (reward model) | llm (local chat model, asked in both orders)"
     )
     judge_model: str = field_("", help="rm: the reward model directory; llm: the judge chat model")
+    gold_judge: str = field_(
+        "chatglm_rlhf.tasks.demo.judge:GoldJudge",
+        help="gold: the ground-truth judge as module:Class (a tasks.base.GoldJudge; default: the demo world's)",
+    )
     tie_threshold: float = field_(
         -1.0, help="score difference below which a pair is a tie (rm; gold: -1 = the gold judge's own)"
     )

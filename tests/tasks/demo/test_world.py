@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chatglm_rlhf.tasks.demo.demonstrations import tokenizer_corpus
 from chatglm_rlhf.tasks.demo.world import (
     CATEGORIES,
     SPLITS,
@@ -104,8 +105,8 @@ def test_prompts_are_short_and_gold_is_self_contained():
 
 def test_corpus_has_prompts_and_bad_modes_and_no_eval_prompts():
     world = DemoWorld(0)
-    corpus = world.corpus(900)
-    assert len(corpus) == 900 and corpus == world.corpus(900)
+    corpus = tokenizer_corpus(world, 900)
+    assert len(corpus) == 900 and corpus == tokenizer_corpus(world, 900)
     eval_prompts = {s.prompt for s in world.pool("eval")}
     train_prompts = {s.prompt for s in world.pool("sft")}
     assert not eval_prompts & set(corpus)

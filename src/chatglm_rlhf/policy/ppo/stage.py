@@ -107,3 +107,14 @@ def run_ppo_stage(
         )
     result["wall_seconds"] = time.time() - t0
     return result
+
+
+def train(inputs, cfg: PPOConfig) -> dict[str, Any]:
+    """The registry's entry point (:mod:`chatglm_rlhf.policy.registry`): PPO as a pipeline stage."""
+    cfg = replace(cfg, reward_model=inputs.reward_model or cfg.reward_model, progress=inputs.progress)
+    result = run_ppo_stage(
+        inputs.sft_path, inputs.output_dir, inputs.prompts, inputs.sft_examples, inputs.scorer, cfg,
+        heldout_examples=inputs.heldout_examples or None,
+    )  # fmt: skip
+    result["lora_r"] = cfg.lora_r
+    return result

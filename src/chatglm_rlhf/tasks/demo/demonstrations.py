@@ -238,3 +238,18 @@ def make_sft_data(
         mode = rng.choices(list(weights), list(weights.values()))[0]
         out.append(Demonstration(sample, response_for(sample, mode, rng), mode))
     return out
+
+
+def tokenizer_corpus(world: W.DemoWorld, n: int) -> list[str]:
+    """``n`` texts (about 1/3 prompts, 2/3 responses of every mode) to train a tokenizer on.
+
+    Drawn from the train pool only, so even the tokenizer never sees a held-out prompt.
+    """
+    rng = random.Random(f"demo-corpus|{world.seed}")
+    samples = world.prompts("sft", max(1, (n + 2) // 3))
+    modes = list(RESPONSE_MODES)
+    texts: list[str] = []
+    for s in samples:
+        texts.append(s.prompt)
+        texts += [response_for(s, rng.choice(modes), rng) for _ in range(2)]
+    return texts[:n]

@@ -335,19 +335,3 @@ class DemoWorld:
             category=spec.category,
             meta=meta,
         )
-
-    def corpus(self, n: int) -> list[str]:
-        """``n`` texts (about 1/3 prompts, 2/3 responses of every mode) to train a tokenizer on.
-
-        Drawn from the train pool only, so even the tokenizer never sees a held-out prompt.
-        """
-        from chatglm_rlhf.tasks.demo.demonstrations import RESPONSE_MODES, response_for
-
-        rng = random.Random(f"demo-corpus|{self.seed}")
-        samples = self.prompts("sft", max(1, (n + 2) // 3))
-        modes = list(RESPONSE_MODES)
-        texts: list[str] = []
-        for s in samples:
-            texts.append(s.prompt)
-            texts += [response_for(s, rng.choice(modes), rng) for _ in range(2)]
-        return texts[:n]

@@ -8,7 +8,7 @@ import torch
 from chatglm_rlhf.data.io import write_jsonl
 from chatglm_rlhf.data.schema import Comparison, DialogueSample
 from chatglm_rlhf.models.tiny import make_tiny_checkpoint
-from chatglm_rlhf.reward.demo_stages import (
+from chatglm_rlhf.reward.stages import (
     gold_agreement,
     length_tie_probe,
     run_filter_stage,
@@ -63,9 +63,9 @@ def test_gold_agreement_counts_decisive_pairs():
 def test_run_filter_stage_reports_gold_agreement_and_spammers(tmp_path):
     write_jsonl(tmp_path / "c.jsonl", labelled(30, 0))
     m = run_filter_stage(tmp_path / "c.jsonl", tmp_path / "f", {"balance": "none"})
-    assert m["filter.spammers"] == ["spam"]
-    assert m["filter.read"] == 120 and m["filter.dropped"]["spammer"] == 30
-    assert m["filter.gold_agreement_after"] == 1.0 > m["filter.gold_agreement_before"]
+    assert m["spammers"] == ["spam"]
+    assert m["read"] == 120 and m["dropped"]["spammer"] == 30
+    assert m["gold_agreement_after"] == 1.0 > m["gold_agreement_before"]
     assert (tmp_path / "f" / "filtered.jsonl").exists() and (
         tmp_path / "f" / "filtered.dropped.jsonl"
     ).exists()
@@ -99,9 +99,9 @@ def test_run_rm_stage_metrics(tmp_path):
     m = run_rm_stage(
         base, tmp_path / "train.jsonl", tmp_path / "eval.jsonl", tmp_path / "rm", cfg, gold, ties
     )
-    assert m["rm.eval_accuracy"] > 0.9 and m["rm.gold_accuracy"] > 0.9
-    assert m["rm.gold_pairs"] == 12  # unique pairs of the 12 held-out prompts
-    assert m["rm.length_probe"]["n"] == 3 and "rm.length_correlation" in m
+    assert m["eval_accuracy"] > 0.9 and m["gold_accuracy"] > 0.9
+    assert m["gold_pairs"] == 12  # unique pairs of the 12 held-out prompts
+    assert m["length_probe"]["n"] == 3 and "length_correlation" in m
     assert (tmp_path / "rm" / "rm_stage_metrics.json").exists()
 
 
@@ -124,7 +124,7 @@ def test_length_tie_probe_sign():
 
 def test_filler_tie_pairs_on_the_demo_world():
     pytest.importorskip("chatglm_rlhf.tasks.demo.judge")
-    from chatglm_rlhf.reward.demo_stages import filler_tie_pairs
+    from chatglm_rlhf.reward.stages import filler_tie_pairs
     from chatglm_rlhf.tasks.demo import DemoWorld, GoldJudge
 
     samples = DemoWorld(seed=0).prompts("eval", 20)
@@ -150,4 +150,4 @@ def test_gold_fn_gets_the_full_sample_when_samples_are_given(tmp_path):
     with pytest.raises(KeyError):
         run_filter_stage(tmp_path / "c.jsonl", tmp_path / "f0", {"balance": "none"}, gold_fn=meta_gold)
     m = run_filter_stage(tmp_path / "c.jsonl", tmp_path / "f", {"balance": "none"}, meta_gold, samples)
-    assert m["filter.gold_agreement_after"] == 1.0
+    assert m["gold_agreement_after"] == 1.0

@@ -1,10 +1,10 @@
-"""The real profile's small pure functions, on hand-computed numbers."""
+"""Agreement and refusal helpers, on hand-computed numbers."""
 
 from __future__ import annotations
 
 import pytest
 
-from chatglm_rlhf.pipeline.real_align import preference_accuracy, refusal_rate, sign_agreement
+from chatglm_rlhf.evaluate.agreement import preference_accuracy, refusal_rate, sign_agreement
 
 
 def test_preference_accuracy_counts_score_ties_half_and_skips_tie_labels():

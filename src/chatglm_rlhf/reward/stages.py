@@ -1,17 +1,18 @@
-"""Pipeline hooks for the filter and reward-model stages (used by the demo; usable on any data).
+"""The filter and reward-model stages as functions of paths (the pipeline's stages call them; any data).
 
 ``run_filter_stage(comparisons_path, out_dir, cfg=None, gold_fn=None, samples=None) -> metrics``
     Filters ``comparisons_path`` into ``out_dir/filtered.jsonl`` (+ ``filtered.dropped.jsonl``,
-    ``filtered.summary.json``). Metrics: ``filter.read``, ``filter.kept_labels``, ``filter.kept_pairs``,
-    ``filter.dropped`` (by reason), ``filter.spammers``, ``filter.pair_agreement`` and, when gold labels
-    are known (``gold_fn`` or ``meta["gold_label"]``), ``filter.gold_agreement_before`` / ``_after``.
+    ``filtered.summary.json``). Metrics: ``read``, ``kept`` (labels kept), ``kept_labels`` (the same),
+    ``kept_pairs``, ``dropped`` (by reason), ``spammers``, ``pair_agreement``, ``balance`` (per length
+    bucket, before / after balancing: ``[{bucket, n, longer_wins_rate}]``) and, when gold labels are
+    known (``gold_fn`` or ``meta["gold_label"]``), ``gold_agreement_before`` / ``_after``.
 
 ``run_rm_stage(sft_model_dir, train_path, eval_path, out_dir, cfg=None, gold_fn=None, tie_pairs=None,
 samples=None)``
     Trains an RM initialised from ``sft_model_dir`` on ``train_path``, saves it to ``out_dir`` and
-    evaluates on ``eval_path``. Metrics: ``rm.eval_accuracy`` (vs the file's labels), ``rm.eval`` (the
-    full report), and with ``gold_fn``: ``rm.gold_accuracy`` (RM preference vs gold on the eval pairs
-    that gold decides) and ``rm.length_correlation`` (Pearson of reward difference with length
+    evaluates on ``eval_path``. Metrics: ``eval_accuracy`` (vs the file's labels), ``eval`` (the
+    full report), ``per_bucket`` (accuracy per length bucket), and with ``gold_fn``: ``gold_accuracy`` (RM
+    preference vs gold on the eval pairs that gold decides) and ``length_correlation`` (Pearson of reward difference with length
     difference on gold-tied pairs: ``tie_pairs`` if given, else the eval pairs gold calls a tie).
 
 ``gold_fn(sample, a, b) -> "a" | "b" | "tie"``, e.g. ``GoldJudge().compare``. A comparison carries no
@@ -93,12 +94,14 @@ def run_filter_stage(
     result = run_filter(fcfg)
     s = summary(result)
     metrics: dict[str, Any] = {
-        "filter.read": s["read"],
-        "filter.kept_labels": s["kept_labels"],
-        "filter.kept_pairs": s["kept_pairs"],
-        "filter.dropped": s["dropped_by_reason"],
-        "filter.spammers": sorted(s["spammers"]),
-        "filter.pair_agreement": s["pair_agreement"],
+        "read": s["read"],
+        "kept": s["kept_labels"],  # labels, like read and dropped: the funnel adds up
+        "kept_labels": s["kept_labels"],
+        "kept_pairs": s["kept_pairs"],
+        "dropped": s["dropped_by_reason"],
+        "spammers": sorted(s["spammers"]),
+        "pair_agreement": s["pair_agreement"],
+        "balance": balance_rows(s["length_buckets"]),
     }
     from chatglm_rlhf.data.formats import load_comparisons
 
@@ -106,11 +109,24 @@ def run_filter_stage(
     lookup = _lookup(samples)
     before, after = gold_agreement(raw, gold_fn, lookup), gold_agreement(result.kept, gold_fn, lookup)
     if before["n"]:
-        metrics["filter.gold_agreement_before"] = before["decisive"]
-        metrics["filter.gold_agreement_after"] = after["decisive"]
-        metrics["filter.gold_agreement_all_before"] = before["all"]
-        metrics["filter.gold_agreement_all_after"] = after["all"]
+        metrics["gold_agreement_before"] = before["decisive"]
+        metrics["gold_agreement_after"] = after["decisive"]
+        metrics["gold_agreement_all_before"] = before["all"]
+        metrics["gold_agreement_all_after"] = after["all"]
     return metrics
+
+
+def balance_rows(buckets: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The summary's length buckets as the report's rows: before / after balancing, the share of pairs
+    whose longer answer won, per bucket (buckets without decided pairs left out)."""
+    return {
+        when: [
+            {"bucket": b["bucket"], "n": b[f"n_{when}"], "longer_wins_rate": b[f"longer_wins_{when}"]}
+            for b in buckets
+            if b[f"longer_wins_{when}"] is not None
+        ]
+        for when in ("before", "after")
+    }
 
 
 def split_by_prompt(
@@ -186,11 +202,12 @@ def run_rm_stage(
     trainer = RMTrainer(rcfg)
     result = trainer.train(pairs, eval_comparisons)
     metrics: dict[str, Any] = {
-        "rm.train_pairs": len(pairs),
-        "rm.steps": result["steps"],
-        "rm.train_loss": result["train_loss"],
-        "rm.eval_accuracy": result["eval"]["accuracy"],
-        "rm.eval": result["eval"],
+        "train_pairs": len(pairs),
+        "steps": result["steps"],
+        "train_loss": result["train_loss"],
+        "eval_accuracy": result["eval"]["accuracy"],
+        "eval": result["eval"],
+        "per_bucket": [{"bucket": k, **v} for k, v in result["eval"].get("accuracy_by_bucket", {}).items()],
     }
     if gold_fn is not None:
         scorer = trainer.scorer()
@@ -199,41 +216,14 @@ def run_rm_stage(
         probe = length_tie_probe(scorer, tie_pairs) if tie_pairs is not None else eval_ties
         metrics.update(
             {
-                "rm.gold_accuracy": gold["accuracy"],
-                "rm.gold_pairs": gold["n"],
-                "rm.length_correlation": probe["pearson"],
-                "rm.length_probe": probe,
-                "rm.length_probe_eval_ties": eval_ties,
+                "gold_accuracy": gold["accuracy"],
+                "gold_pairs": gold["n"],
+                "length_correlation": probe["pearson"],
+                "length_probe": probe,
+                "length_probe_eval_ties": eval_ties,
             }
         )
     from chatglm_rlhf.utils.training import save_json
 
     save_json(Path(out_dir) / "rm_stage_metrics.json", metrics)
     return metrics
-
-
-def filler_tie_pairs(samples: Sequence[DialogueSample], judge=None, seed: int = 0) -> list[Comparison]:
-    """Demo world only: for each sample, a good answer vs the same answer with polite filler.
-
-    The gold judge calls these an exact tie of different lengths, so they isolate length bias. Pairs
-    that gold does not call a tie are left out (none are expected).
-    """
-    from chatglm_rlhf.tasks.demo import GoldJudge
-    from chatglm_rlhf.tasks.demo import world as W
-
-    judge = judge or GoldJudge()
-    rng = random.Random(f"filler-ties|{seed}")
-    out = []
-    for s in samples:
-        from chatglm_rlhf.tasks.demo.demonstrations import response_for
-
-        good = response_for(s, "good", rng)
-        if s.category == "harmful":
-            padded = good + rng.choice(W.HARMFUL_FILLER_SUFFIXES)
-        else:
-            padded = rng.choice(W.FILLER_PREFIXES) + good + rng.choice(W.FILLER_SUFFIXES)
-        a_first = rng.random() < 0.5
-        a, b = (padded, good) if a_first else (good, padded)
-        if judge.compare(s, a, b) == "tie":
-            out.append(Comparison(s.id, s.prompt, a, b, "tie", history=list(s.history), category=s.category))
-    return out

@@ -1,0 +1,165 @@
+"""Evaluation stages: every trained policy vs the SFT model on held-out prompts, the best-of-n ceiling
+and the capability probe.
+
+With a gold judge (the demo world) the gold judge decides. Without one (real data) three judges that
+fail in different ways do: the **judge RM** (trained on judge_train only, never optimised against: the
+stand-in for gold, Gao et al. 2022), the **proxy RM** the policies climbed (optimistic by construction)
+and the **LLM judge** (the SFT model asked in both orders; its order agreement says what it is worth).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+from pathlib import Path
+from typing import Any
+
+from chatglm_rlhf.pipeline.context import RunContext
+
+
+def evaluate(ctx: RunContext, policies: list[str], settings, seed: int, progress: bool = True) -> dict:
+    """The gold judge's verdicts when the task has one (``settings``: the generation settings), else the
+    three judges' (``settings``: the profile's eval settings, see :func:`evaluate_judges`)."""
+    if ctx.gold() is not None:
+        return evaluate_gold(ctx, policies, settings, seed, progress)
+    return evaluate_judges(ctx, policies, settings, seed, progress)
+
+
+def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, progress: bool) -> dict:
+    from chatglm_rlhf.evaluate.evaluate import evaluate_models
+    from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
+
+    sft, tok = ctx.load("sft")
+    prompts = ctx.samples("eval_prompts")
+    out: dict[str, Any] = {}
+    for name in policies:
+        policy, _ = ctx.load(name)
+        res = evaluate_models(
+            policy, sft, tok, prompts, GoldJudgeAdapter(ctx.gold()), generation, seed=seed,
+            output_dir=ctx.out / "eval" / name, progress=progress,
+        )  # fmt: skip
+        s = res.summary
+        score = s.get("mean_score", {})
+        out[name] = {
+            "gold_win_rate_vs_sft": s["overall"]["win_rate"],
+            "ci": s["overall"]["ci"],
+            "win_tie_loss": [s["overall"]["win"], s["overall"]["tie"], s["overall"]["loss"]],
+            "gold_score": score.get("policy"),
+            "sft_gold_score": score.get("baseline"),
+            "mean_response_length": s["lengths"]["policy"]["mean_words"],
+            "sft_mean_response_length": s["lengths"]["baseline"]["mean_words"],
+            "distinct_response_share": s["diversity"]["policy"]["distinct_share"],
+            "top_response_share": s["diversity"]["policy"]["top_response_share"],
+            "top_response": s["diversity"]["policy"]["top_response"],
+            "eval": str(Path("eval") / name / "eval.json"),
+        }
+        if out[name]["top_response_share"] > 0.5:  # say it where people look, not only in the JSON
+            print(
+                f"[evaluate] warning: {name} gives one answer to {out[name]['top_response_share']:.0%} "
+                f"of prompts ({out[name]['top_response']!r}): the policy collapsed onto what its RM "
+                "overrates (reward hacking); compare the win rate with that in mind"
+            )
+    return out
+
+
+def _brief(summary: dict) -> dict:
+    o = summary["overall"]
+    out = {k: o[k] for k in ("win_rate", "ci", "win", "tie", "loss", "n")}
+    if "mean_score" in summary:
+        out["mean_score"] = summary["mean_score"]
+    return out
+
+
+def evaluate_judges(ctx: RunContext, policies: list[str], ev, seed: int, progress: bool) -> dict:
+    """Judge RM, proxy RM and (for ``ev.llm_judge_policies``) the LLM judge; ``ev``: the profile's
+    eval settings (generation, max_prompt_tokens, tie_threshold, llm_judge*, examples)."""
+    from chatglm_rlhf.data.io import write_jsonl
+    from chatglm_rlhf.evaluate.agreement import refusal_rate
+    from chatglm_rlhf.evaluate.evaluate import generate_responses, judge_responses, length_stats
+    from chatglm_rlhf.evaluate.judges import LLMJudge, RewardJudge
+
+    prompts = ctx.samples("eval_prompts")
+    sft, tok = ctx.load("sft")
+
+    def answers(model):
+        return generate_responses(model, tok, prompts, ev.generation, ev.max_prompt_tokens, seed, progress)
+
+    sft_resp, sft_fin = answers(sft)
+    write_jsonl(ctx.out / "eval" / "sft_responses.jsonl",
+                [{"id": s.id, "prompt": s.prompt, "response": r} for s, r in zip(prompts, sft_resp)])  # fmt: skip
+    rm_judges = {"judge_rm": RewardJudge(ctx.scorer("judge_rm"), ev.tie_threshold),
+                 "proxy_rm": RewardJudge(ctx.scorer("rm"), ev.tie_threshold)}  # fmt: skip
+    out: dict[str, Any] = {
+        "n_prompts": len(prompts),
+        "sft": {"lengths": length_stats(sft_resp, sft_fin), "refusal_rate": refusal_rate(sft_resp)},
+    }
+    responses: dict[str, list[str]] = {}
+    for name in policies:
+        policy, _ = ctx.load(name)
+        pol_resp, pol_fin = answers(policy)
+        del policy
+        gc.collect()
+        responses[name] = pol_resp
+        res: dict[str, Any] = {"refusal_rate": refusal_rate(pol_resp)}
+        for jname, judge in rm_judges.items():
+            r = judge_responses(prompts, pol_resp, sft_resp, judge, (pol_fin, sft_fin), seed=seed)
+            r.save(ctx.out / "eval" / name / jname)
+            res[jname] = _brief(r.summary)
+            res["lengths"] = r.summary["lengths"]["policy"]
+        res["eval"] = str(Path("eval") / name / "judge_rm" / "eval.json")  # the report's main table
+        if ev.llm_judge and name in ev.llm_judge_policies:
+            n = min(len(prompts), ev.llm_judge_prompts)
+            llm = LLMJudge(sft, tok, max_prompt_tokens=ev.llm_judge_max_prompt_tokens, progress=progress)
+            r = judge_responses(prompts[:n], pol_resp[:n], sft_resp[:n], llm, (pol_fin[:n], sft_fin[:n]),
+                                seed=seed)  # fmt: skip
+            r.save(ctx.out / "eval" / name / "llm")
+            res["llm"] = {**_brief(r.summary), **llm.describe()}
+        out[name] = res
+    out["examples"] = _examples(prompts, sft_resp, responses.get("ppo", []), rm_judges["judge_rm"], ev.examples)
+    return out
+
+
+def _examples(prompts, sft_resp, ppo_resp, judge, n: int) -> list[dict]:
+    """The first ``n`` held-out prompts (a seeded sample, not picked by outcome), with both answers and
+    the judge RM's scores: harmful compliance before and after PPO."""
+    n = min(n, len(ppo_resp))
+    if not n:
+        return []
+    judge.compare_many(prompts[:n], list(ppo_resp[:n]), list(sft_resp[:n]))
+    s_ppo, s_sft = judge.last_scores
+    return [
+        {"id": p.id, "history_turns": len(p.history), "prompt": p.prompt, "sft": a, "ppo": b,
+         "judge_rm_sft": x, "judge_rm_ppo": y}
+        for p, a, b, x, y in zip(prompts[:n], sft_resp[:n], ppo_resp[:n], s_sft, s_ppo)
+    ]  # fmt: skip
+
+
+def ceiling(ctx: RunContext, n: int, sampling, greedy, max_prompt_tokens: int, seed: int) -> dict:
+    """Best-of-n from the SFT model's own samples, picked by gold and by the RM (evaluate/ceiling.py)."""
+    from chatglm_rlhf.evaluate.ceiling import best_of_n_ceiling
+
+    sft, tok = ctx.load("sft")
+    return best_of_n_ceiling(
+        sft, tok, ctx.samples("eval_prompts"), ctx.scorer("rm"), ctx.gold(), sampling,
+        dataclasses.replace(greedy, greedy=True), n=n, max_prompt_tokens=max_prompt_tokens, seed=seed,
+    )  # fmt: skip
+
+
+def probe(ctx: RunContext, models: list[str], max_new_tokens: int) -> dict:
+    """The capability probe (evaluate/capability.py) for every model, greedy."""
+    from chatglm_rlhf.evaluate.capability import run_probe
+    from chatglm_rlhf.models.generation import GenerationSettings
+    from chatglm_rlhf.utils.training import save_json
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=20)
+    out = {}
+    for name in models:
+        model, tok = ctx.load(name)
+        r = run_probe(model, tok, settings)
+        save_json(ctx.out / "eval" / f"probe_{name}.json", r)
+        out[name] = {
+            "overall": r["overall"], "macro": r["macro"], "correct": r["correct"], "total": r["total"],
+            "by_kind": {k: v["accuracy"] for k, v in r["by_kind"].items()},
+            "items": str(Path("eval") / f"probe_{name}.json"),
+        }  # fmt: skip
+    return out

@@ -1,0 +1,32 @@
+"""Policy stages: any algorithm in :mod:`chatglm_rlhf.policy.registry`, trained from the SFT model
+against a reward model (or another scorer, for the gold-reward ablation)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from chatglm_rlhf.pipeline.context import RunContext
+
+
+def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scorer=None,
+           prompt_limit: int = 0, progress: bool = True, **changes: Any) -> dict[str, Any]:  # fmt: skip
+    """Train ``algorithm`` into ``models/<name>`` on ``data/rl_prompts.jsonl`` (the first ``prompt_limit``
+    when > 0) with ``cfg`` (its stage config) changed by ``changes``; the reward is ``models/<rm>`` unless
+    a ``scorer`` is given (its critic, if any, still starts from that RM)."""
+    from chatglm_rlhf.policy.registry import PolicyInputs, train_policy
+
+    train, heldout = ctx.sft_examples()
+    prompts = ctx.samples("rl_prompts")
+    if prompt_limit:
+        prompts = prompts[:prompt_limit]
+    inputs = PolicyInputs(
+        sft_path=str(ctx.sft_path), output_dir=str(ctx.models / name), prompts=prompts, sft_examples=train,
+        heldout_examples=heldout, scorer=scorer if scorer is not None else ctx.scorer(rm),
+        reward_model=str(ctx.models / rm), progress=progress,
+    )  # fmt: skip
+    result = train_policy(algorithm, inputs, dataclasses.replace(cfg, **changes) if changes else cfg)
+    if (ctx.models / name / "metrics.jsonl").exists():  # the per-step log: the report's curves
+        result["metrics_path"] = str(Path("models") / name / "metrics.jsonl")
+    return result

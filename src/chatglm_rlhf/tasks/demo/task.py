@@ -1,0 +1,90 @@
+"""The demo world as a :class:`chatglm_rlhf.tasks.base.Task`: prompts, SFT data, a gold judge, annotators."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chatglm_rlhf.data.schema import Comparison, DialogueSample
+from chatglm_rlhf.tasks.demo.annotators import AnnotatorPool
+from chatglm_rlhf.tasks.demo.demonstrations import make_sft_data, response_for, tokenizer_corpus
+from chatglm_rlhf.tasks.demo.judge import GoldJudge, GoldReward
+from chatglm_rlhf.tasks.demo.world import DemoWorld
+
+
+class DemoTask:
+    """``world`` and ``collect`` are the demo profile's settings of those names (see profiles.demo)."""
+
+    name = "demo"
+
+    def __init__(self, world, collect) -> None:
+        self.settings, self.collect = world, collect
+        self.world = DemoWorld(seed=world.seed)
+        self._judge = GoldJudge()
+
+    def write_data(self, data_dir: Path) -> dict[str, Any]:
+        from chatglm_rlhf.data.io import write_jsonl
+
+        w = self.settings
+        demos = make_sft_data(self.world, w.n_sft, seed=w.seed)
+        write_jsonl(data_dir / "sft.jsonl", [d.to_sample() for d in demos])
+        for split, n in (("eval", w.n_eval), ("pref", w.n_pref), ("rl", w.n_rl)):
+            write_jsonl(data_dir / f"{split}_prompts.jsonl", self.world.prompts(split, n))
+        modes: dict[str, int] = {}
+        for d in demos:
+            modes[d.mode] = modes.get(d.mode, 0) + 1
+        return {"sft_examples": len(demos), "sft_modes": modes, "eval_prompts": w.n_eval}
+
+    def corpus(self, n: int) -> list[str]:
+        return tokenizer_corpus(self.world, n)
+
+    def gold_judge(self) -> GoldJudge:
+        return self._judge
+
+    def gold_reward(self) -> GoldReward:
+        return GoldReward(self._judge)
+
+    def annotators(self) -> AnnotatorPool:
+        c = self.collect
+        return AnnotatorPool(
+            n_annotators=c.n_annotators, n_spammers=c.n_spammers, noise=c.noise, length_bias=c.length_bias,
+            tie_margin=c.tie_margin, seed=self.settings.seed,
+        )  # fmt: skip
+
+    def rm_probes(self, scorer, eval_prompts: Sequence[DialogueSample]) -> dict[str, Any]:
+        """A stricter probe than the held-out gold ties: a good answer with vs without polite filler.
+
+        Gold calls each pair an exact tie; an RM that learned the annotators' taste for filler (or for
+        length) prefers the padded answer. Bucket balancing evens out the *marginal* longer-wins rate, so
+        it need not remove this bias: the report shows both.
+        """
+        from chatglm_rlhf.reward.stages import length_tie_probe
+
+        ties = filler_tie_pairs(eval_prompts, self._judge, seed=self.settings.seed)
+        return {"filler_probe": length_tie_probe(scorer, ties)}
+
+
+def filler_tie_pairs(samples: Sequence[DialogueSample], judge=None, seed: int = 0) -> list[Comparison]:
+    """For each sample, a good answer vs the same answer with polite filler.
+
+    The gold judge calls these an exact tie of different lengths, so they isolate length bias. Pairs
+    that gold does not call a tie are left out (none are expected).
+    """
+    from chatglm_rlhf.tasks.demo import world as W
+
+    judge = judge or GoldJudge()
+    rng = random.Random(f"filler-ties|{seed}")
+    out = []
+    for s in samples:
+        good = response_for(s, "good", rng)
+        if s.category == "harmful":
+            padded = good + rng.choice(W.HARMFUL_FILLER_SUFFIXES)
+        else:
+            padded = rng.choice(W.FILLER_PREFIXES) + good + rng.choice(W.FILLER_SUFFIXES)
+        a_first = rng.random() < 0.5
+        a, b = (padded, good) if a_first else (good, padded)
+        if judge.compare(s, a, b) == "tie":
+            out.append(Comparison(s.id, s.prompt, a, b, "tie", history=list(s.history), category=s.category))
+    return out
