@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from chatglm_rlhf.evaluate.report import get, render_report, write_report
+from chatglm_rlhf.evaluate.report.page import get, render_report, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMG_RE = re.compile(r'<img class="plot" alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"')

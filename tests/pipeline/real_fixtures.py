@@ -53,3 +53,19 @@ TINY = [
     "eval.generation.max_new_tokens=6", "eval.llm_judge_prompts=3", "eval.examples=2",
     "eval.probe_max_new_tokens=4", "eval.max_prompt_tokens=96", "progress=false",
 ]  # fmt: skip
+
+
+def load_real_config(recipe, overrides):
+    """The real profile's config (the default profile of these tests)."""
+    from chatglm_rlhf.pipeline.run import load_pipeline_config
+
+    return load_pipeline_config(recipe, overrides, default="real")
+
+
+def real_ctx(cfg, out):
+    """A run context of the real profile (its task and scorer settings) on ``out``."""
+    from chatglm_rlhf.pipeline.context import RunContext
+    from chatglm_rlhf.pipeline.run import get_profile
+
+    p = get_profile(cfg.profile)
+    return RunContext(cfg, out, p.make_task(cfg), scorer_batch_size=p.scorer_batch_size)

@@ -3,6 +3,14 @@
 import json
 
 from chatglm_rlhf.cli.main import main
+from chatglm_rlhf.evaluate.report.ablations import ablation_rows
+from chatglm_rlhf.evaluate.report.context import ReportContext
+
+
+def table_rows(out, metrics):
+    """The report's ablation table, arranged from the stages' metrics as written."""
+    return ablation_rows(ReportContext(out, metrics, {}))
+
 
 TINY = [
     "world.n_sft=120",
@@ -57,7 +65,7 @@ def test_demo_writes_metrics_and_comparisons_then_resumes(tmp_path, capsys):
     assert [r["n"] for r in rows] == [1, 2]
     assert rows[1]["gold_pick_score"] >= max(rows[0]["gold_pick_score"], rows[1]["rm_pick_score"])
     html = (out / "report.html").read_text()
-    assert (out / "report.html").exists() and "ablations" in metrics
+    assert (out / "report.html").exists() and table_rows(out, metrics)
     assert html.count("data:image/png;base64,") >= 4 and "ablation" in html.lower()
     capsys.readouterr()
     # A second run skips every finished stage and gives the same metrics.
@@ -76,7 +84,7 @@ def test_gold_reward_ablation_trains_ppo_on_the_judge(tmp_path, capsys):
     assert not (out / "models" / "ppo_noptx").exists() and "ceiling" not in metrics
     # The gold total lies in [0, 1]: the raw reward PPO logged is the judge's, not an RM's.
     assert all(0.0 <= r <= 1.0 for r in metrics["ppo_goldreward"]["reward_series"])
-    rows = [r for r in metrics["ablations"] if r["name"] == "PPO reward"]
+    rows = [r for r in table_rows(out, metrics) if r["name"] == "PPO reward"]
     assert [r["setting"] for r in rows] == ["reward model", "gold judge"]
     assert rows[1]["gold_win_rate"] == metrics["evaluate"]["ppo_goldreward"]["gold_win_rate_vs_sft"]
     capsys.readouterr()

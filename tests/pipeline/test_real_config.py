@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from real_fixtures import load_real_config
 
+from chatglm_rlhf.data.parts import sample_prompts
 from chatglm_rlhf.errors import ConfigError, UserError
-from chatglm_rlhf.pipeline.real import (
-    REPO_ROOT,
-    RealConfig,
-    load_real_config,
-    resolve_data_path,
-    sample_prompts,
-)
+from chatglm_rlhf.pipeline.profiles.real import RealConfig
+from chatglm_rlhf.tasks.hh.task import REPO_ROOT, resolve_data_path
 
 
 def test_defaults_are_the_documented_choices():
@@ -82,7 +79,10 @@ def test_sample_prompts_is_seeded_and_bounded():
 def test_the_cli_picks_the_real_pipeline_from_flag_override_or_recipe(tmp_path):
     import argparse
 
-    from chatglm_rlhf.cli.demo_cmd import profile_of
+    from chatglm_rlhf.pipeline.run import profile_name
+
+    def profile_of(a):
+        return profile_name(a.config, a.overrides, a.profile)
 
     recipe = REPO_ROOT / "recipes" / "real" / "smollm2-hh.yaml"
     ns = argparse.Namespace

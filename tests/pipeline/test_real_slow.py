@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from chatglm_rlhf.pipeline.real import HH_DEFAULT, REPO_ROOT
+from chatglm_rlhf.tasks.hh.task import HH_DEFAULT, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

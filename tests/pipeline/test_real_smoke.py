@@ -7,10 +7,10 @@ import json
 import random
 
 import pytest
-from real_fixtures import TINY, tiny_chat_model, write_hh_file
+from real_fixtures import TINY, load_real_config, real_ctx, tiny_chat_model, write_hh_file
 
 from chatglm_rlhf.cli.main import main
-from chatglm_rlhf.pipeline.real import RealRun, load_real_config
+from chatglm_rlhf.pipeline.stages import data, models
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,8 @@ def test_data_split_is_deterministic_order_free_and_leak_free(tiny, tmp_path):
     results = []
     for i, path in enumerate((hh, hh, shuffled)):
         cfg = load_real_config(None, [f"data.path={path}", "data.n_eval=0", "data.n_rl=0"])
-        run = RealRun(cfg, tmp_path / f"run{i}")
-        results.append((run.stage_data(tmp_path), _parts(run.out), run))
+        run = real_ctx(cfg, tmp_path / f"run{i}")
+        results.append((data.data(run), _parts(run.out), run))
     (m0, p0, run0), (m1, p1, _), (_, p2, _) = results
     assert m0 == m1 and p0 == p1  # same seed, same file: the same parts, line for line
     assert {k: sorted(v) for k, v in p0.items()} == {k: sorted(v) for k, v in p2.items()}  # input order
@@ -51,8 +51,8 @@ def test_data_split_is_deterministic_order_free_and_leak_free(tiny, tmp_path):
     sft = [json.loads(x) for x in (run0.data / "sft.jsonl").read_text().splitlines()]
     assert {s["responses"][0] for s in sft} <= {c.chosen for c in run0.comparisons("rm_train")}
     other = load_real_config(None, [f"data.path={hh}", "data.seed=5"])
-    run5 = RealRun(other, tmp_path / "seed5")
-    run5.stage_data(tmp_path)
+    run5 = real_ctx(other, tmp_path / "seed5")
+    data.data(run5)
     assert _parts(run5.out) != p0  # the seed matters
 
 
@@ -97,7 +97,11 @@ def test_real_profile_end_to_end_on_a_tiny_model_then_resumes(tiny, tmp_path, ca
     for name in ("sft", "ppo", "ppo_noptx", "dpo"):
         assert m["probe"][name]["total"] == 40
     assert m["ppo"]["sft_heldout_loss_before"] > 0 and m["ppo"]["prompt_filter"]["kept"] > 0
-    assert {r["setting"] for r in m["ablations"] if r["name"] == "ptx loss"} == {"on", "off"}
+    from chatglm_rlhf.evaluate.report.ablations import ablation_rows
+    from chatglm_rlhf.evaluate.report.context import ReportContext
+
+    rows = ablation_rows(ReportContext(out, m, {}))
+    assert {r["setting"] for r in rows if r["name"] == "ptx loss"} == {"on", "off"}
     assert m["rm"]["heldout"]["n"] > 0 and m["judge_rm"]["agreement_with_proxy_rm_eval"] is not None
     html = (out / "report.html").read_text()
     for title in ("three judges", "Capability probe", "Harmful prompts", "Time per stage", "Reward models"):
@@ -123,8 +127,9 @@ def test_checkpoint_stage_converts_a_gguf_file(tmp_path):
                       tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
     torch.manual_seed(0)
     path = write_llama_gguf(LlamaForCausalLM(cfg), tok, tmp_path / "tiny.gguf")
-    run = RealRun(load_real_config(None, [f"gguf={path}"]), tmp_path / "run")
-    m = run.stage_checkpoint(tmp_path)
+    cfg = load_real_config(None, [f"gguf={path}"])
+    run = real_ctx(cfg, tmp_path / "run")
+    m = models.checkpoint(run, cfg.model, cfg.gguf)
     assert m["architecture"] == "LlamaForCausalLM" and m["parameters"] > 0
     assert run.sft_path == tmp_path / "run" / "models" / "base"
     assert (run.sft_path / "config.json").exists()
@@ -133,6 +138,7 @@ def test_checkpoint_stage_converts_a_gguf_file(tmp_path):
 def test_checkpoint_stage_rejects_a_folder_that_is_no_checkpoint(tmp_path):
     from chatglm_rlhf.errors import UserError
 
-    run = RealRun(load_real_config(None, [f"model={tmp_path}"]), tmp_path / "run")
+    cfg = load_real_config(None, [f"model={tmp_path}"])
+    run = real_ctx(cfg, tmp_path / "run")
     with pytest.raises(UserError, match="no config.json"):
-        run.stage_checkpoint(tmp_path)
+        models.checkpoint(run, cfg.model, cfg.gguf)

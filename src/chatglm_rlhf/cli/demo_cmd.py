@@ -1,38 +1,42 @@
 """``chatglm-rlhf demo``: every stage on the embedded demo world (tiny models, simulated annotators), or
-with ``--profile real`` on SmolLM2-135M-Instruct and HH-RLHF (see :mod:`chatglm_rlhf.pipeline.real`)."""
+with ``--profile real`` on SmolLM2-135M-Instruct and HH-RLHF, or ``--profile files`` on a user's files
+(see :mod:`chatglm_rlhf.pipeline.profiles`)."""
 
 from __future__ import annotations
 
 import argparse
 
-REAL_PROFILES = ("real", "real-smoke")
-
 
 def register(sub) -> None:
     from chatglm_rlhf.config import help_lines
-    from chatglm_rlhf.pipeline.demo import PROFILES, DemoConfig
-    from chatglm_rlhf.pipeline.real import RealConfig
+    from chatglm_rlhf.pipeline.profiles import all_profiles
+    from chatglm_rlhf.pipeline.run import default_config
 
+    profiles = all_profiles()
+    shown = {}  # one listing per config class, with the first profile's defaults
+    for name, p in profiles.items():
+        shown.setdefault(p.config, name)
+    epilog = "\n\n".join(
+        f"settings of --profile {name}, given as key=value:\n"
+        + "\n".join(help_lines(cls, instance=default_config(name)))
+        for cls, name in shown.items()
+    )
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on the offline demo world (or --profile real: SmolLM2 on HH-RLHF)",
         description="Run the whole pipeline on the offline demo world: tiny local models, a gold judge and "
-        "simulated annotators. --profile real runs it on SmolLM2-135M-Instruct and HH-RLHF instead. "
-        "Re-running resumes; finished stages are skipped.",
+        "simulated annotators. --profile real runs it on SmolLM2-135M-Instruct and HH-RLHF instead, "
+        "--profile files on your own files. Re-running resumes; finished stages are skipped.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="settings, given as key=value (default profile shown):\n"
-        + "\n".join(help_lines(DemoConfig))
-        + "\n\nsettings of --profile real:\n"
-        + "\n".join(help_lines(RealConfig)),
+        epilog=epilog,
     )
-    p.add_argument(
-        "--out", default=None, help="run folder (default: out/demo, or out/real for real profiles)"
-    )
+    p.add_argument("--out", default=None, help="run folder (default: out/demo, out/real or out/files)")
     p.add_argument(
         "--profile",
-        choices=sorted(PROFILES) + list(REAL_PROFILES),
+        choices=list(profiles),
         default=None,
-        help="smoke (< 3 min), default, real (SmolLM2 on HH-RLHF, < 45 min on 2 CPU cores), real-smoke",
+        help="smoke (< 3 min), default, real (SmolLM2 on HH-RLHF, < 45 min on 2 CPU cores), real-smoke, "
+        "files (your prompts, SFT data and preferences)",
     )
     p.add_argument("--config", metavar="RECIPE", help="YAML recipe overriding the profile")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and all after it")
@@ -40,34 +44,21 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def profile_of(args) -> str | None:
-    """The profile asked for: --profile, else a ``profile=`` override, else the recipe's ``profile:``."""
-    from chatglm_rlhf.config import parse_overrides, read_yaml
-
-    if args.profile:
-        return args.profile
-    cli = parse_overrides(args.overrides)
-    if "profile" in cli:
-        return cli["profile"]
-    return read_yaml(args.config).get("profile") if args.config else None
-
-
 def run(args) -> int:
     import json
     import time
 
-    real = profile_of(args) in REAL_PROFILES
-    if real:
-        from chatglm_rlhf.pipeline.real import load_real_config as load
-        from chatglm_rlhf.pipeline.real import run_real as go
-    else:
-        from chatglm_rlhf.pipeline.demo import load_demo_config as load
-        from chatglm_rlhf.pipeline.demo import run_demo as go
+    from chatglm_rlhf.pipeline.run import get_profile, load_pipeline_config, run_pipeline
 
-    cfg = load(args.config, args.overrides, args.profile)
-    out = args.out or ("out/real" if real else "out/demo")
+    cfg = load_pipeline_config(args.config, args.overrides, args.profile)
+    out = args.out or get_profile(cfg.profile).out
     t0 = time.time()
-    metrics = go(cfg, out, from_stage=args.from_stage)
+    metrics = run_pipeline(cfg, out, from_stage=args.from_stage)
+    if "paused_after" in metrics:
+        print(
+            f"{cfg.profile}: paused after {metrics['paused_after']} ({time.time() - t0:.0f}s); run folder {out}"
+        )
+        return 0
     print(json.dumps({k: v for k, v in metrics.items() if k != "timing"}, indent=1)[:3000])
     print(f"demo ({cfg.profile}) finished in {time.time() - t0:.0f}s; metrics in {out}/metrics.json")
     return 0

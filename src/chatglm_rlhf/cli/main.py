@@ -22,14 +22,24 @@ COMMANDS = [
     ("annotate", "chatglm_rlhf.collect.annotate.cli", "collect human preferences (web app)"),
     ("filter", "chatglm_rlhf.cli.filter_cmd", "post-filter preference labels (majority, ties, cycles, spam, length balancing)"),
     ("rm", "chatglm_rlhf.cli.rm_cmd", "reward model: train | eval | score"),
-    ("ppo", "chatglm_rlhf.cli.ppo_cmd", "PPO with the reference baseline, KL penalty and ptx SFT loss"),
-    ("dpo", "chatglm_rlhf.cli.dpo_cmd", "DPO / IPO from a preference file or RM-labelled policy samples"),
+    ("<algorithms>", "", ""),  # one command per algorithm with a CLI in policy/registry.py
     ("evaluate", "chatglm_rlhf.cli.evaluate_cmd", "policy vs baseline: win/tie/loss per category with a bootstrap CI"),
     ("report", "chatglm_rlhf.cli.report_cmd", "render a run's report.html from its metrics.json"),
     ("pipeline", "chatglm_rlhf.cli.pipeline_cmd", "run every stage from one recipe (resumable)"),
     ("demo", "chatglm_rlhf.cli.demo_cmd", "run the whole pipeline on the demo world, or --profile real"),
     ("plan", "chatglm_rlhf.cli.plan_cmd", "estimate GiB per GPU for each role under ddp / fsdp / zero2 / zero3"),
 ]  # fmt: skip
+
+
+def commands() -> list[tuple[str, str, str]]:
+    """COMMANDS with the registered policy algorithms in place of ``<algorithms>``."""
+    from chatglm_rlhf.policy.registry import ALGORITHMS
+
+    algos = [(a.name, a.cli, a.help) for a in ALGORITHMS.values() if a.cli]
+    out: list[tuple[str, str, str]] = []
+    for row in COMMANDS:
+        out += algos if row[0] == "<algorithms>" else [row]
+    return out
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -43,7 +53,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
     wanted = next((a for a in argv if not a.startswith("-")), None)
-    for name, module_name, help_text in COMMANDS:
+    for name, module_name, help_text in commands():
         if name != wanted:
             sub.add_parser(name, help=help_text)  # a placeholder: enough for the top-level --help
             continue

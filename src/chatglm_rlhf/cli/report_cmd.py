@@ -10,7 +10,7 @@ def register(sub) -> None:
         "report",
         help="render a run's report.html from its metrics.json",
         description="Render DIR/report.html (one self-contained page with embedded plots) from "
-        "DIR/metrics.json. The layout of metrics.json is documented in chatglm_rlhf.evaluate.report.",
+        "DIR/metrics.json. The layout of metrics.json is documented in chatglm_rlhf.evaluate.report.page.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", metavar="DIR", help="the run folder holding metrics.json")
@@ -24,7 +24,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from chatglm_rlhf.errors import UserError
-    from chatglm_rlhf.evaluate.report import write_report
+    from chatglm_rlhf.evaluate.report.page import write_report
 
     run_dir = Path(args.run_dir)
     path = Path(args.metrics) if args.metrics else run_dir / "metrics.json"
@@ -36,11 +36,6 @@ def run(args) -> int:
         raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(metrics, dict):
         raise UserError(f"{path}: expected a JSON object of metrics")
-    if str((metrics.get("run") or {}).get("profile", "")).startswith("real"):  # the real profile's page
-        from chatglm_rlhf.evaluate.report_real import write_real_report
-
-        out = write_real_report(run_dir, metrics, output=args.output)
-    else:
-        out = write_report(run_dir, metrics, output=args.output)
+    out = write_report(run_dir, metrics, output=args.output)  # one page for every profile
     print(f"wrote {out}")
     return 0

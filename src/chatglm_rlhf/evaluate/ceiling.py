@@ -84,6 +84,7 @@ def best_of_n_ceiling(
     ``scorer`` (``judge``: a :class:`chatglm_rlhf.tasks.base.GoldJudge`): ``{"n", "sft_greedy_score", "rows"}`` (rows for n = 1, 2, 4, ... up to ``n``) and
     ``"by_category"`` (mean gold scores at ``n``)."""
     from chatglm_rlhf.evaluate.evaluate import generate_responses
+
     def gold_scores(responses: list[str]) -> list[float]:
         return [s.total for s in judge.score_many(prompts, responses)]
 

@@ -43,7 +43,9 @@ def make_judge(cfg: EvaluateConfig):
     if cfg.judge == "gold":
         from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
 
-        return GoldJudgeAdapter(load_object(cfg.gold_judge, "gold_judge")(), None if cfg.tie_threshold < 0 else cfg.tie_threshold)
+        return GoldJudgeAdapter(
+            load_object(cfg.gold_judge, "gold_judge")(), None if cfg.tie_threshold < 0 else cfg.tie_threshold
+        )
     if not cfg.judge_model:
         raise UserError(f"evaluate: judge={cfg.judge} needs judge_model=... (a local model directory)")
     if cfg.judge == "rm":

@@ -3,7 +3,8 @@
 Each stage writes its outputs under the run folder and, when it has finished, a marker
 ``DIR/stages/NAME.done.json`` holding the metrics it reported. Re-running skips stages whose marker
 exists (their metrics are read back), so a run killed mid-way resumes where it stopped; ``from_stage``
-redoes a stage and every stage after it. ``DIR/metrics.json`` always holds every stage's metrics.
+redoes a stage and every stage after it. ``DIR/metrics.json`` always holds every stage's metrics. A
+stage may pause the run after it (``Stage.pause``), e.g. until people have annotated its output.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Stage:
     name: str
     run: Callable[[Path], dict[str, Any]]  # run(run_dir) -> metrics (a JSON-able dict)
     metrics_key: str | None = None  # where its metrics go in metrics.json (default: name)
+    # After the stage (run or skipped): a message means "stop here for now" (e.g. until people have
+    # annotated its output); the run ends cleanly and a later run resumes after the stage.
+    pause: Callable[[Path], str | None] | None = None
 
 
 def marker(run_dir: Path, name: str) -> Path:
@@ -57,6 +61,12 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
         metrics[key] = {**metrics.get(key, {}), **result} if stage.metrics_key else result
         metrics.setdefault("timing", {})[stage.name] = seconds
         save_json(run_dir / "metrics.json", metrics)
+        message = stage.pause(run_dir) if stage.pause else None
+        if message:
+            print(f"[{stage.name}] {message}")
+            metrics["paused_after"] = stage.name
+            return metrics
+    metrics.pop("paused_after", None)
     save_json(run_dir / "metrics.json", metrics)
     return metrics
 

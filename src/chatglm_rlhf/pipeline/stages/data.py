@@ -23,7 +23,9 @@ def sft_eval(ctx: RunContext, generation, seed: int, progress: bool = True) -> d
     if judge is None:
         raise UserError(f"sft_eval: task {ctx.task.name} has no gold judge")
     model, tok = ctx.load("sft")
-    out = generate_candidates(model, tok, ctx.samples("eval_prompts"), 1, generation, seed=seed, progress=progress)
+    out = generate_candidates(
+        model, tok, ctx.samples("eval_prompts"), 1, generation, seed=seed, progress=progress
+    )
     write_jsonl(ctx.data / "sft_eval_samples.jsonl", out)
     scores = [judge.score(s, s.responses[0]).total for s in out]
     per_cat: dict[str, list[float]] = {}
@@ -40,7 +42,9 @@ def _candidates(ctx: RunContext, k: int, generation, seed: int, progress: bool):
     from chatglm_rlhf.data.io import write_jsonl
 
     model, tok = ctx.load("sft")
-    cands = generate_candidates(model, tok, ctx.samples("pref_prompts"), k, generation, seed=seed, progress=progress)
+    cands = generate_candidates(
+        model, tok, ctx.samples("pref_prompts"), k, generation, seed=seed, progress=progress
+    )
     write_jsonl(ctx.data / "candidates.jsonl", cands)
     return cands
 
@@ -57,14 +61,19 @@ def collect(ctx: RunContext, k: int, overlap: int, generation, seed: int, progre
     write_jsonl(ctx.data / "comparisons.jsonl", comparisons)
     written, ties = write_trl(ctx.data / "comparisons.trl.jsonl", comparisons)
     labels = {lab: sum(x.label == lab for x in comparisons) for lab in ("a", "b", "tie")}
-    return {"comparisons": len(comparisons), "labels": labels, "trl_written": written, "trl_ties_skipped": ties}
+    return {
+        "comparisons": len(comparisons),
+        "labels": labels,
+        "trl_written": written,
+        "trl_ties_skipped": ties,
+    }
 
 
 def generate(ctx: RunContext, k: int, generation, seed: int, progress: bool = True) -> dict[str, Any]:
     """k SFT candidates per preference prompt for people to compare in the annotation app.
 
     The stage finishes (its marker is written), then the run stops with the commands to run; the
-    exported comparisons go to ``data/comparisons.jsonl`` and ``--from filter`` resumes.
+    exported comparisons go to ``data/comparisons.jsonl`` and ``--from split`` resumes.
     """
     cands = _candidates(ctx, k, generation, seed, progress)
     return {"candidates": len(cands), "k": k, "awaiting_annotation": True}
@@ -81,5 +90,5 @@ def awaiting_annotation(ctx: RunContext) -> str | None:
         f"  chatglm-rlhf annotate user add NAME --role annotator --generate-password --db {db}",
         f"  chatglm-rlhf annotate serve --db {db}",
         f"  chatglm-rlhf annotate export --project run --db {db} -o {ctx.data / 'comparisons.jsonl'}",
-        "then resume the run with --from filter",
+        "then resume the run with --from split",
     ])  # fmt: skip

@@ -115,7 +115,9 @@ def evaluate_judges(ctx: RunContext, policies: list[str], ev, seed: int, progres
             r.save(ctx.out / "eval" / name / "llm")
             res["llm"] = {**_brief(r.summary), **llm.describe()}
         out[name] = res
-    out["examples"] = _examples(prompts, sft_resp, responses.get("ppo", []), rm_judges["judge_rm"], ev.examples)
+    out["examples"] = _examples(
+        prompts, sft_resp, responses.get("ppo", []), rm_judges["judge_rm"], ev.examples
+    )
     return out
 
 

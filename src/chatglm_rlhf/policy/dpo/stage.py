@@ -141,6 +141,8 @@ def run_dpo(cfg: DPOConfig) -> dict:
 
 def train(inputs, cfg: DPOConfig) -> dict:
     """The registry's entry point (:mod:`chatglm_rlhf.policy.registry`): DPO on RM-labelled SFT samples."""
-    cfg = dataclasses.replace(cfg, reward_model=inputs.reward_model or cfg.reward_model, progress=inputs.progress)
+    cfg = dataclasses.replace(
+        cfg, reward_model=inputs.reward_model or cfg.reward_model, progress=inputs.progress
+    )
     result = run_dpo_stage(inputs.sft_path, inputs.output_dir, inputs.prompts, inputs.scorer, cfg)
     return {k: v for k, v in result.items() if k != "model_dir"}

