@@ -35,7 +35,13 @@ import torch.nn.functional as F
 
 from chatglm_rlhf.data.schema import Comparison
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
-from chatglm_rlhf.policy.dpo import DPOConfig, DPOTrainer, collate_pairs, concatenated_logps, encode_pairs
+from chatglm_rlhf.policy.dpo.trainer import (
+    DPOConfig,
+    DPOTrainer,
+    collate_pairs,
+    concatenated_logps,
+    encode_pairs,
+)
 
 BETA, LR = 0.1, 1e-5
 WORDS = "the a cat dog sat on mat ran fast slow red blue green big small happy sad and then it was".split()

@@ -32,11 +32,12 @@ from pathlib import Path
 
 import torch
 
-from chatglm_rlhf.demo import DemoWorld
 from chatglm_rlhf.models.generation import GenerationSettings, HFGenerator, _left_pad
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
-from chatglm_rlhf.policy.ppo import PPOConfig, PPOTrainer
-from chatglm_rlhf.policy.ppo_models import build_models
+from chatglm_rlhf.policy.ppo.config import PPOConfig
+from chatglm_rlhf.policy.ppo.models import build_models
+from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+from chatglm_rlhf.tasks.demo import DemoWorld
 from chatglm_rlhf.utils.training import read_metrics, rss_mb
 
 

@@ -63,7 +63,7 @@ def prompts(n: int):
 
 def ppo_config(args, model: str, out: str, lora_r: int):
     from chatglm_rlhf.models.generation import GenerationSettings
-    from chatglm_rlhf.policy.ppo import PPOConfig
+    from chatglm_rlhf.policy.ppo.config import PPOConfig
 
     return PPOConfig(
         model=model, output_dir=out, steps=args.warmup + args.iters, rollout_batch_size=args.batch,
@@ -79,8 +79,8 @@ def ppo_config(args, model: str, out: str, lora_r: int):
 def mode_child(args) -> dict:
     """PPO iterations in one mode (``--child full|lora``); prints the time split and peak RSS as JSON."""
     from chatglm_rlhf.models.gguf import smollm2_checkpoint
-    from chatglm_rlhf.policy.ppo import PPOTrainer
-    from chatglm_rlhf.policy.ppo_stage import _load_models
+    from chatglm_rlhf.policy.ppo.stage import _load_models
+    from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
     from chatglm_rlhf.reward.scorer import RewardScorer
     from chatglm_rlhf.utils.training import read_metrics, rss_mb
 

@@ -23,10 +23,10 @@ def stage_class(stage: str):
 
         return RMConfig
     if stage == "dpo":
-        from chatglm_rlhf.policy.dpo import DPOConfig
+        from chatglm_rlhf.policy.dpo.config import DPOConfig
 
         return DPOConfig
-    from chatglm_rlhf.policy.ppo import PPOConfig
+    from chatglm_rlhf.policy.ppo.config import PPOConfig
 
     return PPOConfig
 

@@ -168,8 +168,8 @@ def test_llm_judge_runs_a_real_tiny_model(tok):
 
 
 def test_gold_adapter_on_the_demo_gold_judge():
-    judge_mod = pytest.importorskip("chatglm_rlhf.demo.judge")
-    world = pytest.importorskip("chatglm_rlhf.demo.world")
+    judge_mod = pytest.importorskip("chatglm_rlhf.tasks.demo.judge")
+    world = pytest.importorskip("chatglm_rlhf.tasks.demo.world")
     samples = world.DemoWorld(seed=0).prompts("eval", 3)
     good = [s.meta["gold"].get("reference") or "Sorry, I can't help with that." for s in samples]
     judge = GoldJudgeAdapter(judge_mod.GoldJudge())

@@ -2,7 +2,7 @@
 
 from chatglm_rlhf.data.schema import Comparison
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
-from chatglm_rlhf.policy.dpo import DPOConfig
+from chatglm_rlhf.policy.dpo.config import DPOConfig
 
 SUMS = [(a, b) for a in range(1, 5) for b in range(1, 3)]
 

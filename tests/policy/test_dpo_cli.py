@@ -7,8 +7,8 @@ from chatglm_rlhf.cli.main import main
 from chatglm_rlhf.data.io import write_jsonl
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.models.tiny import make_tiny_checkpoint
-from chatglm_rlhf.policy.dpo import DPOConfig
-from chatglm_rlhf.policy.dpo_demo import run_dpo_stage
+from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.dpo.stage import run_dpo_stage
 
 SUMS = [(a, b) for a in range(1, 4) for b in range(1, 3)]
 TINY = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2)

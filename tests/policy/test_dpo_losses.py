@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from chatglm_rlhf.policy.dpo_losses import (
+from chatglm_rlhf.policy.dpo.losses import (
     chosen_nll,
     dpo_loss,
     masked_sequence_logps,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from dpo_fixtures import SUMS, _cfg, _model, _pairs, make_tokenizer
 
-from chatglm_rlhf.policy import dpo as dpo_mod
-from chatglm_rlhf.policy.dpo import (
+from chatglm_rlhf.policy.dpo import trainer as dpo_mod
+from chatglm_rlhf.policy.dpo.trainer import (
     DPOTrainer,
     collate_pairs,
     concatenated_logps,

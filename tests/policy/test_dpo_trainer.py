@@ -4,13 +4,13 @@ import pytest
 import torch
 from dpo_fixtures import SUMS, _cfg, _model, _pairs, make_tokenizer
 
-from chatglm_rlhf.policy.dpo import (
+from chatglm_rlhf.policy.dpo.losses import masked_sequence_logps
+from chatglm_rlhf.policy.dpo.trainer import (
     DPOTrainer,
     collate_pairs,
     concatenated_logps,
     encode_pairs,
 )
-from chatglm_rlhf.policy.dpo_losses import masked_sequence_logps
 from chatglm_rlhf.policy.losses import token_logprobs
 
 

@@ -4,7 +4,7 @@ from chatglm_rlhf.data.schema import DialogueSample, Turn
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.models.generation import Generated, GenerationSettings
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
-from chatglm_rlhf.policy.pairs import pairs_from_policy
+from chatglm_rlhf.policy.dpo.pairs import pairs_from_policy
 
 CANDIDATES = {
     "p0": ["The answer is 5.", "It is 9.", "The answer is 5, I think so."],

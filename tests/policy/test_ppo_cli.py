@@ -8,7 +8,7 @@ from chatglm_rlhf.cli.main import main
 from chatglm_rlhf.data.io import write_jsonl
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.models.tiny import make_tiny_checkpoint
-from chatglm_rlhf.policy.ppo_models import critic_source
+from chatglm_rlhf.policy.ppo.models import critic_source
 
 TEXTS = ["What is 2 plus 3?", "The answer is 5.", "List two fruits.", "Apple, pear."] * 10
 TINY = dict(hidden_size=32, num_heads=4, num_kv_heads=2)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from chatglm_rlhf.policy import ppo_losses as L
+from chatglm_rlhf.policy.ppo import losses as L
 
 
 def close(a, b, tol=1e-5):

@@ -10,8 +10,9 @@ from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
-from chatglm_rlhf.policy.ppo import PPOConfig, PPOTrainer
-from chatglm_rlhf.policy.ppo_models import build_models, build_seq_batch, lm_forward, response_logprobs
+from chatglm_rlhf.policy.ppo.config import PPOConfig
+from chatglm_rlhf.policy.ppo.models import build_models, build_seq_batch, lm_forward, response_logprobs
+from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
 
 TEXTS = [
     "What is 2 plus 3?",

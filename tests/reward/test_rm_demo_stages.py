@@ -123,9 +123,9 @@ def test_length_tie_probe_sign():
 
 
 def test_filler_tie_pairs_on_the_demo_world():
-    pytest.importorskip("chatglm_rlhf.demo.judge")
-    from chatglm_rlhf.demo import DemoWorld, GoldJudge
+    pytest.importorskip("chatglm_rlhf.tasks.demo.judge")
     from chatglm_rlhf.reward.demo_stages import filler_tie_pairs
+    from chatglm_rlhf.tasks.demo import DemoWorld, GoldJudge
 
     samples = DemoWorld(seed=0).prompts("eval", 20)
     pairs = filler_tie_pairs(samples, GoldJudge(), seed=0)

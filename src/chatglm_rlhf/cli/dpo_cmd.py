@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chatglm_rlhf.cli.common import add_stage_parser, is_main_process, stage_config
-from chatglm_rlhf.policy.dpo import DPOConfig
+from chatglm_rlhf.policy.dpo.config import DPOConfig
 
 
 def register(sub) -> None:
@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from chatglm_rlhf.policy.dpo import run_dpo
+    from chatglm_rlhf.policy.dpo.stage import run_dpo
 
     cfg = stage_config(args)
     result = run_dpo(cfg)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chatglm_rlhf.cli.common import add_stage_parser, is_main_process, stage_config
-from chatglm_rlhf.policy.ppo import PPOConfig
+from chatglm_rlhf.policy.ppo.config import PPOConfig
 
 
 def register(sub) -> None:
@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from chatglm_rlhf.policy.ppo_stage import run_ppo
+    from chatglm_rlhf.policy.ppo.stage import run_ppo
 
     cfg = stage_config(args)
     result = run_ppo(cfg)

@@ -83,8 +83,8 @@ def best_of_n_ceiling(
     """Sample ``n`` answers per prompt (``sampling``), score them with the gold ``judge`` and the RM
     ``scorer``: ``{"n", "sft_greedy_score", "rows"}`` (rows for n = 1, 2, 4, ... up to ``n``) and
     ``"by_category"`` (mean gold scores at ``n``)."""
-    from chatglm_rlhf.demo.judge import TIE_MARGIN
     from chatglm_rlhf.evaluate.evaluate import generate_responses
+    from chatglm_rlhf.tasks.demo.judge import TIE_MARGIN
 
     def gold_scores(responses: list[str]) -> list[float]:
         return [s.total for s in judge.score_many(prompts, responses)]

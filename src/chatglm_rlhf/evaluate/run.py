@@ -41,8 +41,8 @@ def _answer(cfg: EvaluateConfig, path: str, samples, label: str) -> tuple[list[s
 def make_judge(cfg: EvaluateConfig):
     """The judge ``cfg.judge`` names, loaded (rm and llm need ``judge_model``)."""
     if cfg.judge == "gold":
-        from chatglm_rlhf.demo.judge import GoldJudge
         from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
+        from chatglm_rlhf.tasks.demo.judge import GoldJudge
 
         return GoldJudgeAdapter(GoldJudge(), None if cfg.tie_threshold < 0 else cfg.tie_threshold)
     if not cfg.judge_model:

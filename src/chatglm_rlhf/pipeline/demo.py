@@ -22,8 +22,8 @@ from chatglm_rlhf.config import field_
 from chatglm_rlhf.evaluate.evaluate import EvalGeneration
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.pipeline.demo_align import AlignStages
-from chatglm_rlhf.policy.dpo import DPOConfig
-from chatglm_rlhf.policy.ppo import PPOConfig
+from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.ppo.config import PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 from chatglm_rlhf.reward.rm_config import RMConfig
 
@@ -149,7 +149,7 @@ class DemoRun(AlignStages):
     """Holds the run folder and config; each ``stage_*`` method is one resumable stage."""
 
     def __init__(self, cfg: DemoConfig, out: Path):
-        from chatglm_rlhf.demo import DemoWorld
+        from chatglm_rlhf.tasks.demo import DemoWorld
 
         self.cfg = cfg
         self.out = Path(out)
@@ -172,7 +172,7 @@ class DemoRun(AlignStages):
     # -- stages --------------------------------------------------------------------------------------
     def stage_world(self, _: Path) -> dict:
         from chatglm_rlhf.data.io import write_jsonl
-        from chatglm_rlhf.demo import make_sft_data
+        from chatglm_rlhf.tasks.demo import make_sft_data
 
         w = self.cfg.world
         demos = make_sft_data(self.world, w.n_sft, seed=w.seed)
@@ -233,7 +233,7 @@ class DemoRun(AlignStages):
     def stage_sft_eval(self, _: Path) -> dict:
         from chatglm_rlhf.collect.generate import generate_candidates
         from chatglm_rlhf.data.io import write_jsonl
-        from chatglm_rlhf.demo import GoldJudge
+        from chatglm_rlhf.tasks.demo import GoldJudge
 
         model, tok = self.load("sft")
         prompts = self.samples("eval_prompts")
@@ -255,7 +255,7 @@ class DemoRun(AlignStages):
         from chatglm_rlhf.collect.generate import generate_candidates
         from chatglm_rlhf.data.formats import write_trl
         from chatglm_rlhf.data.io import write_jsonl
-        from chatglm_rlhf.demo import AnnotatorPool
+        from chatglm_rlhf.tasks.demo import AnnotatorPool
 
         c = self.cfg.collect
         model, tok = self.load("sft")

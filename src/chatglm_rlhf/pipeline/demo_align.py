@@ -38,7 +38,7 @@ class AlignStages:
 
     def gold_fn(self, sample, a: str, b: str) -> str:
         """The gold judge's verdict; comparisons carry no gold info, so look the sample up by id."""
-        from chatglm_rlhf.demo import GoldJudge
+        from chatglm_rlhf.tasks.demo import GoldJudge
 
         if not hasattr(self, "_gold_samples"):
             self._gold_samples = {
@@ -125,7 +125,7 @@ class AlignStages:
         return examples[n_eval:], examples[:n_eval]
 
     def _ppo(self, name: str, rm: str = "rm", scorer=None, **changes: Any) -> dict:
-        from chatglm_rlhf.policy.ppo_stage import run_ppo_stage
+        from chatglm_rlhf.policy.ppo.stage import run_ppo_stage
         from chatglm_rlhf.reward.scorer import RewardScorer
 
         train, heldout = self.sft_examples()
@@ -159,12 +159,12 @@ class AlignStages:
     def stage_ppo_goldreward(self, _: Path) -> dict:
         # The same recipe with ground truth as the reward (the critic still starts from the RM): the gap
         # to `ppo` is what the RM's errors cost, the gap to the target what PPO and the SFT model leave.
-        from chatglm_rlhf.demo import GoldReward
+        from chatglm_rlhf.tasks.demo import GoldReward
 
         return self._ppo("ppo_goldreward", scorer=GoldReward())
 
     def stage_dpo(self, _: Path) -> dict:
-        from chatglm_rlhf.policy.dpo_demo import run_dpo_stage
+        from chatglm_rlhf.policy.dpo.stage import run_dpo_stage
         from chatglm_rlhf.reward.scorer import RewardScorer
 
         scorer = RewardScorer.from_pretrained(str(self.models / "rm"), device="cpu")
@@ -188,9 +188,9 @@ class AlignStages:
         return names
 
     def stage_evaluate(self, _: Path) -> dict:
-        from chatglm_rlhf.demo import GoldJudge
         from chatglm_rlhf.evaluate.evaluate import evaluate_models
         from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
+        from chatglm_rlhf.tasks.demo import GoldJudge
 
         sft, tok = self.load("sft")
         prompts = self.samples("eval_prompts")
@@ -227,9 +227,9 @@ class AlignStages:
 
     def stage_ceiling(self, _: Path) -> dict:
         """Best-of-n from the SFT model's own samples, picked by gold and by the RM (see evaluate/ceiling)."""
-        from chatglm_rlhf.demo import GoldJudge
         from chatglm_rlhf.evaluate.ceiling import best_of_n_ceiling
         from chatglm_rlhf.reward.scorer import RewardScorer
+        from chatglm_rlhf.tasks.demo import GoldJudge
 
         sft, tok = self.load("sft")
         scorer = RewardScorer.from_pretrained(str(self.models / "rm"), device="cpu")

@@ -35,8 +35,8 @@ from chatglm_rlhf.errors import ConfigError, UserError
 from chatglm_rlhf.evaluate.evaluate import EvalGeneration
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.pipeline.real_align import RealAlignStages
-from chatglm_rlhf.policy.dpo import DPOConfig
-from chatglm_rlhf.policy.ppo import PPOConfig
+from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.ppo.config import PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 from chatglm_rlhf.reward.rm_config import RMConfig
 

@@ -112,7 +112,7 @@ class RealAlignStages:
 
     # -- policy optimisation -------------------------------------------------------------------------
     def _ppo(self, name: str, **changes: Any) -> dict:
-        from chatglm_rlhf.policy.ppo_stage import run_ppo_stage
+        from chatglm_rlhf.policy.ppo.stage import run_ppo_stage
         from chatglm_rlhf.policy.sft import load_sft_examples
 
         train = load_sft_examples(str(self.data / "sft.jsonl"))
@@ -135,7 +135,7 @@ class RealAlignStages:
         return self._ppo("ppo_noptx", ptx_coef=0.0)
 
     def stage_dpo(self, _: Path) -> dict:
-        from chatglm_rlhf.policy.dpo_demo import run_dpo_stage
+        from chatglm_rlhf.policy.dpo.stage import run_dpo_stage
 
         prompts = self.samples("rl_prompts")
         if self.cfg.dpo_prompts:

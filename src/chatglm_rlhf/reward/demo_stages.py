@@ -218,14 +218,14 @@ def filler_tie_pairs(samples: Sequence[DialogueSample], judge=None, seed: int = 
     The gold judge calls these an exact tie of different lengths, so they isolate length bias. Pairs
     that gold does not call a tie are left out (none are expected).
     """
-    from chatglm_rlhf.demo import GoldJudge
-    from chatglm_rlhf.demo import world as W
+    from chatglm_rlhf.tasks.demo import GoldJudge
+    from chatglm_rlhf.tasks.demo import world as W
 
     judge = judge or GoldJudge()
     rng = random.Random(f"filler-ties|{seed}")
     out = []
     for s in samples:
-        from chatglm_rlhf.demo.demonstrations import response_for
+        from chatglm_rlhf.tasks.demo.demonstrations import response_for
 
         good = response_for(s, "good", rng)
         if s.category == "harmful":

@@ -10,8 +10,9 @@ from typing import Any
 
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import UserError
-from chatglm_rlhf.policy.ppo import PPOConfig, PPOTrainer, validate
-from chatglm_rlhf.policy.ppo_rollout import Scorer
+from chatglm_rlhf.policy.ppo.config import PPOConfig, validate
+from chatglm_rlhf.policy.ppo.rollout import Scorer
+from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
 
 
 def _device(cfg: PPOConfig) -> str:
@@ -23,7 +24,7 @@ def _device(cfg: PPOConfig) -> str:
 
 
 def _load_models(cfg: PPOConfig, device: str):
-    from chatglm_rlhf.policy.ppo_models import load_ppo_models
+    from chatglm_rlhf.policy.ppo.models import load_ppo_models
     from chatglm_rlhf.utils.training import set_seed
 
     # LoRA factors are initialised from the global RNG, which imports leave randomly seeded: seed it so

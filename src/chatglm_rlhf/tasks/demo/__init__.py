@@ -3,8 +3,8 @@
 It lets the whole pipeline run on a laptop CPU and every claim be checked against ground truth.
 """
 
-from chatglm_rlhf.demo.annotators import AnnotatorPool, SimulatedAnnotator
-from chatglm_rlhf.demo.demonstrations import (
+from chatglm_rlhf.tasks.demo.annotators import AnnotatorPool, SimulatedAnnotator
+from chatglm_rlhf.tasks.demo.demonstrations import (
     DEFAULT_MIX,
     RESPONSE_MODES,
     Demonstration,
@@ -12,8 +12,8 @@ from chatglm_rlhf.demo.demonstrations import (
     make_sft_data,
     response_for,
 )
-from chatglm_rlhf.demo.judge import GoldJudge, GoldReward, GoldScore
-from chatglm_rlhf.demo.world import CATEGORIES, SPLITS, DemoWorld
+from chatglm_rlhf.tasks.demo.judge import GoldJudge, GoldReward, GoldScore
+from chatglm_rlhf.tasks.demo.world import CATEGORIES, SPLITS, DemoWorld
 
 __all__ = [
     "CATEGORIES",

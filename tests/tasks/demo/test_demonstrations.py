@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from chatglm_rlhf.data.schema import DialogueSample
-from chatglm_rlhf.demo.demonstrations import (
+from chatglm_rlhf.tasks.demo.demonstrations import (
     DEFAULT_MIX,
     GOOD_MODES,
     RESPONSE_MODES,
@@ -17,8 +17,8 @@ from chatglm_rlhf.demo.demonstrations import (
     resolve_mix,
     response_for,
 )
-from chatglm_rlhf.demo.judge import GoldJudge
-from chatglm_rlhf.demo.world import CATEGORIES, DemoWorld
+from chatglm_rlhf.tasks.demo.judge import GoldJudge
+from chatglm_rlhf.tasks.demo.world import CATEGORIES, DemoWorld
 
 JUDGE = GoldJudge()
 

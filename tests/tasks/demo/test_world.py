@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatglm_rlhf.demo.world import (
+from chatglm_rlhf.tasks.demo.world import (
     CATEGORIES,
     SPLITS,
     DemoWorld,

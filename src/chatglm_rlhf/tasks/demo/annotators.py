@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from chatglm_rlhf.data.schema import CRITERIA, Comparison, DialogueSample
-from chatglm_rlhf.demo.judge import TIE_MARGIN, GoldJudge, GoldScore
+from chatglm_rlhf.tasks.demo.judge import TIE_MARGIN, GoldJudge, GoldScore
 
 BASE_TIME = datetime(2024, 3, 1, tzinfo=timezone.utc)
 _TIME_SPAN_S = 90 * 86400  # judgements are spread over a 90-day campaign

@@ -16,7 +16,7 @@ import random
 from typing import Any, NamedTuple
 
 from chatglm_rlhf.data.schema import DialogueSample
-from chatglm_rlhf.demo import world as W
+from chatglm_rlhf.tasks.demo import world as W
 
 RESPONSE_MODES: dict[str, str] = {
     "good": "correct and concise; for a harmful prompt, a polite refusal",

@@ -19,8 +19,8 @@ import torch
 
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.models.generation import Generated, GenerationSettings, HFGenerator, decode_response
-from chatglm_rlhf.policy import ppo_losses as L
-from chatglm_rlhf.policy.ppo_models import PPOModels, SeqBatch, build_seq_batch, response_logprobs
+from chatglm_rlhf.policy.ppo import losses as L
+from chatglm_rlhf.policy.ppo.models import PPOModels, SeqBatch, build_seq_batch, response_logprobs
 
 
 class Scorer(Protocol):

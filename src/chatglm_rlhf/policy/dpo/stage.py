@@ -1,11 +1,6 @@
-"""DPO on RM-labelled policy samples as one pipeline stage, and the demo's DPO metrics.
-
-:func:`run_dpo_stage` is what the pipeline calls: the SFT model samples k answers per prompt, the scorer
-(the reward model; in the demo possibly the gold judge standing in for it) labels best vs worst, and DPO
-trains on those pairs. :func:`dpo_demo_metrics` compares the DPO model with the SFT model on held-out
-prompts under the demo's gold judge (``dpo.gold_win_rate_vs_sft``, ``dpo.gold_score``,
-``dpo.mean_response_length``).
-"""
+"""DPO's entry points: :func:`run_dpo` (the ``chatglm-rlhf dpo`` command, everything from paths) and
+:func:`run_dpo_stage` (the pipeline: the SFT model samples k answers per prompt, any scorer labels best
+vs worst, and DPO trains on those pairs)."""
 
 from __future__ import annotations
 
@@ -14,9 +9,9 @@ from pathlib import Path
 
 from chatglm_rlhf.data.schema import Comparison, DialogueSample
 from chatglm_rlhf.errors import UserError
-from chatglm_rlhf.models.generation import GenerationSettings
-from chatglm_rlhf.policy.dpo import DPOConfig, DPOTrainer
-from chatglm_rlhf.policy.pairs import PairStats, Scorer, pairs_from_policy
+from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.dpo.pairs import PairStats, Scorer, pairs_from_policy
+from chatglm_rlhf.policy.dpo.trainer import DPOTrainer
 from chatglm_rlhf.utils.training import save_json
 
 
@@ -116,58 +111,29 @@ def run_dpo_stage(
     return result
 
 
-def dpo_demo_metrics(
-    dpo_model_dir: str | Path,
-    sft_model_dir: str | Path,
-    eval_prompts: list[DialogueSample],
-    judge=None,
-    settings: GenerationSettings | None = None,
-    max_prompt_tokens: int | None = None,
-    output_dir: str | Path | None = None,
-) -> dict:
-    """The DPO model vs the SFT model on ``eval_prompts`` (greedy by default) under the gold judge.
+def load_preference_pairs(path: str) -> list[Comparison]:
+    """Comparisons from any preference file our importers read (ours, TRL, HH-RLHF); report printed."""
+    from chatglm_rlhf.data.formats import load_comparisons
 
-    Returns ``gold_win_rate_vs_sft`` (wins + half the ties, over all prompts), ``gold_score`` and
-    ``sft_gold_score`` (mean gold totals), ``mean_response_length`` / ``sft_mean_response_length``
-    (mean response tokens under the policy's tokenizer, eos excluded) and the win/tie/loss counts.
-    """
-    from chatglm_rlhf.data.templates import encode_text
-    from chatglm_rlhf.evaluate.evaluate import evaluate_models
-    from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
-    from chatglm_rlhf.models.loading import load_causal_lm, load_tokenizer
+    if not path:
+        raise UserError("dpo: data=... is required with pairs_from=data (a preference JSONL file)")
+    if not Path(path).exists():
+        raise UserError(f"dpo: data file {path} not found")
+    comparisons, report = load_comparisons(path)
+    report.print()
+    return comparisons
 
-    if judge is None:
-        from chatglm_rlhf.demo.judge import GoldJudge
 
-        judge = GoldJudgeAdapter(GoldJudge())
-    tok = load_tokenizer(str(dpo_model_dir))
-    dpo = load_causal_lm(str(dpo_model_dir), dtype="fp32", device="cpu")
-    sft = load_causal_lm(str(sft_model_dir), dtype="fp32", device="cpu")
-    settings = settings or GenerationSettings(max_new_tokens=64, greedy=True)
-    res = evaluate_models(
-        dpo,
-        sft,
-        tok,
-        eval_prompts,
-        judge,
-        settings,
-        max_prompt_tokens=max_prompt_tokens,
-        output_dir=output_dir,
-    )
-    n_tokens = {
-        side: [len(encode_text(tok, r[side])) for r in res.records] for side in ("policy", "baseline")
-    }
-    overall = res.summary["overall"]
-    scores = res.summary.get("mean_score", {})
-    return {
-        "gold_win_rate_vs_sft": overall["win_rate"],
-        "gold_win_rate_ci": overall["ci"],
-        "gold_score": scores.get("policy"),
-        "sft_gold_score": scores.get("baseline"),
-        "mean_response_length": sum(n_tokens["policy"]) / max(1, len(n_tokens["policy"])),
-        "sft_mean_response_length": sum(n_tokens["baseline"]) / max(1, len(n_tokens["baseline"])),
-        "win": overall["win"],
-        "tie": overall["tie"],
-        "loss": overall["loss"],
-        "n": overall["n"],
-    }
+def run_dpo(cfg: DPOConfig) -> dict:
+    """The ``chatglm-rlhf dpo`` command: pairs from a file or from RM-labelled policy samples, then DPO."""
+    eval_pairs = load_preference_pairs(cfg.eval_data) if cfg.eval_data else None
+    if cfg.pairs_from == "data":
+        return DPOTrainer(cfg).train(load_preference_pairs(cfg.data), eval_pairs)
+    trainer = DPOTrainer(cfg)
+    prompts = load_prompts(cfg.prompts)
+    pairs, stats = build_rm_pairs(trainer.model, trainer.tokenizer, prompts, load_reward_scorer(cfg), cfg)
+    result = trainer.train(pairs, eval_pairs)
+    result["pair_stats"] = stats.to_dict()
+    if trainer.acc.is_main_process:
+        save_json(Path(cfg.output_dir) / "dpo_result.json", result)
+    return result

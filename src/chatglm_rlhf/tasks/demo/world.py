@@ -341,7 +341,7 @@ class DemoWorld:
 
         Drawn from the train pool only, so even the tokenizer never sees a held-out prompt.
         """
-        from chatglm_rlhf.demo.demonstrations import RESPONSE_MODES, response_for
+        from chatglm_rlhf.tasks.demo.demonstrations import RESPONSE_MODES, response_for
 
         rng = random.Random(f"demo-corpus|{self.seed}")
         samples = self.prompts("sft", max(1, (n + 2) // 3))

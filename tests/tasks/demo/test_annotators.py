@@ -9,10 +9,10 @@ from datetime import datetime
 import pytest
 
 from chatglm_rlhf.data.schema import CRITERIA, Comparison
-from chatglm_rlhf.demo.annotators import AnnotatorPool, SimulatedAnnotator
-from chatglm_rlhf.demo.demonstrations import response_for
-from chatglm_rlhf.demo.judge import GoldJudge
-from chatglm_rlhf.demo.world import DemoWorld
+from chatglm_rlhf.tasks.demo.annotators import AnnotatorPool, SimulatedAnnotator
+from chatglm_rlhf.tasks.demo.demonstrations import response_for
+from chatglm_rlhf.tasks.demo.judge import GoldJudge
+from chatglm_rlhf.tasks.demo.world import DemoWorld
 
 JUDGE = GoldJudge()
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from chatglm_rlhf.data.schema import DialogueSample
-from chatglm_rlhf.demo import world as W
+from chatglm_rlhf.tasks.demo import world as W
 
 HELP_WEIGHT = 0.6
 FLUENCY_WEIGHT = 0.4

@@ -7,9 +7,9 @@ import random
 import pytest
 
 from chatglm_rlhf.data.schema import DialogueSample
-from chatglm_rlhf.demo.demonstrations import response_for
-from chatglm_rlhf.demo.judge import FLUENCY_WEIGHT, HELP_WEIGHT, GoldJudge
-from chatglm_rlhf.demo.world import DemoWorld, all_specs
+from chatglm_rlhf.tasks.demo.demonstrations import response_for
+from chatglm_rlhf.tasks.demo.judge import FLUENCY_WEIGHT, HELP_WEIGHT, GoldJudge
+from chatglm_rlhf.tasks.demo.world import DemoWorld, all_specs
 
 JUDGE = GoldJudge()
 _SPECS = {s.prompt: s for s in all_specs()}
@@ -143,7 +143,7 @@ def test_modes_rank_as_designed_over_many_samples():
 
 
 def test_gold_reward_is_the_batched_total():
-    from chatglm_rlhf.demo import DemoWorld, GoldJudge, GoldReward
+    from chatglm_rlhf.tasks.demo import DemoWorld, GoldJudge, GoldReward
 
     samples = DemoWorld(seed=3).prompts("eval", 4)
     responses = [s.meta["gold"]["reference"] for s in samples[:2]] + ["", "no no no no"]
@@ -153,7 +153,7 @@ def test_gold_reward_is_the_batched_total():
 
 
 def test_punctuation_only_answers_are_not_fluent():
-    from chatglm_rlhf.demo import DemoWorld, GoldJudge
+    from chatglm_rlhf.tasks.demo import DemoWorld, GoldJudge
 
     judge = GoldJudge()
     for sample in DemoWorld(seed=1).prompts("eval", 12):
