@@ -50,12 +50,9 @@ class SFTConfig(EpochTrainerConfig):
 
 def load_sft_examples(path: str) -> list[tuple[DialogueSample, str]]:
     """(sample, target response) pairs from our samples JSONL, or the chosen side of a preference file."""
-    from chatglm_rlhf.data.io import iter_json_lines, read_samples
+    from chatglm_rlhf.data.io import first_record, read_samples
 
-    first = next((obj for _, obj in iter_json_lines(path) if isinstance(obj, dict)), None)
-    if first is None:
-        raise UserError(f"{path}: no JSON records")
-    if "responses" in first:
+    if "responses" in first_record(path):
         samples, report = read_samples(path)
         report.print()
         examples = [(s, r) for s in samples for r in s.responses]
