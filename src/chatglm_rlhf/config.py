@@ -7,6 +7,13 @@
   from (the YAML file or the command line).
 * A recipe may hold several stages (the pipeline's recipe): a stage reads its own section
   (``sft: {...}``) when ``section`` is given and present, else the whole file.
+* A subclass changes only the default of an inherited field with :func:`default_` (the help text stays
+  the base's, written once); :func:`inherit_help` resolves those, called from the base's
+  ``__init_subclass__``.
+* A choice is typed ``Literal[...]``: a wrong value is an error listing the choices, ``--help`` shows
+  them as ``[a|b|c]``.
+* A class attribute ``ALIASES = {"old_key": "section.new_key"}`` keeps an old key working: it is
+  rewritten to the new one before unknown keys are checked.
 """
 
 from __future__ import annotations
@@ -33,6 +40,41 @@ def field_(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
+class _Override:
+    """Marks a field whose default a subclass changes; :func:`inherit_help` turns it into a field."""
+
+    def __init__(self, default: Any, help: str | None) -> None:  # noqa: A002
+        self.default, self.help = default, help
+
+
+def default_(default: Any, help: str | None = None) -> Any:  # noqa: A002
+    """In a subclass: a new default for a field the base declares, keeping the base's help text.
+
+    ``help`` replaces the base's text only where the field means something more specific here (e.g.
+    what ``model`` must be for this stage). The subclass must still annotate the field (dataclasses
+    only re-declare annotated names); the class must call :func:`inherit_help` before ``@dataclass``.
+    """
+    return _Override(default, help)
+
+
+def inherit_help(cls: type) -> None:
+    """Replace ``cls``'s :func:`default_` markers by fields with the base field's help text.
+
+    Runs in ``__init_subclass__``, i.e. before ``@dataclass`` reads the class body, so the dataclass
+    sees ordinary fields. An override of a name no base declares is a TypeError (a typo, at import).
+    """
+    for name, value in list(vars(cls).items()):
+        if not isinstance(value, _Override):
+            continue
+        bases = [b for b in cls.__mro__[1:] if name in getattr(b, "__dataclass_fields__", {})]
+        if not bases:
+            raise TypeError(f"{cls.__name__}.{name}: default_() overrides a field, but no base declares it")
+        text = (
+            bases[0].__dataclass_fields__[name].metadata.get("help", "") if value.help is None else value.help
+        )
+        setattr(cls, name, field_(value.default, help=text))
+
+
 def _copy(value: Any) -> Any:
     import copy
 
@@ -53,6 +95,9 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def _type_name(tp: Any) -> str:
+    base, optional = _strip_optional(tp)
+    if typing.get_origin(base) is typing.Literal:  # the choices, as the help text used to spell them
+        return "|".join(str(c) for c in typing.get_args(base)) + ("|null" if optional else "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -68,8 +113,11 @@ def coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     origin = typing.get_origin(base)
     if typing.get_origin(base) is typing.Literal:
         choices = typing.get_args(base)
-        if value not in choices:
-            raise ConfigError(f"{where}: {key} must be one of {list(choices)}, got {value!r}")
+        # ``True in (1, 2)`` holds in Python: a bool is a choice only when it is one of the choices.
+        if value not in choices or (isinstance(value, bool) and all(c is not value for c in choices)):
+            # YAML reads a bare no / off as false: say how to write the string choice.
+            hint = " (quote it: 'no')" if value is False and "no" in choices else ""
+            raise ConfigError(f"{where}: {key} must be one of {list(choices)}, got {value!r}{hint}")
         return value
     if base is bool:
         if isinstance(value, bool):
@@ -109,6 +157,7 @@ def coerce(value: Any, tp: Any, key: str, where: str) -> Any:
 
 def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", prefix: str = "") -> C:
     """Build dataclass ``cls`` from a (possibly nested) dict; unknown keys are errors."""
+    data = _apply_aliases(cls, data, where, prefix)
     hints = _resolve_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -126,6 +175,33 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", prefix:
             v = _merge(dataclasses.asdict(default), v)
         kwargs[k] = coerce(v, hints[k], prefix + k, where)
     return cls(**kwargs)
+
+
+def _apply_aliases(cls: type, data: dict[str, Any], where: str, prefix: str) -> dict[str, Any]:
+    """Rewrite ``cls.ALIASES``' old keys to their (dotted) new ones; both given and different: error."""
+    aliases: dict[str, str] = getattr(cls, "ALIASES", {})
+    if not any(old in data for old in aliases):
+        return data
+    data = _copy(data)  # the caller's dict (e.g. a recipe checked twice) stays as it was
+    for old, new in aliases.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        node = data
+        *parents, last = new.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"{where}: {prefix}{old} is an alias of {prefix}{new}, but {p} is not a section"
+                )
+        if last in node and node[last] != value:
+            raise ConfigError(
+                f"{where}: {prefix}{old} (an old name of {prefix}{new}) and {prefix}{new} disagree: "
+                f"{value!r} vs {node[last]!r}; give only {prefix}{new}"
+            )
+        node[last] = value
+    return data
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -238,6 +314,8 @@ def help_lines(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
         if default is dataclasses.MISSING:
             default = "(required)"
         lines.append(f"  {prefix}{f.name} = {default!r}  [{_type_name(tp)}]  {f.metadata.get('help', '')}")
+    for old, new in getattr(cls, "ALIASES", {}).items():
+        lines.append(f"  {prefix}{old}  deprecated: an old name of {prefix}{new}")
     return lines
 
 

@@ -122,21 +122,6 @@ def test_length_tie_probe_sign():
     assert length_tie_probe(probe_scorer, [])["n"] == 0
 
 
-def test_filler_tie_pairs_on_the_demo_world():
-    pytest.importorskip("chatglm_rlhf.tasks.demo.judge")
-    from chatglm_rlhf.reward.stages import filler_tie_pairs
-    from chatglm_rlhf.tasks.demo import DemoWorld, GoldJudge
-
-    samples = DemoWorld(seed=0).prompts("eval", 20)
-    pairs = filler_tie_pairs(samples, GoldJudge(), seed=0)
-    assert len(pairs) == 20
-    by_id = {s.id: s for s in samples}
-    for c in pairs:
-        assert GoldJudge().compare(by_id[c.sample_id], c.response_a, c.response_b) == "tie"
-        assert len(c.response_a) != len(c.response_b)
-    assert isinstance(pairs[0].sample(), DialogueSample)
-
-
 def test_gold_fn_gets_the_full_sample_when_samples_are_given(tmp_path):
     def meta_gold(sample, a, b):  # like GoldJudge: needs the sample's meta, which comparisons lack
         want = sample.meta["gold"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from chatglm_rlhf.cli.common import add_stage_parser, is_main_process, stage_config
 from chatglm_rlhf.config import field_
+from chatglm_rlhf.data.formats import InputFormat
 from chatglm_rlhf.reward.rm_config import RMConfig
 
 
@@ -21,7 +22,7 @@ from chatglm_rlhf.reward.rm_config import RMConfig
 class RMEvalConfig:
     model: str = field_("", help="a saved reward model (rm train's output_dir)")
     data: str = field_("", help="held-out pairs in any preference format")
-    format: str = field_("auto", help="input format: auto | ours | trl_* | hh")
+    format: InputFormat = field_("auto", help="input format (auto = detect it from the records)")
     output: str | None = field_(None, help="report JSON (default: MODEL/eval_report.json)")
     max_length: int | None = field_(None, help="max tokens per sequence (default: the RM's own)")
     batch_size: int = field_(16, help="sequences per forward pass")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.schema import DialogueSample
-from chatglm_rlhf.models.generation import GenerationSettings, HFGenerator, decode_response
+from chatglm_rlhf.models.generation import GenerationSettings, decode_response, make_generator
 
 
 @dataclass
@@ -40,7 +40,9 @@ def generate_candidates(
     from chatglm_rlhf.data.templates import prompt_ids
 
     prompts = [prompt_ids(tokenizer, s, max_prompt_tokens)[0] for s in samples]
-    gens = HFGenerator(model, tokenizer, progress=progress).generate(prompts, k, settings, seed=seed)
+    gens = make_generator(model, tokenizer, settings, progress=progress).generate(
+        prompts, k, settings, seed=seed
+    )
     out = []
     for s, g in zip(samples, gens):
         texts = [decode_response(tokenizer, x) for x in g]

@@ -38,21 +38,25 @@ import json
 import os
 import re
 import sys
+import typing
 from collections.abc import Iterable
 from itertools import combinations
-from typing import Any
+from typing import Any, Literal
 
 from chatglm_rlhf.data.io import ReadReport, read_records, write_jsonl
 from chatglm_rlhf.data.schema import ROLES, Comparison, DialogueSample, SchemaError, Turn
 
-FORMATS = (
+# The ``format=`` config key: "auto" (detect per record) or one of the formats; FORMATS derives from it.
+InputFormat = Literal[
+    "auto",
     "ours",
     "trl_standard",
     "trl_standard_implicit",
     "trl_conversational",
     "trl_conversational_implicit",
     "hh",
-)
+]
+FORMATS = typing.get_args(InputFormat)[1:]
 
 _SPEAKER_OF_ROLE = {"user": "Human", "assistant": "Assistant", "system": "System"}
 _ROLE_OF_SPEAKER = {v: k for k, v in _SPEAKER_OF_ROLE.items()}

@@ -61,16 +61,26 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any | Except
                 yield line_no, e
 
 
+def first_record(path: str | os.PathLike) -> dict:
+    """The first JSON object of a JSONL file: readers of several kinds sniff its keys to pick a parser."""
+    first = next((obj for _, obj in iter_json_lines(path) if isinstance(obj, dict)), None)
+    if first is None:
+        raise UserError(f"{path}: no JSON records")
+    return first
+
+
 def read_records(
     path: str | os.PathLike,
-    parse: Callable[[Any], T | list[T]],
+    parse: Callable[..., T | list[T]],
     strict: bool = False,
+    with_line: bool = False,
 ) -> tuple[list[T], ReadReport]:
     """Read a JSONL file, turning each JSON object into records with ``parse``.
 
     ``parse`` may return one record or a list of them (e.g. one HH-RLHF line gives one comparison, one
     candidates line with k responses gives several pairs). It raises ``SchemaError``/``ValueError`` to
-    reject a line; the reason lands in the report with its file and line number.
+    reject a line; the reason lands in the report with its file and line number. With ``with_line``
+    it is called as ``parse(obj, line_no)`` (records that remember where they came from).
     """
     report = ReadReport(str(path))
     out: list[T] = []
@@ -82,7 +92,7 @@ def read_records(
             report.reject(line_no, f"invalid JSON ({obj.msg} at column {obj.colno})")
             continue
         try:
-            rec = parse(obj)
+            rec = parse(obj, line_no) if with_line else parse(obj)
         except (SchemaError, ValueError, KeyError, TypeError) as e:
             report.reject(line_no, str(e) or type(e).__name__)
             continue

@@ -23,7 +23,8 @@ from chatglm_rlhf.errors import UserError
 
 
 def context_key(c: Comparison | DialogueSample) -> str:
-    """The dialogue context (history + prompt) as a short stable id: equal contexts, equal keys."""
+    """The dialogue context (history + prompt) as a short stable id: equal contexts, equal keys,
+    whatever the sample ids say (HH rows have none). Post-filtering groups votes by it too."""
     return stable_sample_id(list(c.history), c.prompt)
 
 

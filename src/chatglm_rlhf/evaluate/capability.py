@@ -316,11 +316,11 @@ def run_probe(model, tokenizer, settings=None, items: Sequence[ProbeItem] = PROB
     """
     from chatglm_rlhf.data.schema import DialogueSample
     from chatglm_rlhf.data.templates import prompt_ids
-    from chatglm_rlhf.models.generation import GenerationSettings, HFGenerator, decode_response
+    from chatglm_rlhf.models.generation import GenerationSettings, decode_response, make_generator
 
     settings = replace(settings or GenerationSettings(max_new_tokens=48, batch_size=16), greedy=True)
     prompts = [prompt_ids(tokenizer, DialogueSample(id=it.id, prompt=it.question))[0] for it in items]
-    generated = HFGenerator(model, tokenizer).generate(prompts, 1, settings)
+    generated = make_generator(model, tokenizer, settings).generate(prompts, 1, settings)
     replies = [decode_response(tokenizer, g[0]) for g in generated]
     result = score_probe(replies, items)
     for row, g in zip(result["items"], generated):

@@ -105,10 +105,10 @@ def generate_responses(
 ) -> tuple[list[str], list[bool]]:
     """One answer per sample (greedy unless ``settings`` says otherwise), and whether each finished."""
     from chatglm_rlhf.data.templates import prompt_ids
-    from chatglm_rlhf.models.generation import HFGenerator, decode_response
+    from chatglm_rlhf.models.generation import decode_response, make_generator
 
     prompts = [prompt_ids(tokenizer, s, max_prompt_tokens)[0] for s in samples]
-    gens = HFGenerator(model, tokenizer, progress=progress).generate(prompts, 1, settings, seed=seed)
+    gens = make_generator(model, tokenizer, settings, progress).generate(prompts, 1, settings, seed=seed)
     return [decode_response(tokenizer, g[0]) for g in gens], [g[0].finished for g in gens]
 
 

@@ -279,7 +279,7 @@ def judge_messages(sample: DialogueSample, first: str, second: str) -> list[dict
 class LLMJudge(BothOrdersJudge):
     """A local chat model as judge, greedy, asked in both orders (see :class:`BothOrdersJudge`).
 
-    ``generator`` defaults to :class:`~chatglm_rlhf.models.generation.HFGenerator` over ``model``; any
+    ``generator`` defaults to ``models.generation.make_generator`` over ``model``; any
     object with the same ``generate`` works (tests pass a fake). Prompts longer than
     ``max_prompt_tokens`` keep their last tokens (the answers and the question to the judge).
     """
@@ -295,11 +295,11 @@ class LLMJudge(BothOrdersJudge):
         progress: bool = False,
     ):
         super().__init__(self._ask, name="llm")
-        from chatglm_rlhf.models.generation import GenerationSettings, HFGenerator
+        from chatglm_rlhf.models.generation import GenerationSettings, make_generator
 
         self.tokenizer = tokenizer
-        self.generator = generator or HFGenerator(model, tokenizer, progress=progress)
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size)
+        self.generator = generator or make_generator(model, tokenizer, self.settings, progress=progress)
         self.max_prompt_tokens = max_prompt_tokens
         self.raw_replies: list[str] = []
 

@@ -1,19 +1,24 @@
 """Batched sampling with KV cache (HF ``generate``, left padding) behind a small backend interface.
 
 Everything that samples from a policy (candidate collection, PPO rollouts, DPO pair building,
-evaluation) goes through :class:`Generator`, so a faster engine (vLLM on GPU) can replace
-:class:`HFGenerator` without touching the callers.
+evaluation) goes through :class:`Generator`, built by :func:`make_generator` from
+``GenerationSettings.backend``, so a faster engine (vLLM on GPU) can replace :class:`HFGenerator`
+without touching the callers.
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from chatglm_rlhf.config import field_
+from chatglm_rlhf.errors import ConfigError
+
+Backend = Literal["hf"]
 
 
 @dataclass
@@ -23,6 +28,10 @@ class GenerationSettings:
     top_p: float = field_(1.0, help="nucleus sampling threshold")
     greedy: bool = field_(False, help="greedy decoding instead of sampling (evaluation default in the paper)")
     batch_size: int = field_(32, help="prompts per generate call")
+    backend: Backend = field_(
+        "hf",
+        help="hf: HF generate with KV cache; other engines plug in here (make_generator) or as a Generator",
+    )
 
 
 @dataclass
@@ -82,6 +91,15 @@ class HFGenerator:
         if was_training:
             self.model.train()
         return out  # type: ignore[return-value]
+
+
+def make_generator(model, tokenizer, settings: GenerationSettings, progress: bool = False) -> Generator:
+    """The sampler of ``settings.backend`` over ``model``: the one place a new backend is added."""
+    if settings.backend == "hf":
+        return HFGenerator(model, tokenizer, progress=progress)
+    # Settings built in code skip the config check: the same one-line error as a bad key would get.
+    choices = list(typing.get_args(Backend))
+    raise ConfigError(f"generation.backend must be one of {choices}, got {settings.backend!r}")
 
 
 def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

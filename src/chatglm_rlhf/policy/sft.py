@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from chatglm_rlhf.config import field_
+from chatglm_rlhf.config import default_, field_
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.policy.losses import sft_loss
+from chatglm_rlhf.utils.distributed import Ranks
+from chatglm_rlhf.utils.train_config import EpochTrainerConfig
 from chatglm_rlhf.utils.training import (
     check_finite,
     epoch_order,
@@ -32,49 +34,25 @@ from chatglm_rlhf.utils.training import (
 
 
 @dataclass
-class SFTConfig:
-    model: str = field_("", help="base model: local path or hub id (required)")
+class SFTConfig(EpochTrainerConfig):
+    output_dir: str = default_("out/sft")
+    lr: float = default_(5e-5)
     data: str = field_(
         "", help="SFT data: our samples JSONL (each response is a target) or a preference file (chosen)"
     )
-    output_dir: str = field_("out/sft", help="where the fine-tuned model and checkpoints go")
     eval_data: str | None = field_(None, help="optional held-out SFT data for the eval loss")
     max_length: int = field_(
         512, help="max tokens of history + prompt + response (oldest history dropped first)"
     )
     truncate_response: bool = field_(False, help="cut over-long responses instead of raising an error")
-    epochs: float = field_(1.0, help="passes over the data (fractions allowed)")
-    max_steps: int = field_(-1, help="stop after this many optimizer steps (-1: from epochs)")
     batch_size: int = field_(8, help="sequences per micro-batch per device")
-    grad_accum: int = field_(1, help="micro-batches per optimizer step")
-    lr: float = field_(5e-5, help="peak learning rate (AdamW)")
-    weight_decay: float = field_(0.0, help="AdamW weight decay")
-    warmup_ratio: float = field_(0.03, help="fraction of steps with linear warmup")
-    lr_schedule: str = field_("cosine", help="constant | linear | cosine (after warmup)")
-    max_grad_norm: float = field_(1.0, help="gradient clipping (0 = off)")
-    seed: int = field_(42, help="seed for init, data order and dropout")
-    mixed_precision: str = field_("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16 | fp16")
-    cpu: bool = field_(False, help="force CPU even when a GPU is present")
-    gradient_checkpointing: bool = field_(
-        False, help="trade compute for memory (slow on CPU: off by default)"
-    )
-    trust_remote_code: bool = field_(False, help="allow model code from the checkpoint (ChatGLM3 needs it)")
-    lora_r: int = field_(0, help="LoRA rank (0 = full fine-tuning)")
-    lora_alpha: int = field_(16, help="LoRA alpha")
-    log_every: int = field_(10, help="log metrics every N steps")
-    save_every: int = field_(0, help="checkpoint every N steps (0 = only at the end)")
-    resume: bool = field_(False, help="continue from the last checkpoint in output_dir")
-    progress: bool = field_(True, help="show a progress bar")
 
 
 def load_sft_examples(path: str) -> list[tuple[DialogueSample, str]]:
     """(sample, target response) pairs from our samples JSONL, or the chosen side of a preference file."""
-    from chatglm_rlhf.data.io import iter_json_lines, read_samples
+    from chatglm_rlhf.data.io import first_record, read_samples
 
-    first = next((obj for _, obj in iter_json_lines(path) if isinstance(obj, dict)), None)
-    if first is None:
-        raise UserError(f"{path}: no JSON records")
-    if "responses" in first:
+    if "responses" in first_record(path):
         samples, report = read_samples(path)
         report.print()
         examples = [(s, r) for s in samples for r in s.responses]
@@ -159,7 +137,7 @@ class SFTTrainer:
         sched = warmup_schedule(opt, cfg.lr_schedule, cfg.warmup_ratio, total)
         model, opt, sched = acc.prepare(self.model, opt, sched)
         self.prepared = model
-        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume)
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to)
         step = state["step"]
         bar = tqdm(total=total, initial=step, desc="sft", disable=not (cfg.progress and acc.is_main_process))
         t0, last_loss = time.time(), float("nan")
@@ -189,7 +167,7 @@ class SFTTrainer:
         epoch, k = divmod(step, steps_per_epoch)
         order = epoch_order(n, self.cfg.seed, epoch)
         global_idx = [order[(k * per_step + j) % n] for j in range(per_step)]
-        return global_idx[self.acc.process_index :: self.acc.num_processes]
+        return Ranks.of(self.acc).share(global_idx)
 
     def _train_step(self, model, opt, sched, batch: list, step: int) -> float:
         from chatglm_rlhf.data.collate import collate_encoded

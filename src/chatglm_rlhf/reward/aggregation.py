@@ -10,15 +10,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 
-from chatglm_rlhf.data.formats import stable_sample_id
 from chatglm_rlhf.data.schema import Comparison
 
+# One definition, re-exported here: the leak-free splits and the vote grouping key a context alike.
+from chatglm_rlhf.data.splits import context_key as context_key
+
 LO, HI, TIE = "lo", "hi", "tie"  # canonical labels: the smaller text wins / the larger wins / tie
-
-
-def context_key(c: Comparison) -> str:
-    """Same history and prompt → same key, whatever the sample ids say (HH rows have none)."""
-    return stable_sample_id(c.history, c.prompt)
 
 
 def pair_key(c: Comparison) -> tuple[str, str, str]:

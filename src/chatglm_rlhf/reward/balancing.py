@@ -9,10 +9,13 @@ Pairs of equal length (difference 0) have no "longer" side and are left alone, a
 from __future__ import annotations
 
 import random
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-METHODS = ("none", "downsample", "reweight")
+Balance = Literal["none", "downsample", "reweight"]  # FilterConfig.balance
+METHODS = typing.get_args(Balance)
 
 
 def bucket_of(diff: int, edges: Sequence[int]) -> str:

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chatglm_rlhf.data.io import DataError, ReadReport, iter_json_lines, write_jsonl
-from chatglm_rlhf.data.schema import SchemaError
+from chatglm_rlhf.data.io import ReadReport, read_records, write_jsonl
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.reward.balancing import format_table, make_length_fn
 from chatglm_rlhf.reward.filtering import REASONS, FilterConfig, FilterResult, Label, filter_labels
@@ -20,22 +19,9 @@ def read_labels(path: str | Path, fmt: str = "auto") -> tuple[list[Label], list[
 
     if fmt != "auto" and fmt not in FORMATS:
         raise UserError(f"filter: format must be 'auto' or one of {FORMATS}, got {fmt!r}")
-    if not Path(path).exists():
-        raise DataError(f"{path}: no such file")
-    report = ReadReport(str(path))
-    labels: list[Label] = []
-    for line_no, obj in iter_json_lines(path):
-        report.read += 1
-        if isinstance(obj, Exception):
-            report.reject(line_no, f"invalid JSON ({obj.msg} at column {obj.colno})")
-            continue
-        try:
-            c = parse_preference(obj, fmt)
-        except (SchemaError, ValueError, KeyError, TypeError) as e:
-            report.reject(line_no, str(e) or type(e).__name__)
-            continue
-        report.kept += 1
-        labels.append(Label(c, f"{path}:{line_no}"))
+    labels, report = read_records(
+        path, lambda obj, line_no: Label(parse_preference(obj, fmt), f"{path}:{line_no}"), with_line=True
+    )
     return labels, report.rejected, report
 
 

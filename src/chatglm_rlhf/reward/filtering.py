@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatglm_rlhf.config import field_
+from chatglm_rlhf.data.formats import InputFormat
 from chatglm_rlhf.data.schema import Comparison
 from chatglm_rlhf.reward import aggregation as agg
-from chatglm_rlhf.reward.balancing import BucketRow, balance, word_length
+from chatglm_rlhf.reward.balancing import Balance, BucketRow, balance, word_length
 
 REASONS = (
     "unreadable",
@@ -72,7 +73,7 @@ class PromptRules:
 class FilterConfig:
     input: str = field_("", help="preference file (any format load_comparisons reads); or give it first")
     output: str = field_("", help="filtered pairs JSONL (-o); drops go to OUT.dropped.jsonl")
-    format: str = field_("auto", help="input format: auto | ours | trl_* | hh")
+    format: InputFormat = field_("auto", help="input format (auto = detect it from the records)")
     aggregate: bool = field_(True, help="merge several annotators' labels of a pair by majority vote")
     keep_ties: bool = field_(False, help="keep pairs whose majority is 'tie' (trained as 0.5 labels)")
     dedupe: bool = field_(True, help="drop repeated identical labels (same annotator, pair and label)")
@@ -82,7 +83,7 @@ class FilterConfig:
     )
     spam_min_items: int = field_(10, help="judge an annotator only after this many scored labels")
     min_agreement: float = field_(0.0, help="drop aggregated pairs whose majority share is below this")
-    balance: str = field_("downsample", help="length balancing: none | downsample | reweight")
+    balance: Balance = field_("downsample", help="length balancing of the kept pairs")
     bucket_edges: list[int] = field_([3, 10, 30, 100], help="length-difference bucket lower bounds (tokens)")
     tokenizer: str | None = field_(None, help="tokenizer path for lengths (default: whitespace words)")
     seed: int = field_(0, help="seed for down-sampling")

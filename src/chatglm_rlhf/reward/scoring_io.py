@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from chatglm_rlhf.data.io import iter_json_lines, read_samples, write_jsonl
-from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.data.io import first_record, read_samples, write_jsonl
 
 
 def score_file(scorer, path: str, output: str) -> int:
@@ -12,10 +11,7 @@ def score_file(scorer, path: str, output: str) -> int:
     Samples get ``meta["rewards"]`` (one per response, in order); comparisons get
     ``meta["reward_a"]`` / ``meta["reward_b"]``. Unreadable lines are reported, not dropped silently.
     """
-    first = next((obj for _, obj in iter_json_lines(path) if isinstance(obj, dict)), None)
-    if first is None:
-        raise UserError(f"{path}: no JSON records")
-    if "responses" in first:
+    if "responses" in first_record(path):
         samples, report = read_samples(path)
         report.print()
         flat = [(i, r) for i, s in enumerate(samples) for r in s.responses]

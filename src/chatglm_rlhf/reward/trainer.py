@@ -26,6 +26,7 @@ from chatglm_rlhf.data.schema import Comparison, DialogueSample
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.reward.losses import margin_from_strength, pair_accuracy, reward_loss
 from chatglm_rlhf.reward.rm_config import RMConfig
+from chatglm_rlhf.utils.distributed import Ranks
 from chatglm_rlhf.utils.training import (
     check_finite,
     make_accelerator,
@@ -167,7 +168,7 @@ class RMTrainer:
         sched = warmup_schedule(opt, cfg.lr_schedule, cfg.warmup_ratio, total)
         model, opt, sched = acc.prepare(self.model, opt, sched)
         self.prepared = model  # the wrapped model: save() gathers its state dict on every rank
-        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume)
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to)
         step = state["step"]
         bar = tqdm(total=total, initial=step, desc="rm", disable=not (cfg.progress and acc.is_main_process))
         t0, stats = time.time(), {"loss": float("nan"), "accuracy": float("nan")}
@@ -214,7 +215,7 @@ class RMTrainer:
         and the metrics equal those of one process.
         """
         acc = self.acc
-        mine = [[enc[i] for i in mb] for mb in step_mbs[acc.process_index :: acc.num_processes]]
+        mine = [[enc[i] for i in mb] for mb in Ranks.of(acc).share(step_mbs)]
         passes = math.ceil(len(step_mbs) / acc.num_processes)
         filler = [enc[step_mbs[0][0]]]
         return mine, [filler] * (passes - len(mine))

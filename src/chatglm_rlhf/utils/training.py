@@ -196,14 +196,18 @@ def warmup_schedule(opt, schedule: str, warmup_ratio: float, total: int):
 
 
 def open_run(
-    output_dir: str | Path, accelerator, resume: bool, tensorboard: bool = False
+    output_dir: str | Path, accelerator, resume: bool, tensorboard: bool = False, report_to: str = "none"
 ) -> tuple[Checkpointer, MetricsLog, dict[str, Any]]:
     """The checkpointer and metric log of ``output_dir``, and the state to start from.
 
     With ``resume`` and a checkpoint present, the last checkpoint is loaded (model, optimizer, scheduler,
     RNG) and its trainer state returned; otherwise ``{"step": 0}``. The metric log is cut back to that
     step, so neither a resumed run nor a fresh run in an old folder leaves stale or duplicate rows.
+    ``report_to`` (a trainer's config key) adds TensorBoard events; wandb is accepted but not wired yet.
     """
+    tensorboard = tensorboard or report_to == "tensorboard"
+    if report_to == "wandb":
+        accelerator.print("report_to=wandb: not wired yet; metrics go to metrics.jsonl only")
     ckpt = Checkpointer(output_dir, accelerator)
     log = MetricsLog(
         Path(output_dir) / "metrics.jsonl", enabled=accelerator.is_main_process, tensorboard=tensorboard

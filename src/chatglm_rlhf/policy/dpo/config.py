@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from chatglm_rlhf.config import field_
+from chatglm_rlhf.config import default_, field_
 from chatglm_rlhf.models.generation import GenerationSettings
+from chatglm_rlhf.utils.train_config import EpochTrainerConfig, LRSchedule
 
 
 @dataclass
-class DPOConfig:
-    model: str = field_("", help="policy to start from (usually the SFT model): local path or hub id")
-    output_dir: str = field_("out/dpo", help="where the trained model, pairs, caches and checkpoints go")
+class DPOConfig(EpochTrainerConfig):
+    model: str = default_("", help="policy to start from (usually the SFT model): local path or hub id")
+    output_dir: str = default_("out/dpo", help="where the trained model, pairs, caches and checkpoints go")
+    lr: float = default_(1e-6)
+    warmup_ratio: float = default_(0.1)
+    lr_schedule: LRSchedule = default_("linear")
     pairs_from: Literal["data", "rm"] = field_(
         "data", help="data: pairs from the `data` file | rm: sample + score the policy"
     )
@@ -33,26 +37,7 @@ class DPOConfig:
     ref_model: str = field_("", help="reference model path (default: the starting policy)")
     max_length: int = field_(512, help="max tokens of prompt + the longer response (oldest history dropped)")
     truncate_response: bool = field_(False, help="cut over-long responses instead of raising an error")
-    epochs: float = field_(1.0, help="passes over the pairs (fractions allowed)")
-    max_steps: int = field_(-1, help="stop after this many optimizer steps (-1: from epochs)")
     batch_size: int = field_(4, help="pairs per micro-batch per device (2x sequences per forward)")
-    grad_accum: int = field_(1, help="micro-batches per optimizer step")
-    lr: float = field_(1e-6, help="peak learning rate (AdamW)")
-    weight_decay: float = field_(0.0, help="AdamW weight decay")
-    warmup_ratio: float = field_(0.1, help="fraction of steps with linear warmup")
-    lr_schedule: str = field_("linear", help="constant | linear | cosine (after warmup)")
-    max_grad_norm: float = field_(1.0, help="gradient clipping (0 = off)")
-    seed: int = field_(42, help="seed for init, sampling and data order")
-    mixed_precision: str = field_("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16 | fp16")
-    cpu: bool = field_(False, help="force CPU even when a GPU is present")
-    gradient_checkpointing: bool = field_(False, help="trade compute for memory")
-    trust_remote_code: bool = field_(False, help="allow model code from the checkpoint (ChatGLM3 needs it)")
-    lora_r: int = field_(0, help="LoRA rank (0 = full fine-tuning); the reference is the adapter-free base")
-    lora_alpha: int = field_(16, help="LoRA alpha")
-    log_every: int = field_(10, help="log metrics every N steps")
-    save_every: int = field_(0, help="checkpoint every N steps (0 = only at the end)")
-    resume: bool = field_(False, help="continue from the last checkpoint in output_dir")
-    progress: bool = field_(True, help="show progress bars")
 
     def __post_init__(self) -> None:
         from chatglm_rlhf.errors import ConfigError

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
 
 from chatglm_rlhf.data.schema import Comparison, DialogueSample
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.models.generation import GenerationSettings, decode_response
-
-
-class Scorer(Protocol):
-    def score(self, samples: list[DialogueSample], responses: list[str]) -> list[float]: ...
+from chatglm_rlhf.reward.protocol import Scorer
+from chatglm_rlhf.utils.distributed import Ranks
 
 
 @dataclass
@@ -112,23 +109,21 @@ def pairs_from_policy(
     preference. Skipped prompts are counted (and listed) in the stats; candidates cut at
     ``settings.max_new_tokens`` are counted in ``stats.unfinished`` and flagged in each pair's meta.
 
-    ``generator`` defaults to ``HFGenerator(model, tokenizer)`` (pass another backend, e.g. vLLM, to
+    ``generator`` defaults to ``make_generator(model, tokenizer, settings)`` (pass another backend, e.g. vLLM, to
     replace it). ``shard=(rank, world_size)`` splits the work over processes: each samples and scores
     every world_size-th prompt (its own seed), the results are gathered, and every process returns the
     same pairs. Returns the comparisons (in the prompts' order) and :class:`PairStats`.
     """
     if k < 2:
         raise UserError(f"pairs_from_policy: k must be >= 2 to form a pair, got {k}")
-    rank, world = shard
-    mine = list(range(rank, len(samples), world))
+    ranks = Ranks(*shard)
+    mine = ranks.share(list(range(len(samples))))
     texts, scores, finished = _sample_and_score(
         model, tokenizer, [samples[i] for i in mine], scorer, k, settings or GenerationSettings(),
-        seed + 1_000_003 * rank, max_prompt_tokens, generator, rank == 0,
+        ranks.seed(seed), max_prompt_tokens, generator, ranks.is_main,
     )  # fmt: skip
-    if world > 1:  # every process gets every prompt's candidates, in the prompts' order
-        from accelerate.utils import gather_object
-
-        rows = sorted(gather_object(list(zip(mine, texts, scores, finished))), key=lambda r: r[0])
+    if ranks.count > 1:  # every process gets every prompt's candidates, in the prompts' order
+        rows = sorted(ranks.gather_objects(list(zip(mine, texts, scores, finished))), key=lambda r: r[0])
         texts, scores, finished = [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
     stats = PairStats(prompts=len(samples), min_spread=min_spread)
     stats.candidates = sum(len(t) for t in texts)
@@ -156,9 +151,9 @@ def _sample_and_score(
     if not samples:  # a rank with no share of fewer prompts than processes
         return [], [], []
     from chatglm_rlhf.data.templates import prompt_ids
-    from chatglm_rlhf.models.generation import HFGenerator
+    from chatglm_rlhf.models.generation import make_generator
 
-    gen = generator or HFGenerator(model, tokenizer, progress=progress)
+    gen = generator or make_generator(model, tokenizer, settings, progress=progress)
     prompts = [prompt_ids(tokenizer, s, max_prompt_tokens)[0] for s in samples]
     generated = gen.generate(prompts, k, settings, seed=seed)
     texts = [[decode_response(tokenizer, g) for g in gs] for gs in generated]

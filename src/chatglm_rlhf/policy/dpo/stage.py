@@ -10,8 +10,9 @@ from pathlib import Path
 from chatglm_rlhf.data.schema import Comparison, DialogueSample
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.policy.dpo.config import DPOConfig
-from chatglm_rlhf.policy.dpo.pairs import PairStats, Scorer, pairs_from_policy
+from chatglm_rlhf.policy.dpo.pairs import PairStats, pairs_from_policy
 from chatglm_rlhf.policy.dpo.trainer import DPOTrainer
+from chatglm_rlhf.reward.protocol import Scorer
 from chatglm_rlhf.utils.training import save_json
 
 

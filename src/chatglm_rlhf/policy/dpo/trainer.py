@@ -38,6 +38,7 @@ from chatglm_rlhf.policy.dpo.losses import (
     preference_metrics,
 )
 from chatglm_rlhf.policy.losses import token_logprobs
+from chatglm_rlhf.utils.distributed import Ranks
 from chatglm_rlhf.utils.training import (
     check_finite,
     make_accelerator,
@@ -274,7 +275,7 @@ class DPOTrainer:
         sched = warmup_schedule(opt, cfg.lr_schedule, cfg.warmup_ratio, total)
         model, opt, sched = acc.prepare(self.model, opt, sched)
         self.model = model
-        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume)
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to)
         step = state["step"]
         self._started = True
         bar = tqdm(total=total, initial=step, desc="dpo", disable=not (cfg.progress and acc.is_main_process))
@@ -282,7 +283,7 @@ class DPOTrainer:
         while step < total:
             epoch, k = divmod(step, steps_per_epoch)
             batch = self._epoch_batches(examples, epoch)[k]
-            mine = [examples[i] for i in batch[acc.process_index :: acc.num_processes]]
+            mine = [examples[i] for i in Ranks.of(acc).share(batch)]
             metrics = self._train_step(model, opt, sched, mine, len(batch), examples[batch[0]], step)
             step += 1
             pairs_seen += len(batch)
@@ -358,11 +359,10 @@ class DPOTrainer:
 
     def _gather_rows(self, rows: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
         """Every rank's per-pair rows (metrics describe the global batch, not rank 0's share)."""
-        if self.acc.num_processes == 1:
+        ranks = Ranks.of(self.acc)
+        if ranks.count == 1:
             return rows
-        from accelerate.utils import gather_object
-
-        return gather_object([{k: v.detach().cpu() for k, v in r.items()} for r in rows])
+        return ranks.gather_objects([{k: v.detach().cpu() for k, v in r.items()} for r in rows])
 
     @torch.no_grad()
     def evaluate(self, examples: list[PairExample]) -> dict[str, float]:

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from chatglm_rlhf.config import field_
+from chatglm_rlhf.config import default_, field_
 from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.policy.ppo import losses as L
+from chatglm_rlhf.policy.ppo.losses import KLEstimator
 from chatglm_rlhf.policy.ppo.rollout import RewardSettings
+from chatglm_rlhf.utils.train_config import ReportTo, TrainerConfig
 
 
 @dataclass
-class PPOConfig:
-    model: str = field_("", help="SFT model to start from (actor and reference): local path or hub id")
+class PPOConfig(TrainerConfig):
+    # The backend used to be a top-level key; it now lives with the other sampling settings.
+    ALIASES: ClassVar[dict[str, str]] = {"generation_backend": "generation.backend"}
+
+    model: str = default_("", help="SFT model to start from (actor and reference): local path or hub id")
+    output_dir: str = default_("out/ppo")
+    log_every: int = default_(1)
+    # PPO has always written TensorBoard events (when tensorboard is installed) next to metrics.jsonl.
+    report_to: ReportTo = default_("tensorboard")
     reward_model: str = field_("", help="reward model checkpoint (reward.scorer.RewardScorer)")
     critic_from: str = field_(
         "auto", help="critic init: auto (the reward model if given, else sft) | sft | rm | a path"
     )
     prompts: str = field_("", help="RL prompts: our samples JSONL (history + prompt)")
     sft_data: str = field_("", help="SFT data for the ptx loss (as `chatglm-rlhf sft data=`); empty = no ptx")
-    output_dir: str = field_("out/ppo", help="where the policy, logs and checkpoints go")
     steps: int = field_(100, help="PPO iterations (rollout + update)")
     rollout_batch_size: int = field_(16, help="prompts sampled per iteration")
     mini_batch_size: int = field_(8, help="rollouts per optimizer update")
@@ -32,14 +41,8 @@ class PPOConfig:
     )
     ppo_epochs: int = field_(2, help="passes over each rollout batch")
     generation: GenerationSettings = field(default_factory=GenerationSettings)
-    generation_backend: str = field_(
-        "hf", help="hf (HF generate, KV cache); other engines plug in via the Generator interface"
-    )
     max_prompt_tokens: int = field_(384, help="history is trimmed (oldest turns first) to fit")
-    lr: float = field_(1e-5, help="actor learning rate (AdamW, constant)")
     critic_lr: float = field_(5e-5, help="critic and value-head learning rate")
-    weight_decay: float = field_(0.0, help="AdamW weight decay")
-    max_grad_norm: float = field_(1.0, help="gradient clipping, actor and critic separately (0 = off)")
     gamma: float = field_(1.0, help="GAE discount")
     lam: float = field_(0.95, help="GAE lambda")
     clip_range: float = field_(0.2, help="policy ratio clip")
@@ -50,7 +53,9 @@ class PPOConfig:
     kl_coef: float = field_(
         0.05, help="beta: per-token KL penalty to the reference (initial value if adaptive)"
     )
-    kl_estimator: str = field_("k1", help="k1 (log p - log q) | k3 ((q/p - 1) - log(q/p), never negative)")
+    kl_estimator: KLEstimator = field_(
+        "k1", help="k1: log p - log q | k3: (q/p - 1) - log(q/p), never negative"
+    )
     adaptive_kl: bool = field_(False, help="adapt beta so the KL tracks kl_target (Ziegler et al.)")
     kl_target: float = field_(6.0, help="adaptive KL: target KL per response")
     kl_horizon: int = field_(10000, help="adaptive KL: horizon in samples")
@@ -83,19 +88,6 @@ class PPOConfig:
     shared_backbone: bool = field_(
         False, help="actor and critic share one backbone with two heads (saves memory)"
     )
-    lora_r: int = field_(
-        0, help="LoRA rank (0 = full fine-tuning); with LoRA the reference is the adapter-free base"
-    )
-    lora_alpha: int = field_(16, help="LoRA alpha")
-    gradient_checkpointing: bool = field_(False, help="trade compute for memory")
-    seed: int = field_(42, help="seed for init, prompt order, sampling and minibatch order")
-    mixed_precision: str = field_("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16 | fp16")
-    cpu: bool = field_(False, help="force CPU even when a GPU is present")
-    trust_remote_code: bool = field_(False, help="allow model code from the checkpoint (ChatGLM3 needs it)")
-    log_every: int = field_(1, help="log metrics every N steps")
-    save_every: int = field_(0, help="checkpoint every N steps (0 = only the final model)")
-    resume: bool = field_(False, help="continue from the last checkpoint in output_dir")
-    progress: bool = field_(True, help="show a progress bar")
 
 
 def validate(cfg: PPOConfig) -> None:
@@ -119,11 +111,6 @@ def validate(cfg: PPOConfig) -> None:
     if cfg.kl_estimator not in L.KL_ESTIMATORS:
         raise ConfigError(
             f"ppo: kl_estimator must be one of {list(L.KL_ESTIMATORS)}, got {cfg.kl_estimator!r}"
-        )
-    if cfg.generation_backend != "hf":
-        raise ConfigError(
-            f"ppo: generation_backend {cfg.generation_backend!r} is not built in; only 'hf' is. Another engine "
-            "plugs in by passing a Generator (with an optional sync_weights(model)) to PPOTrainer"
         )
     if not cfg.generation.greedy and cfg.generation.temperature <= 0:
         raise ConfigError(

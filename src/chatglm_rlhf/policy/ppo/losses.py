@@ -13,11 +13,14 @@ reward normalisation), plus a per-token KL penalty to the frozen reference polic
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-KL_ESTIMATORS = ("k1", "k3")
+KLEstimator = Literal["k1", "k3"]
+KL_ESTIMATORS = typing.get_args(KLEstimator)  # one list: the config key and the estimator agree
 
 
 # --- masked statistics -------------------------------------------------------------------------------

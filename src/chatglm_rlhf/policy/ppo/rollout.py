@@ -13,73 +13,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from chatglm_rlhf.data.schema import DialogueSample
-from chatglm_rlhf.models.generation import Generated, GenerationSettings, HFGenerator, decode_response
+from chatglm_rlhf.models.generation import Generated, GenerationSettings, decode_response, make_generator
 from chatglm_rlhf.policy.ppo import losses as L
 from chatglm_rlhf.policy.ppo.models import PPOModels, SeqBatch, build_seq_batch, response_logprobs
-
-
-class Scorer(Protocol):
-    def score(self, samples: list[DialogueSample], responses: list[str]) -> list[float]: ...
-
-
-@dataclass
-class Ranks:
-    """This process among the training processes: its share of the work, and how the shares meet.
-
-    The default is one process, where every helper is the identity (a single-process run computes
-    exactly what it did before ranks existed); :meth:`of` builds it from an ``accelerate.Accelerator``.
-    """
-
-    index: int = 0
-    count: int = 1
-    acc: Any = None
-
-    @classmethod
-    def of(cls, acc) -> Ranks:
-        return cls(acc.process_index, acc.num_processes, acc)
-
-    @property
-    def is_main(self) -> bool:
-        return self.index == 0
-
-    def share(self, items: list) -> list:
-        """This rank's items: every ``count``-th, starting at its index."""
-        return items[self.index :: self.count]
-
-    def seed(self, seed: int) -> int:
-        """A per-rank sampling seed (rank 0 keeps ``seed``), so shares are sampled independently."""
-        return seed + 1_000_003 * self.index
-
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self.count == 1 else self.acc.reduce(t.to(self.acc.device), "sum")
-
-    def gather(self, t: torch.Tensor) -> torch.Tensor:
-        """Every rank's rows (equal counts), concatenated in rank order."""
-        return t if self.count == 1 else self.acc.gather(t.to(self.acc.device))
-
-    def gather_objects(self, items: list) -> list:
-        """Every rank's list items (any picklable objects, any counts), concatenated in rank order."""
-        if self.count == 1:
-            return items
-        from accelerate.utils import gather_object
-
-        return gather_object(list(items))
-
-    def total(self, x: float) -> float:
-        return x if self.count == 1 else float(self.sum(torch.tensor(float(x), dtype=torch.float64)))
-
-    def mean_dict(self, d: dict[str, float]) -> dict[str, float]:
-        """Per-key means over ranks (every rank must hold the same keys)."""
-        if self.count == 1 or not d:
-            return d
-        keys = sorted(d)
-        vals = self.sum(torch.tensor([float(d[k]) for k in keys], dtype=torch.float64)) / self.count
-        return {k: float(v) for k, v in zip(keys, vals.cpu())}
+from chatglm_rlhf.reward.protocol import Scorer
+from chatglm_rlhf.utils.distributed import Ranks
 
 
 def score_checked(scorer: Scorer, samples: list[DialogueSample], responses: list[str]) -> torch.Tensor:
@@ -341,7 +284,7 @@ def _sample_and_score(
     lm, tok, prompts: PromptSet, idx: list[int], scorer: Scorer, k: int, settings, seed: int, progress: bool
 ) -> tuple[list[list[Generated]], list[str], torch.Tensor]:
     """``k`` answers of ``lm`` to the prompts ``idx``: (generations, flat texts, scores (len(idx), k))."""
-    gens = HFGenerator(lm, tok, progress=progress).generate(
+    gens = make_generator(lm, tok, settings, progress=progress).generate(
         [prompts.ids[i] for i in idx], k, settings, seed=seed
     )
     texts = [decode_response(tok, g) for group in gens for g in group]

@@ -11,8 +11,8 @@ from typing import Any
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.policy.ppo.config import PPOConfig, validate
-from chatglm_rlhf.policy.ppo.rollout import Scorer
 from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+from chatglm_rlhf.reward.protocol import Scorer
 
 
 def _device(cfg: PPOConfig) -> str:

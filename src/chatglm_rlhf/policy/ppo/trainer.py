@@ -26,20 +26,20 @@ from tqdm.auto import tqdm
 
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import ConfigError, UserError
-from chatglm_rlhf.models.generation import Generator, HFGenerator
+from chatglm_rlhf.models.generation import Generator, make_generator
 from chatglm_rlhf.policy.ppo import losses as L
 from chatglm_rlhf.policy.ppo.config import PPOConfig, reward_settings, sampling_temperature, validate
 from chatglm_rlhf.policy.ppo.models import PPOModels
 from chatglm_rlhf.policy.ppo.rollout import (
     PromptSet,
-    Ranks,
     Rollout,
-    Scorer,
     filter_prompts,
     make_rollout,
     prompt_key,
     reference_baseline,
 )
+from chatglm_rlhf.reward.protocol import Scorer
+from chatglm_rlhf.utils.distributed import Ranks
 from chatglm_rlhf.utils.training import (
     check_finite,
     epoch_order,
@@ -76,7 +76,7 @@ class PPOTrainer:
         self.out = Path(cfg.output_dir)
         if models.reference is not None:  # frozen, so never prepared: place it by hand
             models.reference.to(self.acc.device)
-        self.generator = generator or HFGenerator(models.actor, models.tokenizer)
+        self.generator = generator or make_generator(models.actor, models.tokenizer, cfg.generation)
         self.raw_prompts = prompts
         self.ptx = self._encode_ptx(sft_examples or [])
         if cfg.adaptive_kl:
@@ -162,7 +162,7 @@ class PPOTrainer:
         # The training forwards must go through the prepared (DDP / FSDP) modules: they sync gradients.
         *prepared, self.opt = acc.prepare(*self.models.trainable, opt)
         self.models.prepared = prepared
-        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, tensorboard=True)
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to)
         step = state["step"]
         if step:  # resumed: the KL controller and reward moments continue too
             self.kl_ctl.load_state_dict(state["kl_ctl"])
