@@ -1,9 +1,11 @@
 """A resumable run made of named stages.
 
 Each stage writes its outputs under the run folder and, when it has finished, a marker
-``DIR/stages/NAME.done.json`` holding the metrics it reported. Re-running skips stages whose marker
-exists (their metrics are read back), so a run killed mid-way resumes where it stopped; ``from_stage``
-redoes a stage and every stage after it. ``DIR/metrics.json`` always holds every stage's metrics. A
+``DIR/stages/NAME.done.json`` holding the metrics it reported and what it ran with (its settings and a
+fingerprint of them, of its input files and of the stage before it: :mod:`pipeline.fingerprint`).
+Re-running skips a stage whose marker matches, so a run killed mid-way resumes where it stopped; a
+stage whose settings or inputs changed is redone with every stage after it, and the run says which
+settings changed. ``from_stage`` redoes a stage and every stage after it. ``DIR/metrics.json`` always holds every stage's metrics. A
 stage may pause the run after it (``Stage.pause``), e.g. until people have annotated its output.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.pipeline import fingerprint as F
 from chatglm_rlhf.utils.training import save_json
 
 
@@ -28,6 +31,7 @@ class Stage:
     # After the stage (run or skipped): a message means "stop here for now" (e.g. until people have
     # annotated its output); the run ends cleanly and a later run resumes after the stage.
     pause: Callable[[Path], str | None] | None = None
+    settings: Any = None  # what the stage runs with, as JSON types (see fingerprint.canonical)
 
 
 def marker(run_dir: Path, name: str) -> Path:
@@ -42,21 +46,34 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
         raise UserError(f"--from {from_stage}: unknown stage (stages: {', '.join(names)})")
     redo = names.index(from_stage) if from_stage else len(names)
     metrics = _read_metrics(run_dir)
+    upstream = ""
     for i, stage in enumerate(stages):
         key = stage.metrics_key or stage.name
         done = marker(run_dir, stage.name)
+        inputs = F.external_inputs(stage.settings, run_dir)
+        fp = F.fingerprint(stage.settings, inputs, upstream)
+        upstream = fp
         if i >= redo:
             done.unlink(missing_ok=True)
+        if done.exists() and i < redo:
+            info = json.loads(done.read_text())
+            if "fingerprint" in info and info["fingerprint"] != fp:
+                redo = i
+                done.unlink()
+                print(f"[{stage.name}] changed since it ran ({_why(info, stage.settings, inputs)}): redoing "
+                      f"it and every later stage")  # fmt: skip
         if done.exists():
             info = json.loads(done.read_text())
             result, seconds = info["metrics"], info["seconds"]
-            print(f"[{stage.name}] already done, skipping (use --from {stage.name} to redo it)")
+            note = "" if "fingerprint" in info else " (its marker predates settings checks: not compared)"
+            print(f"[{stage.name}] already done, skipping{note} (use --from {stage.name} to redo it)")
         else:
             print(f"[{stage.name}] running")
             t0 = time.time()
             result = stage.run(run_dir)
             seconds = round(time.time() - t0, 1)
-            save_json(done, {"stage": stage.name, "seconds": seconds, "metrics": result})
+            save_json(done, {"stage": stage.name, "seconds": seconds, "metrics": result, "fingerprint": fp,
+                             "settings": stage.settings, "inputs": inputs})  # fmt: skip
             print(f"[{stage.name}] done in {seconds:.1f}s")
         metrics[key] = {**metrics.get(key, {}), **result} if stage.metrics_key else result
         metrics.setdefault("timing", {})[stage.name] = seconds
@@ -69,6 +86,18 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
     metrics.pop("paused_after", None)
     save_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _why(info: dict, settings: Any, inputs: dict[str, str]) -> str:
+    """Which settings or input files differ from the marker's, in a few words."""
+    changed = F.changes(info.get("settings"), settings)
+    old_inputs = info.get("inputs") or {}
+    changed += [
+        f"{p} changed" for p in sorted(set(inputs) | set(old_inputs)) if inputs.get(p) != old_inputs.get(p)
+    ]
+    if not changed:
+        return "an earlier stage was redone"
+    return "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
 
 
 def _read_metrics(run_dir: Path) -> dict[str, Any]:

@@ -9,6 +9,8 @@ policies it evaluates; a profile says which it supports.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,6 +19,7 @@ from typing import Any
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.pipeline.context import RunContext
+from chatglm_rlhf.pipeline.fingerprint import canonical
 from chatglm_rlhf.pipeline.runner import Stage
 from chatglm_rlhf.pipeline.stages import policy as policy_stages
 from chatglm_rlhf.policy.dpo.config import DPOConfig
@@ -98,9 +101,18 @@ class StageBuilder:
         self.ctx, self.cfg = ctx, ctx.cfg
 
     def stage(self, name: str, fn: Callable[..., dict[str, Any]], *args: Any, key: str | None = None,
-              pause: Callable[[RunContext], str | None] | None = None, **kw: Any) -> Stage:  # fmt: skip
+              pause: Callable[[RunContext], str | None] | None = None, task: bool = False,
+              settings: Any = None, **kw: Any) -> Stage:  # fmt: skip
+        """``fn(ctx, *args, **kw)`` as a stage. Its settings (what a rerun compares) are the bound
+        arguments, ``settings`` when the function hides them, and the task's settings with ``task``."""
         run = partial(fn, self.ctx, *args, **kw)
-        return Stage(name, lambda _dir: run(), metrics_key=key,
+        # By parameter name, so that a cosmetic argument (progress) is left out wherever it is passed.
+        params = dict(inspect.signature(fn).bind_partial(None, *args, **kw).arguments)
+        params.pop(next(iter(params)))  # the context
+        bound = {**params, "stage_settings": settings, "function": getattr(fn, "__name__", "")}
+        if task:
+            bound["task"] = {k: v for k, v in vars(self.ctx.task).items() if dataclasses.is_dataclass(v)}
+        return Stage(name, lambda _dir: run(), metrics_key=key, settings=canonical(bound),
                      pause=(lambda _dir: pause(self.ctx)) if pause else None)  # fmt: skip
 
     def filter(self, name: str, balance: str | None = None) -> Stage:

@@ -128,7 +128,7 @@ class DemoStages(StageBuilder):
     def build(self):
         c, seed, progress = self.cfg, self.cfg.world.seed, self.cfg.progress
         return [
-            self.stage("world", data.data),
+            self.stage("world", data.data, task=True),
             self.stage("base", models.base, c.model, c.world.corpus, seed),
             self.stage("sft", models.sft, c.sft, seed, progress),
             self.stage("sft_eval", data.sft_eval, c.generation, seed, progress, key="sft"),

@@ -46,11 +46,11 @@ def _build(ctx: RunContext):
     b, c = JudgedStages(ctx), ctx.cfg
     if not c.model:
         raise UserError("files profile: model=PATH (the SFT chat checkpoint) is required")
-    stages = [b.stage("checkpoint", models.checkpoint, c.model), b.stage("data", data.data)]
+    stages = [b.stage("checkpoint", models.checkpoint, c.model), b.stage("data", data.data, task=True)]
     if not c.task.preferences:
         stages.append(b.stage("generate", data.generate, c.k, c.generation, c.task.seed, c.progress,
                               pause=data.awaiting_annotation))  # fmt: skip
-    return [*stages, b.stage("split", _split), *b.tail(c.task.seed)]
+    return [*stages, b.stage("split", _split, task=True), *b.tail(c.task.seed)]
 
 
 def _task(cfg: FilesConfig):

@@ -147,12 +147,13 @@ class JudgedStages(StageBuilder):
             return reward.rm(run, name, f"{filtered}/filtered.jsonl", self.cfg.rm_train, b,
                              backbone=self.cfg.rm.backbone, progress=self.cfg.progress)  # fmt: skip
 
-        return self.stage(name, lambda _ctx: train())
+        return self.stage(name, lambda _ctx: train(), settings=(filtered, self.cfg.rm, self.cfg.rm_train))
 
     def judge(self):
         c = self.cfg
         return self.stage("judge_rm", lambda ctx: reward.judge_rm(
-            ctx, c.judge_rm_train, backbone(ctx, c.judge_rm), c.judge_rm.backbone, c.progress))  # fmt: skip
+            ctx, c.judge_rm_train, backbone(ctx, c.judge_rm), c.judge_rm.backbone, c.progress),
+            settings=(c.judge_rm, c.judge_rm_train))  # fmt: skip
 
     def tail(self, seed: int):
         c = self.cfg
@@ -177,7 +178,7 @@ def validate_judged(cfg: JudgedConfig, where: str, parts) -> None:
 
 def _build(ctx: RunContext):
     b, c = JudgedStages(ctx), ctx.cfg
-    return [b.stage("checkpoint", models.checkpoint, c.model, c.gguf), b.stage("data", data.data),
+    return [b.stage("checkpoint", models.checkpoint, c.model, c.gguf), b.stage("data", data.data, task=True),
             *b.tail(c.data.seed)]  # fmt: skip
 
 
