@@ -139,3 +139,17 @@ def test_ppo_gold_arrow_compares_the_same_evaluation(tmp_path):
     assert "0.437 → 0.529" in render_report(
         tmp_path, {"sft": {"gold_score": 0.437}, "ppo": {"gold_score": 0.529}}
     )
+
+
+def test_kl_panel_names_its_estimate():
+    from chatglm_rlhf.evaluate.report.plots import kl_title
+
+    assert kl_title([{"kl": -0.1, "kl_k3": 0.2}], [0.2]) == "KL to the SFT model (k3 estimate, >= 0)"
+    assert "can dip below 0" in kl_title([{"kl": -0.1}], [-0.1, 0.3])
+    assert kl_title([{"kl": 0.1}], [0.1]) == "KL to the SFT model"
+
+
+def test_wide_tables_scroll_inside_their_card(rendered):
+    _, page = rendered
+    abl = page.split("<h2>Ablations</h2>", 1)[1].split("</section>", 1)[0]
+    assert '<div class="table-wrap"><table>' in abl and ".table-wrap { max-width: 100%; overflow-x: auto; }" in page

@@ -133,6 +133,7 @@ def test_step_updates_actor_and_critic_not_reference(tok, tmp_path):
     for key in ("reward/raw", "reward/train", "reward/minus_baseline", "kl", "entropy", "policy/clip_frac",
                 "policy/approx_kl", "loss/value", "response_len", "tokens_per_s/generate", "tokens_per_s/train"):  # fmt: skip
         assert key in rows[0], key
+    assert rows[0]["kl_k3"] >= 0.0  # the report's KL curve: the k3 estimate cannot go negative
     # The reference baseline was generated once and cached beside the outputs.
     assert len((tmp_path / "reference_baseline.jsonl").read_text().splitlines()) == len(prompts())
     assert (tmp_path / "config.json").exists() and (tmp_path / "ppo_result.json").exists()

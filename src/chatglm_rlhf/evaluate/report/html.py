@@ -28,7 +28,9 @@ section.missing { background: transparent; border-style: dashed; padding: 10px 2
 section.missing h2 { font-size: 15px; color: var(--muted); display:inline; }
 section.missing span { color: var(--muted); font-size: 13px; margin-left: 8px; }
 img.plot { display:block; max-width:100%; height:auto; margin: 6px 0 10px; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13.5px; margin: 6px 0; }
+th.num { white-space: normal; min-width: 5.5em; }
 th, td { padding: 4px 12px 4px 0; text-align: left; border-bottom: 1px solid var(--line);
          vertical-align: top; }
 th { color: var(--muted); font-weight: 600; white-space: nowrap; }
@@ -139,4 +141,5 @@ def table(head: Sequence[str], rows: Sequence[Sequence[Any]], group_first: bool 
             f'<td class="{"num" if j in num_cols else ""}">{esc(fmt(v))}</td>' for j, v in enumerate(cells)
         )
         out.append(f"<tr{cls}>{tds}</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(out)}</tbody></table>"
+    # A wide table (the ablation table has a column per metric) scrolls inside its card, not past it.
+    return f'<div class="table-wrap"><table><thead><tr>{th}</tr></thead><tbody>{"".join(out)}</tbody></table></div>'

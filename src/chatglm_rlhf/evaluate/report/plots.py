@@ -151,12 +151,20 @@ def reward_model(per_bucket: Sequence[dict], scatter: Sequence[tuple[float, floa
             ax.set_title("RM accuracy per length bucket", loc="left")
         else:
             xs, ys = [p[0] for p in scatter], [p[1] for p in scatter]
-            ax.scatter(xs, ys, s=9, alpha=0.35, color=BEFORE, edgecolors="none")
+            ax.scatter(xs, ys, s=18, alpha=0.7, color=BEFORE, edgecolors=INK, linewidths=0.3,
+                       label=f"held-out answers (n = {len(xs)})")  # fmt: skip
+            if len(set(xs)) > 1:  # the least-squares line: its slope is the length bias the RM learned
+                mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+                slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+                lo, hi = min(xs), max(xs)
+                ax.plot([lo, hi], [my + slope * (lo - mx), my + slope * (hi - mx)], color=INK, linewidth=1.5,
+                        label=f"least-squares fit (slope {slope:.3f} per word)")  # fmt: skip
+            ax.legend(loc="best", fontsize=8, frameon=False)
             title = "Reward vs response length"
             if corr is not None and not math.isnan(_f(corr)):
                 title += f"  (r = {_f(corr):.3f})"
             ax.set_title(title, loc="left")
-            ax.set_xlabel("response length")
+            ax.set_xlabel("response length (words)")
             ax.set_ylabel("reward")
     fig.tight_layout()
     return to_data_uri(fig)
@@ -165,7 +173,9 @@ def reward_model(per_bucket: Sequence[dict], scatter: Sequence[tuple[float, floa
 PPO_PANELS = (
     ("reward", "reward", ("reward", "reward_mean", "rewards/mean")),
     ("reward_minus_baseline", "reward - reference baseline", ("reward_minus_baseline", "advantage_reward")),
-    ("kl", "KL to the SFT model", ("kl", "kl_mean", "objective/kl")),
+    # k3 (exp(r) - r - 1 per token, r = log ref/policy) is never negative; the k1 sample mean can dip
+    # below 0 on a batch even though the true KL cannot, so logs without k3 get a note.
+    ("kl", "KL to the SFT model", ("kl_k3", "kl", "kl_mean", "objective/kl")),
     ("response_length", "response length (tokens)", ("response_length", "response_len", "length")),
 )
 
@@ -187,12 +197,28 @@ def _ema(ys: Sequence[float], alpha: float) -> list[float]:
     return out
 
 
+def kl_title(rows: Sequence[dict], ys: Sequence[float]) -> str:
+    """The KL panel's title says which estimate it shows, and why a k1 curve may go below zero."""
+    if any("kl_k3" in r for r in rows):
+        return "KL to the SFT model (k3 estimate, >= 0)"
+    if ys and min(ys) < 0:
+        return "KL to the SFT model (k1: a sample mean, can dip below 0)"
+    return "KL to the SFT model"
+
+
 def ppo_curves(rows: Sequence[dict]) -> str:
     """2x2 panels: reward, baseline-subtracted reward, KL and response length per PPO step."""
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.2))
     for ax, (_key, title, keys) in zip(axes.flat, PPO_PANELS):
         xs, ys = _series(rows, keys)
+        if _key == "kl" and xs:
+            k3 = any("kl_k3" in r for r in rows)
+            title += (
+                " (k3 estimate, >= 0)"
+                if k3
+                else (" (k1: a sample mean, can dip below 0)" if min(ys) < 0 else "")
+            )
         ax.set_title(title, loc="left")
         if not xs:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", color=MUTED, transform=ax.transAxes)

@@ -201,6 +201,8 @@ def rollout_stats(raw, scores, ref_scores, finished, kl, fw, mask, times, ranks:
         "reward/train_std": float(scores_all.std()) if len(scores_all) > 1 else 0.0,
         "kl": float(g(kl.sum(-1)).mean()),
         "kl_k1": float(g((old - ref).mul(mask).sum(-1)).mean()),
+        # k3 is unbiased like k1 and never negative: the curve the report plots.
+        "kl_k3": float(g(L.kl_penalty(old, ref, "k3").mul(mask).sum(-1)).mean()),
         "response_len": float(g(mask.sum(-1).float()).mean()),
         "truncated_frac": float(g((~finished).float()).mean()),
         "value/mean": float(ranks.sum((values * m).sum()) / ranks.sum(m.sum()).clamp(min=1)),
