@@ -159,7 +159,7 @@ def reward_model(per_bucket: Sequence[dict], scatter: Sequence[tuple[float, floa
                 lo, hi = min(xs), max(xs)
                 ax.plot([lo, hi], [my + slope * (lo - mx), my + slope * (hi - mx)], color=INK, linewidth=1.5,
                         label=f"least-squares fit (slope {slope:.3f} per word)")  # fmt: skip
-            ax.legend(loc="best", fontsize=8, frameon=False)
+            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.16), ncol=2, fontsize=8, frameon=False)
             title = "Reward vs response length"
             if corr is not None and not math.isnan(_f(corr)):
                 title += f"  (r = {_f(corr):.3f})"
