@@ -4,7 +4,11 @@ PY := $(VENV)/bin/python
 OUT ?= out/demo
 PROFILE ?= default
 
-.PHONY: env demo smoke test lint format bench clean
+# make test starts the annotation tests' services that are installed (PostgreSQL, Chromium) and lists
+# every skipped test with its reason; SERVICES_INSTALL=1 (or `make services` once) installs them with apt.
+SERVICES_INSTALL ?= 0
+
+.PHONY: env demo smoke test services lint format bench clean
 
 env:
 	./scripts/setup_env.sh
@@ -18,7 +22,11 @@ smoke: env
 test: env
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(PY) -m pytest -q -m "not slow"
+	-SERVICES_INSTALL=$(SERVICES_INSTALL) ./scripts/ci_annotate_services.sh
+	$(PY) -m pytest -q -m "not slow" -rs
+
+services:
+	SERVICES_INSTALL=1 ./scripts/ci_annotate_services.sh
 
 format: env
 	$(VENV)/bin/ruff format src tests benchmarks

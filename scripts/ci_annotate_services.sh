@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Services for the annotation app's tests (called by .ci/run; safe to run again and again):
+# Services for the annotation app's tests (called by .ci/run and by `make test`; safe to run again):
 #   1. Debian's chromium for the Playwright browser test (installed only if /usr/bin/chromium is missing);
 #   2. a PostgreSQL server on 127.0.0.1 with a test role and database for the PostgreSQL load test.
+# SERVICES_INSTALL=0 starts what is installed and installs nothing (`make test`); 1 (the default, and
+# `make services`) also installs what is missing with apt.
 # Nothing is exported: the PostgreSQL URL is written to $URL_FILE, where the tests and
 # benchmarks/annotate_load.py look for it. Whatever cannot be set up makes its tests skip with a
 # message; this script then exits 1 but never stops half-way.
 set -u
 
 URL_FILE=${CHATGLM_RLHF_PG_URL_FILE:-/tmp/chatglm_rlhf_annotate_pg.url}
+INSTALL=${SERVICES_INSTALL:-1}
 PG_ROLE=annotate_test
 PG_DB=annotate_test
 PG_PASSWORD=annotate_test # a throw-away role on a server that listens on 127.0.0.1 only
@@ -23,6 +26,10 @@ fi
 
 apt_updated=0
 apt_install() {
+  if [ "$INSTALL" = 0 ]; then
+    say "$* not installed (make services, or SERVICES_INSTALL=1, installs it with apt)"
+    return 1
+  fi
   if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
     say "cannot install $* (not root, no sudo)"
     return 1
