@@ -253,3 +253,67 @@ def test_deactivated_user_is_locked_out_and_their_open_item_released(env, helper
     with env.db.read() as s:
         assert s.get(Assignment, aid) is None and s.get(Item, item_id).n_active == 0
         assert not service.get_user(s, "ann1").active
+
+
+def _planted_login(c, origin: str | None, site: str | None, password: str):
+    """Log in as ann1 (the attacker) with a planted login-CSRF cookie and its matching token."""
+    c.cookies.set(deps.LOGIN_CSRF_COOKIE, "planted-token-123", path="/login")
+    headers = {k: v for k, v in (("Origin", origin), ("Sec-Fetch-Site", site)) if v is not None}
+    data = {"username": "ann1", "password": password, "csrf_token": "planted-token-123", "next": "/"}
+    return c.post("/login", data=data, headers=headers)
+
+
+def test_login_csrf_from_a_sibling_origin_is_refused(env, helpers):
+    from fastapi.testclient import TestClient
+
+    app = env.app()
+    for origin, site in (
+        ("http://127.0.0.1:8001", None),  # another port on the same host
+        ("http://evil.127.0.0.1:8000", None),  # a sibling subdomain
+        ("https://127.0.0.1:8000", None),  # another scheme
+        ("null", None),  # a sandboxed page or a data: URL
+        (None, "cross-site"),
+        (None, "same-site"),  # sibling ports and subdomains are "same-site", not "same-origin"
+    ):
+        with TestClient(app, base_url="http://127.0.0.1:8000", follow_redirects=False) as c:
+            r = _planted_login(c, origin, site, helpers.password)
+            assert r.status_code == 403, (origin, site, r.status_code)
+            assert "cross-origin request refused" in r.text
+            assert deps.SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    assert env.count(WebSession) == 0
+    # The same post from the server's own origin (a LAN address and port, as the Host header says),
+    # with Sec-Fetch-Site from a current browser, or without either header, logs in.
+    for base, origin, site in (
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000", "same-origin"),
+        ("http://192.168.1.20:8000", "http://192.168.1.20:8000", None),
+        ("http://annotate.lan", "http://annotate.lan:80", None),
+        ("http://127.0.0.1:8000", None, None),
+    ):
+        with TestClient(app, base_url=base, follow_redirects=False) as c:
+            r = _planted_login(c, origin, site, helpers.password)
+            assert r.status_code == 303, (base, origin, r.text)
+            assert deps.SESSION_COOKIE in r.headers["set-cookie"]
+    assert env.count(WebSession) == 4
+
+
+def test_cross_origin_form_and_api_posts_are_refused(env, helpers):
+    c = env.client("ann1")
+    page = helpers.start(c)
+    evil = {"Origin": "http://testserver:8081"}
+    r = c.post(helpers.form_action(page), data=helpers.answer(page), headers=evil)
+    assert r.status_code == 403 and "cross-origin request refused" in r.text
+    fields = helpers.form_fields(page)
+    assert c.post("/logout", data={"csrf_token": fields["csrf_token"]}, headers=evil).status_code == 403
+    api = env.api("ann1")
+    item = api.get("/api/v1/projects/demo/next").json()
+    body = {"idempotency_key": "k" * 12, "skip": True}
+    url = f"/api/v1/assignments/{item['assignment_id']}/annotation"
+    r = api.post(url, json=body, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
+    assert env.count(Annotation) == 0 and env.count(WebSession) == 1
+    # Same origin: the form post and the API call go through.
+    r = c.post(helpers.form_action(page), data=helpers.answer(page), headers={"Origin": "http://testserver"})
+    assert r.status_code == 303
+    url = f"/api/v1/assignments/{api.get('/api/v1/projects/demo/next').json()['assignment_id']}/annotation"
+    assert api.post(url, json=body, headers={"Sec-Fetch-Site": "none"}).status_code == 201
+    assert env.count(Annotation) == 2

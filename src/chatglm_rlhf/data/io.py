@@ -7,6 +7,7 @@ it with ``strict=True``) so a user always sees what happened to every line.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
@@ -47,16 +48,38 @@ class ReadReport:
             print(f"  ... and {len(self.rejected) - max_errors} more", file=file)
 
 
+class NotUtf8Line(DataError):
+    """A line with a byte that is not UTF-8: ``file:line:column`` of that byte (column in characters)."""
+
+    def __init__(self, path: str | os.PathLike, line_no: int, raw: bytes, e: UnicodeDecodeError) -> None:
+        self.line_no = line_no
+        self.column = len(raw[: e.start].decode("utf-8", errors="replace")) + 1
+        self.reason = f"{e.reason}: byte 0x{raw[e.start]:02x}" if e.start < len(raw) else e.reason
+        super().__init__(f"{path}:{line_no}:{self.column}: not UTF-8 text ({self.reason})")
+
+
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any | Exception]]:
-    """Yield ``(line_no, obj)`` for every non-blank line; ``obj`` is the exception if the JSON is bad."""
+    """Yield ``(line_no, obj)`` for every non-blank line; ``obj`` is the exception if the JSON is bad
+    (a ``json.JSONDecodeError``) or the line is not UTF-8 (a :class:`NotUtf8Line`). A UTF-8 byte-order
+    mark at the start of the file is skipped."""
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    # Bytes, decoded line by line: a decoding error then knows its line and column.
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield line_no, NotUtf8Line(path, line_no, raw, e)
+                continue
             if not line.strip():
                 continue
             try:
-                yield line_no, json.loads(line)
+                # Without the line end: a line cut short in a string is "Unterminated string", with
+                # the column where that string starts, not "Invalid control character" at the end.
+                yield line_no, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 yield line_no, e
 
@@ -88,8 +111,12 @@ def read_records(
         raise DataError(f"{path}: no such file")
     for line_no, obj in iter_json_lines(path):
         report.read += 1
+        if isinstance(obj, NotUtf8Line):
+            report.rejected.append(str(obj))
+            continue
         if isinstance(obj, Exception):
-            report.reject(line_no, f"invalid JSON ({obj.msg} at column {obj.colno})")
+            msg = obj.msg.removesuffix(" at")  # json says "... at", then gives the column
+            report.reject(line_no, f"invalid JSON ({msg} at column {obj.colno})")
             continue
         try:
             rec = parse(obj, line_no) if with_line else parse(obj)

@@ -108,12 +108,14 @@ async def load(request: Request, auth_form: FormAdmin, db: DB) -> HTMLResponse:
                 f.write(chunk)
         pairs, max_chars = str(form.get("pairs") or "all"), request.app.state.settings.max_chars
         # Parsing and inserting are blocking work: keep them off the event loop.
+        # Messages name the uploaded file, not the server's temporary copy.
+        source = Path((upload.filename or "upload.jsonl").replace("\\", "/")).name or "upload.jsonl"
         lines, report = await run_in_threadpool(
-            service.load_file, db, tmp, name, int(overlap), pairs, max_chars
+            service.load_file, db, tmp, name, int(overlap), pairs, max_chars, source
         )
     finally:
         os.unlink(tmp)
-    lines = [f"{upload.filename}: " + lines[0].split(": ", 1)[-1], *lines[1:], *report.lines()]
+    lines = [*lines, *report.lines()]
     return page("admin_loaded.html", auth=auth, project={"name": name}, lines=lines)
 
 

@@ -213,3 +213,5 @@ class GuidelinesSeen(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # {section key: digest} of the text confirmed (None for confirmations older than migration 0002).
+    sections: Mapped[dict | None] = mapped_column(JSON, default=None)

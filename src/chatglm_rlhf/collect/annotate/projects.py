@@ -151,15 +151,29 @@ def _reject_reason(sample: DialogueSample, max_chars: int) -> str | None:
 
 
 def load_samples(
-    s: Session, project: Project, samples: list[DialogueSample], max_chars: int = 50_000
+    s: Session,
+    project: Project,
+    samples: list[DialogueSample],
+    max_chars: int = 50_000,
+    where: list[str] | None = None,
 ) -> LoadReport:
-    """Add samples and their pairs (by the project's pair mode); samples already loaded are kept as is."""
+    """Add samples and their pairs (by the project's pair mode); samples already loaded are kept as is.
+
+    ``where`` (one per sample, e.g. ``file:line``) starts each rejection, so it can be found and fixed.
+    An id that comes twice in ``samples`` is rejected the second time, naming where it came first.
+    """
     report = LoadReport()
     known = set(s.scalars(select(Sample.sample_id).where(Sample.project_id == project.id)))
-    for sample in samples:
+    first_seen: dict[str, str] = {}
+    for n, sample in enumerate(samples):
+        at = where[n] if where is not None else f"sample {n + 1}"
         reason = _reject_reason(sample, max_chars)
+        if sample.id and sample.id in first_seen:
+            reason = f"duplicate id (first at {first_seen[sample.id]})"
+        elif sample.id:
+            first_seen[sample.id] = at
         if reason:
-            report.rejected.append(f"sample {sample.id or '?'}: {reason}")
+            report.rejected.append(f"{at}: sample {sample.id or '?'}: {reason}")
             continue
         if sample.id in known:
             report.already_loaded += 1
@@ -187,20 +201,43 @@ def load_samples(
     return report
 
 
+def read_candidates(
+    path: str, source: str | None = None
+) -> tuple[list[tuple[int, DialogueSample]], list[str]]:
+    """(line, sample) pairs of a candidates JSONL and the read report's lines, every problem as
+    ``source:line[:column]: reason``; ``source`` names the file in messages (an upload's own name
+    rather than the server's temporary file)."""
+    from chatglm_rlhf.data.io import read_records
+
+    rows, report = read_records(path, lambda obj, line: (line, DialogueSample.from_dict(obj)), with_line=True)
+    if source is not None and source != str(path):
+        prefix = f"{path}:"
+        report.rejected = [
+            source + m[len(str(path)) :] if m.startswith(prefix) else m for m in report.rejected
+        ]
+        report.path = source
+    lines = [report.summary()] + [f"  {m}" for m in report.rejected[:50]]
+    if len(report.rejected) > 50:
+        lines.append(f"  ... and {len(report.rejected) - 50} more")
+    return rows, lines
+
+
 def load_file(
-    db, path: str, project_name: str, overlap: int, pair_mode: str, max_chars: int = 50_000
+    db,
+    path: str,
+    project_name: str,
+    overlap: int,
+    pair_mode: str,
+    max_chars: int = 50_000,
+    source: str | None = None,
 ) -> tuple[list[str], LoadReport]:
     """Read a candidates JSONL and load it in one transaction; returns (read-report lines, load report).
 
     ``overlap`` and ``pair_mode`` apply when the project is created; an existing project keeps its own.
+    ``source`` is the file's name in messages (default: ``path``).
     """
-    from chatglm_rlhf.data.io import read_samples
-
-    try:
-        samples, read_report = read_samples(path)
-    except UnicodeDecodeError as e:
-        raise Invalid(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    lines = [read_report.summary()] + [f"  {m}" for m in read_report.rejected[:50]]
+    label = source if source is not None else str(path)
+    rows, lines = read_candidates(path, label)
     with db.write() as s:
         project, created = ensure_project(s, project_name, overlap, pair_mode)
         if not created and (project.overlap, project.pair_mode) != (overlap, pair_mode):
@@ -208,5 +245,6 @@ def load_file(
                 f"project {project.name} exists: it keeps overlap {project.overlap} and pairs "
                 f"{project.pair_mode!r} (change overlap with `annotate project set`)"
             )
-        report = load_samples(s, project, samples, max_chars=max_chars)
+        samples, where = [r for _, r in rows], [f"{label}:{line}" for line, _ in rows]
+        report = load_samples(s, project, samples, max_chars=max_chars, where=where)
     return lines, report

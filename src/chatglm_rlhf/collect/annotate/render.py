@@ -30,6 +30,21 @@ def markdown_to_html(text: str) -> Markup:
     return Markup(_markdown().render(text or ""))
 
 
+def markdown_sections(text: str) -> list[tuple[str, str]]:
+    """``(heading, source)`` per top-level heading of a Markdown text, in order; text before the
+    first heading is a section with the heading "". Headings inside code blocks do not split."""
+    lines = (text or "").splitlines(keepends=True)
+    starts = [t.map[0] for t in _markdown().parse(text or "") if t.type == "heading_open" and t.map]
+    bounds = ([0] if not starts or starts[0] > 0 else []) + starts + [len(lines)]
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        source = "".join(lines[a:b])
+        heading = lines[a].strip().lstrip("#").strip() if a in starts else ""
+        if source.strip():
+            out.append((heading, source))
+    return out
+
+
 def seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f} s"
 

@@ -9,6 +9,7 @@ CLI command = one transaction), so a submission is either wholly stored or not a
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from chatglm_rlhf.collect.annotate.projects import (  # noqa: F401 (re-exported:
     set_guidelines,
     set_overlap,
 )
+from chatglm_rlhf.collect.annotate.render import markdown_sections
 from chatglm_rlhf.data.schema import CRITERIA
 from chatglm_rlhf.errors import UserError  # noqa: F401 (re-exported: callers catch service.UserError)
 
@@ -158,25 +160,64 @@ def end_session(s: Session, token: str | None) -> None:
 # --- guidelines -----------------------------------------------------------------------------------
 
 
-def has_seen_guidelines(s: Session, user: User, project: Project) -> bool:
-    seen = s.scalars(
+def _seen(s: Session, user: User, project: Project) -> GuidelinesSeen | None:
+    return s.scalars(
         select(GuidelinesSeen).where(
             GuidelinesSeen.user_id == user.id, GuidelinesSeen.project_id == project.id
         )
     ).first()
+
+
+def has_seen_guidelines(s: Session, user: User, project: Project) -> bool:
+    seen = _seen(s, user, project)
     return seen is not None and seen.version >= project.guidelines_version
 
 
+def guideline_sections(text: str) -> list[dict]:
+    """The guidelines cut at their headings: ``key`` (the heading, numbered if repeated), ``heading``,
+    ``source`` and ``digest`` (of the section's text, so that an edit anywhere in it changes it)."""
+    out, counts = [], {}
+    for heading, source in markdown_sections(text):
+        counts[heading] = counts.get(heading, 0) + 1
+        key = heading if counts[heading] == 1 else f"{heading} ({counts[heading]})"
+        digest = hashlib.sha256(source.strip().encode("utf-8")).hexdigest()[:16]
+        out.append({"key": key, "heading": heading, "source": source, "digest": digest})
+    return out
+
+
 def mark_guidelines_seen(s: Session, user: User, project: Project) -> None:
-    seen = s.scalars(
-        select(GuidelinesSeen).where(
-            GuidelinesSeen.user_id == user.id, GuidelinesSeen.project_id == project.id
-        )
-    ).first()
+    seen = _seen(s, user, project)
+    digests = {sec["key"]: sec["digest"] for sec in guideline_sections(project.guidelines_md)}
     if seen is None:
-        s.add(GuidelinesSeen(user_id=user.id, project_id=project.id, version=project.guidelines_version))
+        s.add(
+            GuidelinesSeen(
+                user_id=user.id, project_id=project.id, version=project.guidelines_version, sections=digests
+            )
+        )
     else:
-        seen.version, seen.seen_at = project.guidelines_version, utcnow()
+        seen.version, seen.seen_at, seen.sections = project.guidelines_version, utcnow(), digests
+
+
+@dataclass
+class GuidelinesChanges:
+    """What changed since the user last confirmed the guidelines (``updated``: a newer version)."""
+
+    updated: bool = False
+    changed: set[str] = field(default_factory=set)  # keys of new or edited sections
+    removed: list[str] = field(default_factory=list)  # headings of sections no longer there
+    known: bool = True  # False: the confirmation predates section digests; which changed is unknown
+
+
+def guidelines_changes(s: Session, user: User, project: Project, sections: list[dict]) -> GuidelinesChanges:
+    seen = _seen(s, user, project)
+    if seen is None or seen.version >= project.guidelines_version:
+        return GuidelinesChanges()
+    if seen.sections is None:
+        return GuidelinesChanges(updated=True, known=False)
+    keys = {sec["key"] for sec in sections}
+    changed = {sec["key"] for sec in sections if seen.sections.get(sec["key"]) != sec["digest"]}
+    removed = [k for k in seen.sections if k not in keys and k]
+    return GuidelinesChanges(updated=True, changed=changed, removed=removed)
 
 
 # --- assignment -----------------------------------------------------------------------------------

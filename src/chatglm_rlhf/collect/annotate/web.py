@@ -39,7 +39,13 @@ CHOICES = [
 NOTICES = {
     "already": "That item had already been submitted; here is your next one.",
     "saved": "Saved.",
+    "submitted": "Saved: your answer to the previous item is stored.",
+    "skipped": "Skipped: the previous item goes to another annotator.",
 }
+# The notice for the page after a submission travels in a one-use cookie, so that the next item's URL
+# stays /annotate/<project> and a reload does not say "saved" again.
+FLASH_COOKIE = "annotate_flash"
+HISTORY_SHOWN = 2  # earlier turns than these are folded, so that both responses stay in view
 
 
 def page(name: str, status: int = 200, **ctx) -> HTMLResponse:
@@ -161,9 +167,14 @@ def projects(auth: PageUser, db: DB) -> Response:
 def guidelines(project_name: str, auth: PageUser, db: DB) -> Response:
     with db.read() as s:
         project = service.get_project(s, project_name)
-        first = not service.has_seen_guidelines(s, s.get(User, auth.user_id), project)
+        user = s.get(User, auth.user_id)
+        first = not service.has_seen_guidelines(s, user, project)
         view = project_view(project)
-    return page("guidelines.html", auth=auth, project=view, first=first)
+        sections = service.guideline_sections(view["guidelines_md"])
+        changes = service.guidelines_changes(s, user, project, sections)
+    for n, sec in enumerate(sections):
+        sec["id"], sec["changed"] = f"section-{n + 1}", sec["key"] in changes.changed
+    return page("guidelines.html", auth=auth, project=view, first=first, sections=sections, changes=changes)
 
 
 @router.post("/annotate/{project_name}/guidelines")
@@ -184,7 +195,11 @@ def _item_context(s, auth: Auth, project, assignment: Assignment) -> dict:
         "auth": auth,
         "project": {"name": project.name},
         "assignment": {"id": assignment.id},
-        "sample": {"prompt": sample.prompt, "history": list(sample.history)},
+        "sample": {
+            "prompt": sample.prompt,
+            "older": list(sample.history)[:-HISTORY_SHOWN],
+            "recent": list(sample.history)[-HISTORY_SHOWN:],
+        },
         "sides": [
             {"key": "left", "title": "A", "text": sample.responses[shown[0]]},
             {"key": "right", "title": "B", "text": sample.responses[shown[1]]},
@@ -200,7 +215,17 @@ def _item_context(s, auth: Auth, project, assignment: Assignment) -> dict:
 
 
 @router.get("/annotate/{project_name}")
-def annotate(project_name: str, auth: PageUser, db: DB, notice: str | None = None) -> Response:
+def annotate(
+    request: Request, project_name: str, auth: PageUser, db: DB, notice: str | None = None
+) -> Response:
+    flash = request.cookies.get(FLASH_COOKIE)
+    response = _annotate(project_name, auth, db, notice or flash)
+    if flash is not None:
+        response.delete_cookie(FLASH_COOKIE, path="/annotate")
+    return response
+
+
+def _annotate(project_name: str, auth: Auth, db: Database, notice: str | None) -> Response:
     # Usually the item was assigned when the previous one was submitted: a read is enough, and reads
     # do not wait for writers. Only when nothing is open does a write transaction assign one.
     with db.read() as s:
@@ -256,7 +281,9 @@ def submit_once(db: Database, user_id: int, assignment_id: int, sub: service.Sub
 
 
 @router.post("/annotate/{project_name}/items/{assignment_id}")
-def submit_item(project_name: str, assignment_id: int, auth_form: FormUser, db: DB) -> Response:
+def submit_item(
+    request: Request, project_name: str, assignment_id: int, auth_form: FormUser, db: DB
+) -> Response:
     auth, form = auth_form
     sub = parse_submission(form)
     try:
@@ -265,7 +292,17 @@ def submit_item(project_name: str, assignment_id: int, auth_form: FormUser, db: 
         return _redisplay(db, auth, project_name, assignment_id, form, str(e))
     except service.Conflict:
         return see_other(f"/annotate/{project_name}?notice=already")
-    return see_other(f"/annotate/{project_name}")
+    response = see_other(f"/annotate/{project_name}")
+    response.set_cookie(
+        FLASH_COOKIE,
+        "skipped" if sub.skip else "submitted",
+        max_age=120,
+        path="/annotate",
+        httponly=True,
+        samesite="lax",
+        secure=request.app.state.settings.secure_cookies,
+    )
+    return response
 
 
 def _redisplay(
