@@ -1,4 +1,3 @@
-
 """Reward-model training on tiny local models: it learns a planted preference, and its plumbing holds."""
 
 import json
