@@ -87,3 +87,17 @@ def test_nested_override_keeps_the_fields_own_default():
     cfg = load_config(WithCustomNested, None, ["inner.modules=k"])
     assert cfg.inner.r == 2 and cfg.inner.modules == ["k"]  # r stays the field's default, not Inner's 8
     assert "  inner.r = 2  " in "\n".join(help_lines(WithCustomNested))
+
+
+def test_yaml_recipe_reads_numeric_strings_as_numbers(tmp_path):
+    # YAML 1.1 reads 1e-4 (no dot) and 2e3 as strings: the recipe path reads them as the numbers meant.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 1e-4\nsteps: 2e3\ninner:\n  r: '16'\nmodel: 1e-4\n")
+    cfg = load_config(Cfg, recipe)
+    assert cfg.lr == pytest.approx(1e-4) and isinstance(cfg.lr, float)
+    assert cfg.steps == 2000 and isinstance(cfg.steps, int)
+    assert cfg.inner.r == 16
+    assert cfg.model == "1e-4"  # a string field keeps the text as written
+    recipe.write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match="lr must be a number, got 'fast'"):
+        load_config(Cfg, recipe)

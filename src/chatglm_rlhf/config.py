@@ -101,9 +101,26 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def numeric(value: Any) -> Any:
+    """A numeric-looking string as the number it means, else ``value`` unchanged.
+
+    YAML 1.1 reads ``1e-4`` (no dot) as a string; both the recipe path (:func:`coerce`) and the
+    command line (:func:`parse_overrides`) go through here so ``lr: 1e-4`` means 0.0001 everywhere.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return value
+
+
 def coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     """Check (and gently convert) ``value`` to type ``tp``; raise ConfigError naming ``key``."""
     base, optional = _strip_optional(tp)
+    if base in (int, float) and isinstance(value, str):
+        value = numeric(value)  # "1e-4" from a YAML recipe
     if value is None:
         if optional or tp is Any:
             return None
@@ -237,12 +254,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             value = raw
         # YAML reads "1e-4" as a string: retry as a number so float fields accept it.
-        if isinstance(value, str):
-            try:
-                value = float(value) if any(c in value for c in ".eE") else int(value)
-            except ValueError:
-                pass
-        _set_dotted(tree, key, value)
+        _set_dotted(tree, key, numeric(value))
     return tree
 
 

@@ -285,7 +285,8 @@ def test_formats_malformed_lines_are_reported(tmp_path: Path) -> None:
         assert reason in msg
     with pytest.raises(DataError) as err:
         load_comparisons(path, strict=True)
-    assert str(err.value) == "\n".join(report.rejected)
+    # One line: how many were rejected and the first; the report (every line) is printed before it.
+    assert str(err.value) == f"{path}: 3 of 4 records rejected and strict is on; first: {report.rejected[0]}"
 
 
 def test_formats_unknown_format_name_raises(tmp_path: Path) -> None:
@@ -324,3 +325,47 @@ def test_formats_real_hh_trl_round_trip(tmp_path: Path, conversational: bool) ->
     assert write_trl(path, comps, conversational=conversational) == (len(comps), 0)
     back, report = load_comparisons(path, strict=True)
     assert back == comps  # every field HH carries survives HH -> TRL -> Comparison
+
+
+def test_sft_formats_messages_and_prompt_completion(tmp_path):
+    from chatglm_rlhf.data.formats import load_sft_examples
+
+    msgs = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
+    path = tmp_path / "m.jsonl"
+    bad = {"messages": msgs[:2]}  # ends with a user turn: no target
+    path.write_text(json.dumps({"messages": msgs, "id": "m1"}) + "\n" + json.dumps(bad) + "\n")
+    examples, report, _ = load_sft_examples(path)
+    assert (report.read, report.kept) == (2, 1) and "does not end with an Assistant turn" in report.rejected[
+        0
+    ]
+    ((sample, target),) = examples
+    assert target == "4" and sample.prompt == "2+2?" and sample.id == "m1"
+    assert [(t.role, t.content) for t in sample.history] == [
+        ("system", "be brief"), ("user", "hi"), ("assistant", "hello")
+    ]  # fmt: skip
+    pc = tmp_path / "pc.jsonl"
+    conv = {"prompt": msgs[:4], "completion": [{"role": "assistant", "content": "four"}]}
+    pc.write_text(json.dumps({"prompt": "Say hi", "completion": " hi"}) + "\n" + json.dumps(conv) + "\n")
+    examples, report, _ = load_sft_examples(pc)
+    assert report.kept == 2
+    assert (examples[0][0].prompt, examples[0][1]) == ("Say hi", " hi")
+    assert (examples[1][0].prompt, examples[1][1], len(examples[1][0].history)) == ("2+2?", "four", 3)
+
+
+def test_sft_messages_from_parquet(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from chatglm_rlhf.data.formats import load_sft_examples
+
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        for i in range(3)
+    ]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "sft.parquet"))
+    examples, report, _ = load_sft_examples(tmp_path / "sft.parquet")
+    assert [(s.prompt, r) for s, r in examples] == [("q0", "a0"), ("q1", "a1"), ("q2", "a2")]

@@ -38,8 +38,8 @@ def test_two_processes_give_the_weights_of_one(runs):
 
 
 def test_two_processes_give_the_loss_curve_of_one(runs):
-    one = [r["loss"] for r in read_jsonl(runs["one"] / "metrics.jsonl")]
-    two = [r["loss"] for r in read_jsonl(runs["two"] / "metrics.jsonl")]
+    one = [r["train/loss"] for r in read_jsonl(runs["one"] / "metrics.jsonl")]
+    two = [r["train/loss"] for r in read_jsonl(runs["two"] / "metrics.jsonl")]
     assert len(one) == len(two) == 3
     assert two == pytest.approx(one, rel=LOSS_RTOL)
 
@@ -66,7 +66,7 @@ def uneven(world, tmp_path_factory):
 def test_a_step_with_fewer_pairs_than_ranks_and_grad_accum_match_one_process(uneven):
     diff = max_param_diff(load_state(uneven / "one"), load_state(uneven / "two"))
     assert diff <= PARAM_ATOL, f"2-process weights differ from 1-process by {diff:.3g}"
-    one = [r["loss"] for r in read_jsonl(uneven / "one" / "metrics.jsonl")]
-    two = [r["loss"] for r in read_jsonl(uneven / "two" / "metrics.jsonl")]
+    one = [r["train/loss"] for r in read_jsonl(uneven / "one" / "metrics.jsonl")]
+    two = [r["train/loss"] for r in read_jsonl(uneven / "two" / "metrics.jsonl")]
     assert len(one) == len(two) == 8
     assert two == pytest.approx(one, rel=LOSS_RTOL)

@@ -44,8 +44,8 @@ def test_two_processes_give_the_weights_of_one(runs):
 
 
 def test_two_processes_give_the_loss_curve_of_one(runs):
-    one = [r["loss"] for r in read_jsonl(runs["one"] / "metrics.jsonl")]
-    two = [r["loss"] for r in read_jsonl(runs["two"] / "metrics.jsonl")]
+    one = [r["train/loss"] for r in read_jsonl(runs["one"] / "metrics.jsonl")]
+    two = [r["train/loss"] for r in read_jsonl(runs["two"] / "metrics.jsonl")]
     assert len(one) == len(two) == 3
     assert two == pytest.approx(one, rel=LOSS_RTOL)
 
@@ -75,7 +75,7 @@ def test_a_short_last_step_pads_instead_of_repeating_pairs(uneven):
     one = read_jsonl(uneven / "one" / "metrics.jsonl")
     two = read_jsonl(uneven / "two" / "metrics.jsonl")
     assert len(one) == len(two) == 4
-    for key in ("loss", "accuracy"):
+    for key in ("train/loss", "train/accuracy"):
         assert [r[key] for r in two] == pytest.approx([r[key] for r in one], rel=LOSS_RTOL)
     result = json.loads((uneven / "two" / "rm_result.json").read_text())
     assert result["pairs"] == 14  # every pair once per epoch, over both ranks

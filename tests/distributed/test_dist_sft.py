@@ -43,8 +43,8 @@ def test_two_processes_give_the_weights_of_one(runs):
 
 
 def test_two_processes_give_the_loss_curve_of_one(runs):
-    one = [r["loss"] for r in read_jsonl(runs["one"] / "metrics.jsonl")]
-    two = [r["loss"] for r in read_jsonl(runs["two"] / "metrics.jsonl")]
+    one = [r["train/loss"] for r in read_jsonl(runs["one"] / "metrics.jsonl")]
+    two = [r["train/loss"] for r in read_jsonl(runs["two"] / "metrics.jsonl")]
     assert len(one) == len(two) == 4
     assert two == pytest.approx(one, rel=LOSS_RTOL)
 

@@ -121,3 +121,32 @@ def test_lora_target_modules_and_gradient_checkpointing(ckpt):
     model(ids, labels=ids).loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n]
     assert grads and all(g is not None for g in grads)
+
+
+def test_load_reports_are_quiet_unless_verbose(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from chatglm_rlhf.models.loading import quiet_transformers
+
+    monkeypatch.delenv("CHATGLM_RLHF_VERBOSE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # the load reports are warnings
+    try:
+        with quiet_transformers():
+            assert hf_logging.get_verbosity() == hf_logging.ERROR
+        assert hf_logging.get_verbosity() == hf_logging.WARNING
+        monkeypatch.setenv("CHATGLM_RLHF_VERBOSE", "1")
+        with quiet_transformers():
+            assert hf_logging.get_verbosity() == hf_logging.WARNING
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+def test_a_bad_model_path_is_a_user_error_naming_the_key(tmp_path, ckpt):
+    from chatglm_rlhf.errors import UserError
+
+    with pytest.raises(UserError, match=r"^reward_model=.*no such folder"):
+        load_tokenizer(str(tmp_path / "missing"), key="reward_model")
+    with pytest.raises(UserError, match=r"^model=.*a file, expected a model folder"):
+        load_causal_lm(str(ckpt / "config.json"))

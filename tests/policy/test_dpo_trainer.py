@@ -57,7 +57,7 @@ def test_dpo_raises_implicit_reward_accuracy(tok, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == result["steps"] == 25
     for key in ("loss", "rewards/accuracy", "rewards/margin", "logps/chosen", "length/rejected", "lr"):
-        assert key in rows[-1]
+        assert f"train/{key}" in rows[-1]
     assert (tmp_path / "out" / "model.safetensors").exists()
 
 

@@ -71,7 +71,7 @@ def test_training_lowers_loss_and_saves_a_loadable_model(tok, tmp_path):
     result = t2.train(data, data)
     rows = [json.loads(r) for r in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
-    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
     assert initial > 4.0  # an untrained model: about log(vocab)
     assert result["eval_loss"] < 0.6 * initial
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "b")

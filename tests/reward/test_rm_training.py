@@ -1,5 +1,6 @@
 """Reward-model training on tiny local models: it learns a planted preference, and its plumbing holds."""
 
+import json
 import random
 
 import pytest
@@ -73,6 +74,9 @@ def test_rm_learns_planted_preference_and_reloads(tiny_dir, tmp_path):
     result = trainer.train(pairs_from_comparisons(planted(240, 1)), held_out)
     assert result["eval"]["accuracy"] > 0.85, result["eval"]
     assert (out / "reward_model.json").exists() and (out / "metrics.jsonl").exists()
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"train/loss", "train/accuracy", "train/lr"} <= set(row) and "loss" not in row
+    assert not (out / "tb").exists()  # report_to=none: the JSONL only
     # the saved model scores exactly as the trained one, and batching does not change a score
     scorer = RewardScorer.from_pretrained(out, device="cpu", batch_size=7)
     samples, responses = [c.sample() for c in held_out], [c.response_a for c in held_out]

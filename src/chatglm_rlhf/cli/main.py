@@ -78,8 +78,11 @@ def _missing(command: str, package: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from chatglm_rlhf.cli.common import options_as_overrides
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(options_as_overrides(parser, argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

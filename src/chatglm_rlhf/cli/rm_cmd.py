@@ -23,6 +23,7 @@ class RMEvalConfig:
     model: str = field_("", help="a saved reward model (rm train's output_dir)")
     data: str = field_("", help="held-out pairs in any preference format")
     format: InputFormat = field_("auto", help="input format (auto = detect it from the records)")
+    strict: bool = field_(False, help="exit with an error when any input line is rejected")
     output: str | None = field_(None, help="report JSON (default: MODEL/eval_report.json)")
     max_length: int | None = field_(None, help="max tokens per sequence (default: the RM's own)")
     batch_size: int = field_(16, help="sequences per forward pass")
@@ -36,6 +37,7 @@ class RMScoreConfig:
     model: str = field_("", help="a saved reward model (rm train's output_dir)")
     data: str = field_("", help="samples JSONL with 'responses', or a preference file")
     output: str = field_("", help="JSONL with rewards added (required)")
+    strict: bool = field_(False, help="exit with an error when any input line is rejected")
     max_length: int | None = field_(None, help="max tokens per sequence (default: the RM's own)")
     batch_size: int = field_(16, help="sequences per forward pass")
     device: str = field_("auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -104,7 +106,7 @@ def run_eval(args) -> int:
 
     cfg = stage_config(args)
     scorer = _scorer(cfg)
-    comparisons, report = load_comparisons(cfg.data, cfg.format)
+    comparisons, report = load_comparisons(cfg.data, cfg.format, strict=cfg.strict)
     report.print()
     result = evaluate_comparisons(scorer, comparisons, cfg.buckets)
     out = Path(cfg.output or Path(cfg.model) / "eval_report.json")
@@ -121,6 +123,6 @@ def run_score(args) -> int:
     cfg = stage_config(args)
     if not cfg.output:
         raise UserError("rm score: output=... is required")
-    n = score_file(_scorer(cfg), cfg.data, cfg.output)
+    n = score_file(_scorer(cfg), cfg.data, cfg.output, strict=cfg.strict)
     print(f"rm score: {n} responses scored; written to {cfg.output}")
     return 0

@@ -395,3 +395,94 @@ def write_trl(
 def candidates_to_pairs(sample: DialogueSample) -> list[tuple[str, str]]:
     """All unordered pairs ``(responses[i], responses[j])`` with i < j, for annotation or RM scoring."""
     return list(combinations(sample.responses, 2))
+
+
+# --------------------------------------------------------------------------------------------------
+# SFT data: our samples, TRL's language-modelling and prompt-completion formats, or preferences
+# --------------------------------------------------------------------------------------------------
+
+# Names returned by :func:`detect_sft_format`:
+#   samples            our DialogueSample records; every entry of ``responses`` is a target
+#   messages           TRL conversational LM: {"messages": [{role, content}, ...]}; the last (assistant)
+#                      message is the target, the user turn before it the prompt, earlier turns (system
+#                      ones included) the history
+#   prompt_completion  TRL prompt-completion: {"prompt": str, "completion": str}, or both as message lists
+#   preference         any preference format above; the chosen response is the target
+SFT_FORMATS = ("samples", "messages", "prompt_completion", "preference")
+
+
+def detect_sft_format(obj: dict) -> str:
+    """The SFT format of one record (see ``SFT_FORMATS``), from its keys."""
+    if "messages" in obj:
+        return "messages"
+    if "completion" in obj:
+        return "prompt_completion"
+    if "responses" in obj:
+        return "samples"
+    if "chosen" in obj or "response_a" in obj:
+        return "preference"
+    raise SchemaError(
+        "unknown SFT format: expected 'messages', 'prompt'+'completion', 'responses' or a preference "
+        f"record (keys: {sorted(obj)[:8]})"
+    )
+
+
+def _sample(obj: dict, history: list[Turn], prompt: str) -> DialogueSample:
+    sample_id = obj.get("id")
+    return DialogueSample(
+        id=str(sample_id) if sample_id is not None else stable_sample_id(history, prompt),
+        prompt=prompt,
+        history=list(history),
+        category=obj.get("category"),
+    )
+
+
+def parse_sft_messages(obj: dict) -> tuple[DialogueSample, str]:
+    """TRL ``{"messages": [...]}`` → (sample, target): the last assistant message is the target."""
+    prefix, response = _final_response(_messages_field(obj, "messages"), "messages")
+    history, prompt = _split_prompt(prefix, "messages")
+    return _sample(obj, history, prompt), response
+
+
+def parse_sft_prompt_completion(obj: dict) -> tuple[DialogueSample, str]:
+    """TRL ``{"prompt": ..., "completion": ...}``, standard (strings) or conversational (message lists)."""
+    if isinstance(obj.get("prompt"), list):
+        history, prompt = _split_prompt(_messages_field(obj, "prompt"), "prompt")
+        return _sample(obj, history, prompt), _single_assistant(
+            _messages_field(obj, "completion"), "completion"
+        )
+    prompt, completion = _text_field(obj, "prompt"), _text_field(obj, "completion")
+    if not prompt.strip():
+        raise SchemaError("field 'prompt' is empty")
+    return _sample(obj, [], prompt), completion
+
+
+def load_sft_examples(
+    path: str | os.PathLike, strict: bool = False
+) -> tuple[list[tuple[DialogueSample, str]], ReadReport, list[str]]:
+    """(sample, target) pairs of an SFT file in any of ``SFT_FORMATS``, the read report, and notes.
+
+    The format is sniffed from the first record. Notes say what gave no target (samples without
+    responses, ties), so the caller can print them.
+    """
+    from chatglm_rlhf.data.io import first_record, read_samples
+
+    fmt = detect_sft_format(first_record(path))
+    notes: list[str] = []
+    if fmt == "samples":
+        samples, report = read_samples(path, strict=strict)
+        empty = [s.id for s in samples if not s.responses]
+        if empty:
+            notes.append(
+                f"{path}: {len(empty)} samples have no response and give no SFT target (e.g. {empty[0]})"
+            )
+        return [(s, r) for s in samples for r in s.responses], report, notes
+    if fmt == "messages":
+        return (*read_records(path, parse_sft_messages, strict=strict), notes)
+    if fmt == "prompt_completion":
+        return (*read_records(path, parse_sft_prompt_completion, strict=strict), notes)
+    comparisons, report = load_comparisons(path, strict=strict)
+    ties = sum(c.label == "tie" for c in comparisons)
+    if ties:
+        notes.append(f"{path}: {ties} ties have no chosen response and give no SFT target")
+    return [(c.sample(), c.chosen) for c in comparisons if c.label != "tie"], report, notes

@@ -1,8 +1,14 @@
-"""JSONL reading and writing that never drops a record silently.
+"""Record reading (JSONL, JSON, Parquet, ``datasets`` folders) and JSONL writing; no record is dropped silently.
 
 Every reader returns the parsed records together with a :class:`ReadReport`: how many lines were read,
 kept and rejected, and for each rejection ``file:line: reason``. Callers print the report (or raise on
 it with ``strict=True``) so a user always sees what happened to every line.
+
+Inputs (:func:`iter_records`): JSONL (one object a line); a ``.json`` file holding a list of records;
+Parquet (by suffix or by its ``PAR1`` magic bytes, whatever the name); a folder written by
+``datasets``' ``save_to_disk``. For Parquet and dataset folders the "line" is the row number (from 1).
+Parquet and folders need the ``datasets`` package (imported only when such a file is read). An input
+with no records at all is an error naming the file.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -58,12 +65,17 @@ class NotUtf8Line(DataError):
         super().__init__(f"{path}:{line_no}:{self.column}: not UTF-8 text ({self.reason})")
 
 
+_PARQUET_MAGIC = b"PAR1"
+
+
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any | Exception]]:
     """Yield ``(line_no, obj)`` for every non-blank line; ``obj`` is the exception if the JSON is bad
     (a ``json.JSONDecodeError``) or the line is not UTF-8 (a :class:`NotUtf8Line`). A UTF-8 byte-order
     mark at the start of the file is skipped."""
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file")
+    if is_parquet(path):
+        raise DataError(f"{path} looks like Parquet, not JSONL: read it with a reader that takes Parquet")
     # Bytes, decoded line by line: a decoding error then knows its line and column.
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
@@ -84,11 +96,106 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any | Except
                 yield line_no, e
 
 
+def is_parquet(path: str | os.PathLike) -> bool:
+    """A Parquet file, by its magic bytes (whatever its name)."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, "rb") as f:
+        return f.read(4) == _PARQUET_MAGIC
+
+
+def _is_json_array(path: Path) -> bool:
+    if path.suffix.lower() != ".json":
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith(b"[")
+
+
+def _require_datasets(path: str | os.PathLike, what: str):
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"{path} looks like {what}: reading it needs the datasets package (pip install datasets)"
+        ) from None
+    return datasets
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` without a file suffix: what the hub calls a repository (datasets and models)."""
+    return bool(_HUB_ID.match(name)) and not Path(name).suffix and ".." not in name
+
+
+def _load_hub_dataset(name: str) -> list[dict]:
+    """The train split of a hub dataset (needs network, or the datasets cache)."""
+    datasets = _require_datasets(name, "a hub dataset id")
+    try:
+        return datasets.load_dataset(name, split="train").to_list()
+    except Exception as e:  # offline, unknown id, no train split: one line naming the id
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{name}: no such file, and loading it as a hub dataset failed: {first}") from None
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, Any | Exception]]:
+    """``(line_or_row_no, obj)`` for every record of a JSONL / JSON / Parquet file or a datasets folder.
+
+    ``obj`` is the exception for a JSONL line that is not JSON (the reader rejects it with its line).
+    """
+    p = Path(path)
+    if p.is_dir():
+        yield from enumerate(_load_dataset_folder(p), start=1)
+    elif not p.exists() and looks_like_hub_id(str(path)):
+        yield from enumerate(_load_hub_dataset(str(path)), start=1)
+    elif not p.is_file():
+        raise DataError(f"{path}: no such file")
+    elif is_parquet(p):
+        _require_datasets(path, "Parquet")
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(p)
+        except Exception as e:  # a truncated or corrupt file: one line, not pyarrow's traceback
+            raise DataError(f"{path} looks like Parquet but cannot be read: {e}") from None
+        yield from enumerate(table.to_pylist(), start=1)
+    elif _is_json_array(p):
+        try:
+            rows = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        yield from enumerate(rows if isinstance(rows, list) else [rows], start=1)
+    else:
+        yield from iter_json_lines(path)
+
+
+def _load_dataset_folder(path: Path) -> list[dict]:
+    """The rows of a ``save_to_disk`` folder (a Dataset, or a DatasetDict with one split or a train split)."""
+    if not any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
+        raise DataError(f"{path}: a folder, but not a dataset saved with save_to_disk (no dataset_info.json)")
+    datasets = _require_datasets(path, "a datasets folder")
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        splits = list(ds)
+        if len(splits) == 1:
+            ds = ds[splits[0]]
+        elif "train" in ds:
+            ds = ds["train"]
+        else:
+            raise DataError(f"{path}: a dataset with splits {splits}; give one split's folder ({path}/SPLIT)")
+    return ds.to_list()
+
+
 def first_record(path: str | os.PathLike) -> dict:
-    """The first JSON object of a JSONL file: readers of several kinds sniff its keys to pick a parser."""
-    first = next((obj for _, obj in iter_json_lines(path) if isinstance(obj, dict)), None)
+    """The first record of a data file: readers of several kinds sniff its keys to pick a parser."""
+    first = next((obj for _, obj in iter_records(path) if isinstance(obj, dict)), None)
     if first is None:
-        raise UserError(f"{path}: no JSON records")
+        raise DataError(f"{path}: no records (an empty file?)")
     return first
 
 
@@ -98,18 +205,18 @@ def read_records(
     strict: bool = False,
     with_line: bool = False,
 ) -> tuple[list[T], ReadReport]:
-    """Read a JSONL file, turning each JSON object into records with ``parse``.
+    """Read a data file (see :func:`iter_records`), turning each JSON object into records with ``parse``.
 
     ``parse`` may return one record or a list of them (e.g. one HH-RLHF line gives one comparison, one
     candidates line with k responses gives several pairs). It raises ``SchemaError``/``ValueError`` to
     reject a line; the reason lands in the report with its file and line number. With ``with_line``
     it is called as ``parse(obj, line_no)`` (records that remember where they came from).
+    A file without any record is an error; with ``strict`` so is any rejected line (the report is
+    printed first, then one line says how many).
     """
     report = ReadReport(str(path))
     out: list[T] = []
-    if not Path(path).exists():
-        raise DataError(f"{path}: no such file")
-    for line_no, obj in iter_json_lines(path):
+    for line_no, obj in iter_records(path):
         report.read += 1
         if isinstance(obj, NotUtf8Line):
             report.rejected.append(str(obj))
@@ -128,9 +235,20 @@ def read_records(
             out.extend(rec)
         else:
             out.append(rec)
+    if report.read == 0:
+        raise DataError(f"{path}: no records (an empty file?)")
     if strict and report.rejected:
-        raise DataError("\n".join(report.rejected))
+        report.print()
+        raise DataError(strict_message(report))
     return out, report
+
+
+def strict_message(report: ReadReport) -> str:
+    """The one-line error of ``strict``: how many lines were rejected and the first of them."""
+    n = len(report.rejected)
+    return (
+        f"{report.path}: {n} of {report.read} records rejected and strict is on; first: {report.rejected[0]}"
+    )
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
@@ -154,5 +272,5 @@ def read_comparisons(path: str | os.PathLike, strict: bool = False) -> tuple[lis
 
 
 def read_samples(path: str | os.PathLike, strict: bool = False) -> tuple[list[DialogueSample], ReadReport]:
-    """Read our dialogue-sample JSONL (prompts, or candidates with ``responses``)."""
+    """Read dialogue samples (prompts, or candidates with ``responses``) from any input :func:`iter_records` reads."""
     return read_records(path, DialogueSample.from_dict, strict=strict)

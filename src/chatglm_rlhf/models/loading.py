@@ -2,11 +2,21 @@
 
 Works for local checkpoints and hub ids alike (hub ids need network access, which tests never use).
 ChatGLM3 checkpoints ship their own modelling code: pass ``trust_remote_code=True`` to run it.
+
+A model that is neither a local folder nor loadable as a hub id is a one-line :class:`UserError` naming
+the config key (``model=...``), not transformers' traceback. transformers' load reports (the "LOAD REPORT"
+table, "Some weights of ... were not initialized") are silenced while loading; set
+``CHATGLM_RLHF_VERBOSE=1`` (or transformers' own ``TRANSFORMERS_VERBOSITY``) to see them.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import transformers
@@ -78,15 +88,75 @@ def pick_dtype(device: torch.device | str, preference: str | torch.dtype = "auto
     return torch.float32
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, padding_side: str = "left"):
+VERBOSE_ENV = "CHATGLM_RLHF_VERBOSE"
+# A hub repository id: "name" or "owner/name" (letters, digits, - _ .), no path syntax.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def is_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.match(name)) and ".." not in name and not name.endswith((".json", ".jsonl", ".bin"))
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers logs errors only inside (its multi-line load reports are warnings).
+
+    ``CHATGLM_RLHF_VERBOSE=1`` or a ``TRANSFORMERS_VERBOSITY`` the user set keeps its logging as it is.
+    """
+    from transformers.utils import logging as hf_logging
+
+    if os.environ.get(VERBOSE_ENV, "") not in ("", "0") or os.environ.get("TRANSFORMERS_VERBOSITY"):
+        yield
+        return
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+@contextmanager
+def model_source(name_or_path: str, key: str = "model") -> Iterator[None]:
+    """Check ``name_or_path`` (a local folder or a hub id) and turn a failed load into one line.
+
+    A path that does not exist and cannot be a hub id fails here, before transformers; a hub id that
+    cannot be loaded (offline, unknown) fails with transformers' first line of explanation.
+    """
+    name = str(name_or_path)
+    if not name:
+        raise UserError(f"{key}=... is required (a local folder or a hub id)")
+    local = Path(name).expanduser()
+    if not local.exists() and not is_hub_id(name):
+        raise UserError(f"{key}={name}: no such folder (and not a hub id like owner/name)")
+    if local.is_file() and not local.suffix == ".gguf":
+        raise UserError(f"{key}={name}: a file, expected a model folder (from save_pretrained) or a hub id")
+    try:
+        with quiet_transformers():
+            yield
+    except (OSError, ValueError) as e:
+        if local.exists():
+            raise
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise UserError(
+            f"{key}={name}: not a local folder, and loading it as a hub id failed: {first}"
+        ) from None
+
+
+def load_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, padding_side: str = "left", key: str = "model"
+):
     """``AutoTokenizer`` with left padding (what batched generation needs).
 
     Tokenizers without a pad token get ``pad_token = eos_token``: padded positions are masked by the
-    attention mask and the labels, so sharing the id with eos is harmless.
+    attention mask and the labels, so sharing the id with eos is harmless. ``key`` names the config
+    key the path came from, for the error when it does not load.
     """
-    tokenizer = AutoTokenizer.from_pretrained(
-        name_or_path, trust_remote_code=trust_remote_code, padding_side=padding_side
-    )
+    with model_source(name_or_path, key):
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, padding_side=padding_side
+        )
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -134,6 +204,7 @@ def load_causal_lm(
     lora: LoraSettings | None = None,
     gguf_file: str | None = None,
     gradient_checkpointing: bool = False,
+    key: str = "model",
 ):
     """``AutoModelForCausalLM.from_pretrained`` on the chosen device and dtype, optionally with LoRA.
 
@@ -144,7 +215,9 @@ def load_causal_lm(
     kwargs = {_dtype_kwarg(): pick_dtype(dev, dtype), "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file  # dequantised on load; needs the ``gguf`` package
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs).to(dev)
+    with model_source(name_or_path, key):
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    model = model.to(dev)
     if gradient_checkpointing:
         _enable_checkpointing(model)
     if lora is not None:

@@ -29,6 +29,7 @@ from chatglm_rlhf.utils.training import (
     open_run,
     save_json,
     set_seed,
+    train_metrics,
     warmup_schedule,
 )
 
@@ -38,7 +39,9 @@ class SFTConfig(EpochTrainerConfig):
     output_dir: str = default_("out/sft")
     lr: float = default_(5e-5)
     data: str = field_(
-        "", help="SFT data: our samples JSONL (each response is a target) or a preference file (chosen)"
+        "",
+        help="SFT data: our samples (each response a target), TRL messages or prompt/completion, or a "
+        "preference file (chosen); JSONL, .json, Parquet or a datasets folder",
     )
     eval_data: str | None = field_(None, help="optional held-out SFT data for the eval loss")
     max_length: int = field_(
@@ -48,26 +51,19 @@ class SFTConfig(EpochTrainerConfig):
     batch_size: int = field_(8, help="sequences per micro-batch per device")
 
 
-def load_sft_examples(path: str) -> list[tuple[DialogueSample, str]]:
-    """(sample, target response) pairs from our samples JSONL, or the chosen side of a preference file."""
-    from chatglm_rlhf.data.io import first_record, read_samples
+def load_sft_examples(path: str, strict: bool = False) -> list[tuple[DialogueSample, str]]:
+    """(sample, target response) pairs: our samples, TRL messages / prompt-completion, or preferences.
 
-    if "responses" in first_record(path):
-        samples, report = read_samples(path)
-        report.print()
-        examples = [(s, r) for s in samples for r in s.responses]
-        empty = [s.id for s in samples if not s.responses]
-        if empty:
-            print(f"{path}: {len(empty)} samples have no response and give no SFT target (e.g. {empty[0]})")
-        return examples
-    from chatglm_rlhf.data.formats import load_comparisons
+    See :func:`chatglm_rlhf.data.formats.load_sft_examples` for the formats (JSONL, JSON, Parquet or a
+    datasets folder); the read report and what gave no target are printed.
+    """
+    from chatglm_rlhf.data.formats import load_sft_examples as load
 
-    comparisons, report = load_comparisons(path)
+    examples, report, notes = load(path, strict=strict)
     report.print()
-    ties = sum(c.label == "tie" for c in comparisons)
-    if ties:
-        print(f"{path}: {ties} ties have no chosen response and give no SFT target")
-    return [(c.sample(), c.chosen) for c in comparisons if c.label != "tie"]
+    for note in notes:
+        print(note)
+    return examples
 
 
 def encode_examples(tokenizer, examples, max_length: int, truncate_response: bool) -> list:
@@ -137,7 +133,7 @@ class SFTTrainer:
         sched = warmup_schedule(opt, cfg.lr_schedule, cfg.warmup_ratio, total)
         model, opt, sched = acc.prepare(self.model, opt, sched)
         self.prepared = model
-        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to)
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to, config=cfg)
         step = state["step"]
         bar = tqdm(total=total, initial=step, desc="sft", disable=not (cfg.progress and acc.is_main_process))
         t0, last_loss = time.time(), float("nan")
@@ -148,10 +144,11 @@ class SFTTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.3f}")
             if step % cfg.log_every == 0 or step == total:
-                log.log(step, {"loss": last_loss, "lr": sched.get_last_lr()[0]})
+                log.log(step, train_metrics({"loss": last_loss}, sched.get_last_lr()[0]))
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
                 ckpt.save(step)
         bar.close()
+        log.close()
         result = {"steps": step, "train_loss": last_loss, "seconds": time.time() - t0}
         if eval_examples:
             ev = encode_examples(self.tokenizer, eval_examples, cfg.max_length, cfg.truncate_response)
@@ -218,6 +215,6 @@ class SFTTrainer:
 def run_sft(cfg: SFTConfig) -> dict:
     if not cfg.model or not cfg.data:
         raise UserError("sft: model=... is required (a local path or hub id) and data=... (an SFT file)")
-    examples = load_sft_examples(cfg.data)
-    eval_examples = load_sft_examples(cfg.eval_data) if cfg.eval_data else None
+    examples = load_sft_examples(cfg.data, cfg.strict)
+    eval_examples = load_sft_examples(cfg.eval_data, cfg.strict) if cfg.eval_data else None
     return SFTTrainer(cfg).train(examples, eval_examples)

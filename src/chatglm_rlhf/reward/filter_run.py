@@ -13,14 +13,19 @@ from chatglm_rlhf.reward.filtering import REASONS, FilterConfig, FilterResult, L
 from chatglm_rlhf.utils.training import save_json
 
 
-def read_labels(path: str | Path, fmt: str = "auto") -> tuple[list[Label], list[str], ReadReport]:
+def read_labels(
+    path: str | Path, fmt: str = "auto", strict: bool = False
+) -> tuple[list[Label], list[str], ReadReport]:
     """Every line of a preference file as a :class:`Label` with its ``file:line``, plus the rejects."""
     from chatglm_rlhf.data.formats import FORMATS, parse_preference
 
     if fmt != "auto" and fmt not in FORMATS:
         raise UserError(f"filter: format must be 'auto' or one of {FORMATS}, got {fmt!r}")
     labels, report = read_records(
-        path, lambda obj, line_no: Label(parse_preference(obj, fmt), f"{path}:{line_no}"), with_line=True
+        path,
+        lambda obj, line_no: Label(parse_preference(obj, fmt), f"{path}:{line_no}"),
+        strict=strict,
+        with_line=True,
     )
     return labels, report.rejected, report
 
@@ -86,7 +91,7 @@ def run_filter(cfg: FilterConfig, quiet: bool = False) -> FilterResult:
         raise UserError("filter: an input file is required (chatglm-rlhf filter IN -o OUT)")
     if not cfg.output:
         raise UserError("filter: an output file is required (-o OUT)")
-    labels, unreadable, report = read_labels(cfg.input, cfg.format)
+    labels, unreadable, report = read_labels(cfg.input, cfg.format, cfg.strict)
     if not quiet:
         report.print()
     length_fn = make_length_fn(cfg.tokenizer)

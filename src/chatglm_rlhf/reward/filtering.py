@@ -74,6 +74,7 @@ class FilterConfig:
     input: str = field_("", help="preference file (any format load_comparisons reads); or give it first")
     output: str = field_("", help="filtered pairs JSONL (-o); drops go to OUT.dropped.jsonl")
     format: InputFormat = field_("auto", help="input format (auto = detect it from the records)")
+    strict: bool = field_(False, help="exit with an error when any input line is rejected (--strict)")
     aggregate: bool = field_(True, help="merge several annotators' labels of a pair by majority vote")
     keep_ties: bool = field_(False, help="keep pairs whose majority is 'tie' (trained as 0.5 labels)")
     dedupe: bool = field_(True, help="drop repeated identical labels (same annotator, pair and label)")

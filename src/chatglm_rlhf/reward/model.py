@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,14 @@ log = logging.getLogger(__name__)
 INFO_FILE = "reward_model.json"
 
 
-def load_rm_tokenizer(path: str, trust_remote_code: bool = False):
+def load_rm_tokenizer(path: str, trust_remote_code: bool = False, key: str = "model"):
     """The tokenizer with right padding (encoders pool position 0) and a pad token."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="right")
+    from chatglm_rlhf.models.loading import model_source
+
+    with model_source(path, key):
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="right")
     if tok.pad_token is None:
         # Padding is masked by the attention mask; with pad == eos a decoder scores the token before eos.
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
@@ -64,20 +66,25 @@ def load_reward_model(
     lora_alpha: int = 16,
     gradient_checkpointing: bool = False,
     tokenizer=None,
+    key: str = "model",
 ):
     """``(model, tokenizer)``: a sequence scorer from a saved RM, an SFT causal LM or an encoder."""
     from transformers import AutoModelForSequenceClassification
 
-    from chatglm_rlhf.models.loading import _dtype_kwarg, _enable_checkpointing, pick_device, pick_dtype
+    from chatglm_rlhf.models.loading import (
+        _dtype_kwarg,
+        _enable_checkpointing,
+        model_source,
+        pick_device,
+        pick_dtype,
+    )
 
     if not path:
         raise UserError("rm: model=... is required (an SFT checkpoint, an encoder, or a saved RM)")
-    if not Path(path).exists() and "/" not in path:
-        raise UserError(f"rm: model {path!r} is not a folder (and not a hub id)")
-    tok = tokenizer if tokenizer is not None else load_rm_tokenizer(path, trust_remote_code)
+    tok = tokenizer if tokenizer is not None else load_rm_tokenizer(path, trust_remote_code, key)
     dev = pick_device(device)
     kwargs: dict[str, Any] = {_dtype_kwarg(): pick_dtype(dev, dtype), "trust_remote_code": trust_remote_code}
-    with _quiet_transformers():  # its load table flags the expected "lm_head unexpected, score missing"
+    with model_source(path, key):  # quiet: its load table flags the expected "score missing"
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, output_loading_info=True, **kwargs
         )
@@ -91,18 +98,6 @@ def load_reward_model(
 
         model = get_peft_model(model, lora_config(lora_r, lora_alpha))
     return model, tok
-
-
-@contextmanager
-def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def _report_loading(path: str, info: dict[str, Any]) -> None:

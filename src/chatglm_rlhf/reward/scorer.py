@@ -41,12 +41,15 @@ class RewardScorer:
         max_length: int | None = None,
         batch_size: int = 16,
         trust_remote_code: bool = False,
+        key: str = "model",
     ) -> RewardScorer:
-        """Load a saved RM (``rm train`` output) for scoring, on ``device`` ("auto": cuda, mps, cpu)."""
+        """Load a saved RM (``rm train`` output) for scoring, on ``device`` ("auto": cuda, mps, cpu).
+
+        ``key`` is the config key ``path`` came from (``reward_model`` in PPO), for load errors."""
         from chatglm_rlhf.reward.model import load_reward_model
 
         model, tok = load_reward_model(
-            str(path), trust_remote_code=trust_remote_code, dtype=dtype, device=device
+            str(path), trust_remote_code=trust_remote_code, dtype=dtype, device=device, key=key
         )
         model.eval()
         info = read_info(path)

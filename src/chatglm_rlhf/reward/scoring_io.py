@@ -5,14 +5,14 @@ from __future__ import annotations
 from chatglm_rlhf.data.io import first_record, read_samples, write_jsonl
 
 
-def score_file(scorer, path: str, output: str) -> int:
+def score_file(scorer, path: str, output: str, strict: bool = False) -> int:
     """Write ``path``'s records to ``output`` with rewards; returns the number of responses scored.
 
     Samples get ``meta["rewards"]`` (one per response, in order); comparisons get
     ``meta["reward_a"]`` / ``meta["reward_b"]``. Unreadable lines are reported, not dropped silently.
     """
     if "responses" in first_record(path):
-        samples, report = read_samples(path)
+        samples, report = read_samples(path, strict=strict)
         report.print()
         flat = [(i, r) for i, s in enumerate(samples) for r in s.responses]
         rewards = scorer.score([samples[i] for i, _ in flat], [r for _, r in flat])
@@ -24,7 +24,7 @@ def score_file(scorer, path: str, output: str) -> int:
         return len(flat)
     from chatglm_rlhf.data.formats import load_comparisons
 
-    comparisons, report = load_comparisons(path)
+    comparisons, report = load_comparisons(path, strict=strict)
     report.print()
     r_a, r_b = scorer.score_comparisons(comparisons)
     for c, a, b in zip(comparisons, r_a, r_b):

@@ -197,8 +197,8 @@ def run_rm_stage(
     from chatglm_rlhf.reward.trainer import RMTrainer, load_pairs
 
     rcfg = _config(RMConfig, cfg, model=str(sft_model_dir), data=str(train_path), output_dir=str(out_dir))
-    pairs = load_pairs(rcfg.data, rcfg.format, rcfg.use_ties, rcfg.use_weights)
-    eval_comparisons, _ = load_comparisons(eval_path, rcfg.format)
+    pairs = load_pairs(rcfg.data, rcfg.format, rcfg.use_ties, rcfg.use_weights, rcfg.strict)
+    eval_comparisons, _ = load_comparisons(eval_path, rcfg.format, strict=rcfg.strict)
     trainer = RMTrainer(rcfg)
     result = trainer.train(pairs, eval_comparisons)
     metrics: dict[str, Any] = {

@@ -33,6 +33,7 @@ from chatglm_rlhf.utils.training import (
     open_run,
     save_json,
     set_seed,
+    train_metrics,
     warmup_schedule,
 )
 
@@ -74,10 +75,12 @@ def pairs_from_comparisons(
     return out
 
 
-def load_pairs(path: str, fmt: str = "auto", use_ties: bool = True, use_weights: bool = True):
+def load_pairs(
+    path: str, fmt: str = "auto", use_ties: bool = True, use_weights: bool = True, strict: bool = False
+):
     from chatglm_rlhf.data.formats import load_comparisons
 
-    comparisons, report = load_comparisons(path, fmt)
+    comparisons, report = load_comparisons(path, fmt, strict=strict)
     report.print()
     return pairs_from_comparisons(comparisons, use_ties, use_weights)
 
@@ -168,7 +171,7 @@ class RMTrainer:
         sched = warmup_schedule(opt, cfg.lr_schedule, cfg.warmup_ratio, total)
         model, opt, sched = acc.prepare(self.model, opt, sched)
         self.prepared = model  # the wrapped model: save() gathers its state dict on every rank
-        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to)
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to, config=cfg)
         step = state["step"]
         bar = tqdm(total=total, initial=step, desc="rm", disable=not (cfg.progress and acc.is_main_process))
         t0, stats = time.time(), {"loss": float("nan"), "accuracy": float("nan")}
@@ -189,10 +192,11 @@ class RMTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
             if step % cfg.log_every == 0 or step == total:
-                log.log(step, {**stats, "lr": sched.get_last_lr()[0]})
+                log.log(step, train_metrics(stats, sched.get_last_lr()[0]))
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
                 ckpt.save(step)
         bar.close()
+        log.close()
         seconds = time.time() - t0
         result = {"steps": step, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"]}
         # Pairs of all ranks in this run (a resumed run counts only the steps it ran).
@@ -317,9 +321,9 @@ def run_rm_train(cfg: RMConfig) -> dict:
         raise UserError("rm train: model=... is required (an SFT checkpoint, an encoder, or a saved RM)")
     if not cfg.data:
         raise UserError("rm train: data=... is required")
-    pairs = load_pairs(cfg.data, cfg.format, cfg.use_ties, cfg.use_weights)
+    pairs = load_pairs(cfg.data, cfg.format, cfg.use_ties, cfg.use_weights, cfg.strict)
     eval_comparisons = None
     if cfg.eval_data:
-        eval_comparisons, report = load_comparisons(cfg.eval_data, cfg.format)
+        eval_comparisons, report = load_comparisons(cfg.eval_data, cfg.format, strict=cfg.strict)
         report.print()
     return RMTrainer(cfg).train(pairs, eval_comparisons)

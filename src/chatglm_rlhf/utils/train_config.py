@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chatglm_rlhf.config import field_, inherit_help
+from chatglm_rlhf.errors import ConfigError
 
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 LRSchedule = Literal["constant", "linear", "cosine"]
@@ -45,9 +46,13 @@ class TrainerConfig:
     save_every: int = field_(0, help="checkpoint every N steps (0 = only at the end)")
     resume: bool = field_(False, help="continue from the last checkpoint in output_dir")
     progress: bool = field_(True, help="show progress bars")
+    strict: bool = field_(
+        False, help="stop with an error when any line of a data file is rejected (default: report and skip)"
+    )
+    threads: int = field_(0, help="torch CPU threads (0 = torch's default)")
     report_to: ReportTo = field_(
         "none",
-        help="metrics besides metrics.jsonl: tensorboard (skipped when not installed); wandb is not wired yet",
+        help="metrics besides metrics.jsonl: tensorboard (OUT/tb) | wandb (offline run in OUT/wandb)",
     )
 
     def __init_subclass__(cls, **kwargs) -> None:
@@ -64,3 +69,15 @@ class EpochTrainerConfig(TrainerConfig):
     grad_accum: int = field_(1, help="micro-batches per optimizer step")
     warmup_ratio: float = field_(0.03, help="fraction of steps with linear warmup")
     lr_schedule: LRSchedule = field_("cosine", help="learning-rate decay after warmup")
+
+
+def require_reporter(report_to: str) -> None:
+    """``report_to=wandb`` without the wandb package: a one-line error saying how to install it."""
+    if report_to != "wandb":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError(
+            "report_to=wandb needs the wandb package: pip install wandb (or pip install 'chatglm-rlhf[wandb]')"
+        )

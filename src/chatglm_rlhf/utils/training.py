@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from chatglm_rlhf.errors import TrainingError
+from chatglm_rlhf.utils.train_config import require_reporter
 
 
 def set_seed(seed: int) -> None:
@@ -68,16 +70,43 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
     return f
 
 
-class MetricsLog:
-    """Append-only JSONL of per-step metrics (and TensorBoard when it is installed), rank 0 only."""
+def train_metrics(metrics: dict[str, Any], lr: float | None = None) -> dict[str, Any]:
+    """The logged names of an epoch trainer's step metrics (SFT, RM, DPO): ``train/<name>``, ``train/lr``.
 
-    def __init__(self, path: str | Path, enabled: bool = True, tensorboard: bool = False):
+    Held-out metrics are ``eval/<name>``. PPO keeps its own per-step names (``reward/raw``, ``kl``,
+    ``loss/policy``, ...), which the pipeline's report reads.
+    """
+    row = {f"train/{k}": v for k, v in metrics.items()}
+    if lr is not None:
+        row["train/lr"] = lr
+    return row
+
+
+class MetricsLog:
+    """Append-only JSONL of per-step metrics, plus TensorBoard or wandb (offline) when asked; rank 0 only.
+
+    ``report_to``: ``none`` (JSONL only), ``tensorboard`` (events in ``DIR/tb``; a note when tensorboard
+    is not installed) or ``wandb`` (an offline run in ``DIR/wandb`` unless ``WANDB_MODE`` says otherwise;
+    a :class:`UserError` when wandb is not installed).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        enabled: bool = True,
+        tensorboard: bool = False,
+        report_to: str = "none",
+        config: dict[str, Any] | None = None,
+    ):
         self.path = Path(path)
         self.enabled = enabled
         self.tb = None
+        self.wandb = None
+        if report_to == "wandb":
+            require_reporter("wandb")  # on every rank: a missing package fails everywhere alike
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if tensorboard:
+            if tensorboard or report_to == "tensorboard":
                 try:
                     from torch.utils.tensorboard import SummaryWriter
 
@@ -87,6 +116,8 @@ class MetricsLog:
                         "tensorboard is not installed (pip install 'chatglm-rlhf[tensorboard]'); logging JSONL only"
                     )
                     self.tb = None
+            if report_to == "wandb":
+                self.wandb = _wandb_run(self.path.parent, config)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -94,10 +125,21 @@ class MetricsLog:
         row = {"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+        scalars = {k: _plain(v) for k, v in metrics.items() if isinstance(_plain(v), (int, float))}
         if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, step)
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        """Flush and close TensorBoard / wandb (the JSONL is written line by line)."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
 
     def truncate_after(self, step: int) -> None:
         """On resume, forget rows logged after the checkpoint so the log has no duplicates."""
@@ -106,6 +148,22 @@ class MetricsLog:
         rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
         kept = [r for r in rows if r.get("step", 0) <= step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _wandb_run(output_dir: Path, config: dict[str, Any] | None):
+    """An offline wandb run logging to ``output_dir/wandb`` (``WANDB_MODE`` set by the user wins)."""
+    import wandb
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    log_dir = output_dir / "wandb"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "chatglm-rlhf"),
+        name=output_dir.name,
+        dir=str(log_dir),
+        mode=os.environ["WANDB_MODE"],
+        config=config or {},
+    )
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -196,21 +254,30 @@ def warmup_schedule(opt, schedule: str, warmup_ratio: float, total: int):
 
 
 def open_run(
-    output_dir: str | Path, accelerator, resume: bool, tensorboard: bool = False, report_to: str = "none"
+    output_dir: str | Path,
+    accelerator,
+    resume: bool,
+    tensorboard: bool = False,
+    report_to: str = "none",
+    config: Any = None,
 ) -> tuple[Checkpointer, MetricsLog, dict[str, Any]]:
     """The checkpointer and metric log of ``output_dir``, and the state to start from.
 
     With ``resume`` and a checkpoint present, the last checkpoint is loaded (model, optimizer, scheduler,
     RNG) and its trainer state returned; otherwise ``{"step": 0}``. The metric log is cut back to that
     step, so neither a resumed run nor a fresh run in an old folder leaves stale or duplicate rows.
-    ``report_to`` (a trainer's config key) adds TensorBoard events; wandb is accepted but not wired yet.
+    ``report_to`` (a trainer's config key) adds TensorBoard events or an offline wandb run
+    (:class:`MetricsLog`); ``config`` (the trainer's config) is recorded in the wandb run.
     """
-    tensorboard = tensorboard or report_to == "tensorboard"
-    if report_to == "wandb":
-        accelerator.print("report_to=wandb: not wired yet; metrics go to metrics.jsonl only")
     ckpt = Checkpointer(output_dir, accelerator)
+    if is_dataclass(config):
+        config = asdict(config)
     log = MetricsLog(
-        Path(output_dir) / "metrics.jsonl", enabled=accelerator.is_main_process, tensorboard=tensorboard
+        Path(output_dir) / "metrics.jsonl",
+        enabled=accelerator.is_main_process,
+        tensorboard=tensorboard,
+        report_to=report_to,
+        config=config,
     )
     state: dict[str, Any] = {"step": 0}
     if resume and (last := ckpt.latest()) is not None:

@@ -16,14 +16,14 @@ from chatglm_rlhf.reward.protocol import Scorer
 from chatglm_rlhf.utils.training import save_json
 
 
-def load_prompts(path: str) -> list[DialogueSample]:
+def load_prompts(path: str, strict: bool = False) -> list[DialogueSample]:
     from chatglm_rlhf.data.io import read_samples
 
     if not path:
         raise UserError("dpo: prompts=... is required with pairs_from=rm (our samples JSONL)")
     if not Path(path).exists():
         raise UserError(f"dpo: prompts file {path} not found")
-    samples, report = read_samples(path)
+    samples, report = read_samples(path, strict=strict)
     report.print()
     if not samples:
         raise UserError(f"{path}: no usable prompts")
@@ -112,7 +112,7 @@ def run_dpo_stage(
     return result
 
 
-def load_preference_pairs(path: str) -> list[Comparison]:
+def load_preference_pairs(path: str, strict: bool = False) -> list[Comparison]:
     """Comparisons from any preference file our importers read (ours, TRL, HH-RLHF); report printed."""
     from chatglm_rlhf.data.formats import load_comparisons
 
@@ -120,18 +120,18 @@ def load_preference_pairs(path: str) -> list[Comparison]:
         raise UserError("dpo: data=... is required with pairs_from=data (a preference JSONL file)")
     if not Path(path).exists():
         raise UserError(f"dpo: data file {path} not found")
-    comparisons, report = load_comparisons(path)
+    comparisons, report = load_comparisons(path, strict=strict)
     report.print()
     return comparisons
 
 
 def run_dpo(cfg: DPOConfig) -> dict:
     """The ``chatglm-rlhf dpo`` command: pairs from a file or from RM-labelled policy samples, then DPO."""
-    eval_pairs = load_preference_pairs(cfg.eval_data) if cfg.eval_data else None
+    eval_pairs = load_preference_pairs(cfg.eval_data, cfg.strict) if cfg.eval_data else None
     if cfg.pairs_from == "data":
-        return DPOTrainer(cfg).train(load_preference_pairs(cfg.data), eval_pairs)
+        return DPOTrainer(cfg).train(load_preference_pairs(cfg.data, cfg.strict), eval_pairs)
     trainer = DPOTrainer(cfg)
-    prompts = load_prompts(cfg.prompts)
+    prompts = load_prompts(cfg.prompts, cfg.strict)
     pairs, stats = build_rm_pairs(trainer.model, trainer.tokenizer, prompts, load_reward_scorer(cfg), cfg)
     result = trainer.train(pairs, eval_pairs)
     result["pair_stats"] = stats.to_dict()

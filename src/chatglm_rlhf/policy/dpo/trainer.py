@@ -45,6 +45,7 @@ from chatglm_rlhf.utils.training import (
     open_run,
     save_json,
     set_seed,
+    train_metrics,
     warmup_schedule,
 )
 
@@ -275,7 +276,7 @@ class DPOTrainer:
         sched = warmup_schedule(opt, cfg.lr_schedule, cfg.warmup_ratio, total)
         model, opt, sched = acc.prepare(self.model, opt, sched)
         self.model = model
-        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to)
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to, config=cfg)
         step = state["step"]
         self._started = True
         bar = tqdm(total=total, initial=step, desc="dpo", disable=not (cfg.progress and acc.is_main_process))
@@ -290,10 +291,11 @@ class DPOTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['rewards/accuracy']:.2f}")
             if step % cfg.log_every == 0 or step == total:
-                log.log(step, {**metrics, "lr": sched.get_last_lr()[0]})
+                log.log(step, train_metrics(metrics, sched.get_last_lr()[0]))
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
                 ckpt.save(step)
         bar.close()
+        log.close()
         seconds = time.time() - t0
         result = {"steps": step, "pairs": len(examples), "seconds": seconds}
         result["pairs_per_second"] = pairs_seen / seconds if seconds > 0 else 0.0

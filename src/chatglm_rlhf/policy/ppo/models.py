@@ -143,9 +143,12 @@ class ValueModel(nn.Module):
         """The body of any checkpoint (causal LM or sequence classifier) plus a fresh value head."""
         from transformers import AutoModel
 
-        from chatglm_rlhf.models.loading import _dtype_kwarg
+        from chatglm_rlhf.models.loading import _dtype_kwarg, model_source
 
-        body = AutoModel.from_pretrained(path, **{_dtype_kwarg(): dtype}, trust_remote_code=trust_remote_code)
+        with model_source(path, "critic_from"):
+            body = AutoModel.from_pretrained(
+                path, **{_dtype_kwarg(): dtype}, trust_remote_code=trust_remote_code
+            )
         return cls(body.to(device), hidden_size_of(body.config)).to(device)
 
     def forward(self, batch: SeqBatch) -> torch.Tensor:

@@ -56,14 +56,14 @@ def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
     missing = [k for k in ("model", "reward_model", "prompts") if not getattr(cfg, k)]
     if missing:
         raise UserError(f"ppo: {', '.join(k + '=...' for k in missing)} required")
-    prompts, report = read_samples(cfg.prompts)
+    prompts, report = read_samples(cfg.prompts, strict=cfg.strict)
     report.print()
-    sft_examples = load_sft_examples(cfg.sft_data) if cfg.sft_data else []
+    sft_examples = load_sft_examples(cfg.sft_data, cfg.strict) if cfg.sft_data else []
     from chatglm_rlhf.reward.scorer import RewardScorer
 
     device = _device(cfg)
     scorer = RewardScorer.from_pretrained(
-        cfg.reward_model, device=device, trust_remote_code=cfg.trust_remote_code
+        cfg.reward_model, device=device, trust_remote_code=cfg.trust_remote_code, key="reward_model"
     )
     models = _load_models(cfg, device)
     return PPOTrainer(cfg, models, scorer, prompts, sft_examples).train()

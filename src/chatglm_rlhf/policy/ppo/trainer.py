@@ -162,7 +162,7 @@ class PPOTrainer:
         # The training forwards must go through the prepared (DDP / FSDP) modules: they sync gradients.
         *prepared, self.opt = acc.prepare(*self.models.trainable, opt)
         self.models.prepared = prepared
-        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to)
+        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to, config=cfg)
         step = state["step"]
         if step:  # resumed: the KL controller and reward moments continue too
             self.kl_ctl.load_state_dict(state["kl_ctl"])
@@ -181,6 +181,7 @@ class PPOTrainer:
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                 ckpt.save(step, extra=self._state())
         bar.close()
+        log.close()
         result = self._summary()
         result.update(steps=step, seconds=time.time() - t_start)
         self.save(result)
