@@ -67,7 +67,10 @@ def test_demo_writes_metrics_and_comparisons_then_resumes(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert (out / "report.html").exists() and table_rows(out, metrics)
     assert html.count("data:image/png;base64,") >= 4 and "ablation" in html.lower()
-    capsys.readouterr()
+    said = capsys.readouterr().out
+    # A short summary, not a dump of metrics.json: a line per policy, then the paths.
+    assert "win rate vs SFT" in said and "report " in said and '"filter": {' not in said
+    assert len(said.split("win rate vs SFT", 1)[1].splitlines()) < 14
     # A second run skips every finished stage and gives the same metrics.
     assert main(["demo", "--out", str(out), "--profile", "smoke", *TINY]) == 0
     assert "already done" in capsys.readouterr().out

@@ -45,7 +45,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import json
     import time
 
     from chatglm_rlhf.pipeline.run import get_profile, load_pipeline_config, run_pipeline
@@ -59,6 +58,29 @@ def run(args) -> int:
             f"{cfg.profile}: paused after {metrics['paused_after']} ({time.time() - t0:.0f}s); run folder {out}"
         )
         return 0
-    print(json.dumps({k: v for k, v in metrics.items() if k != "timing"}, indent=1)[:3000])
-    print(f"demo ({cfg.profile}) finished in {time.time() - t0:.0f}s; metrics in {out}/metrics.json")
+    print(summary(metrics))
+    print(
+        f"{cfg.profile} finished in {time.time() - t0:.0f}s; report {out}/report.html, every number in "
+        f"{out}/metrics.json"
+    )
     return 0
+
+
+def summary(metrics: dict) -> str:
+    """A few lines for the terminal: each policy's win rate vs SFT (by gold, else by the judge RM), its
+    answers' most common share, the reward model's accuracy and what the filter kept."""
+    rows = []
+    for name, ev in (metrics.get("evaluate") or {}).items():
+        if not isinstance(ev, dict):
+            continue
+        if "gold_win_rate_vs_sft" in ev:
+            rows.append((name, "gold", ev["gold_win_rate_vs_sft"], ev.get("top_response_share")))
+        elif isinstance(ev.get("judge_rm"), dict):
+            rows.append((name, "judge RM", ev["judge_rm"].get("win_rate"), None))
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"{'policy':<16} {'judge':<9} {'win rate vs SFT':>15} {'top answer share':>17}"]
+    lines += [f"{n:<16} {j:<9} {f(w):>15} {f(t):>17}" for n, j, w, t in rows]
+    rm, flt = metrics.get("rm") or {}, metrics.get("filter") or {}
+    lines.append(f"reward model: held-out accuracy {f(rm.get('eval_accuracy'))}, gold accuracy "
+                 f"{f(rm.get('gold_accuracy'))}; filter kept {flt.get('kept', '-')} of {flt.get('read', '-')}")  # fmt: skip
+    return "\n".join(lines)

@@ -128,7 +128,7 @@ class DemoStages(StageBuilder):
     def build(self):
         c, seed, progress = self.cfg, self.cfg.world.seed, self.cfg.progress
         return [
-            self.stage("world", data.data, task=True),
+            self.stage("world", data.data, task=("settings",)),
             self.stage("base", models.base, c.model, c.world.corpus, seed),
             self.stage("sft", models.sft, c.sft, seed, progress),
             self.stage("sft_eval", data.sft_eval, c.generation, seed, progress, key="sft"),
@@ -141,7 +141,8 @@ class DemoStages(StageBuilder):
                 seed + 1,
                 progress,
                 key="data",
-            ),  # fmt: skip
+                task=("collect",),  # the annotators' settings live in the task
+            ),
             self.filter("filter"),
             self.rm("rm", "filter"),
             *self.policies(),
