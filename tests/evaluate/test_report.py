@@ -152,4 +152,7 @@ def test_kl_panel_names_its_estimate():
 def test_wide_tables_scroll_inside_their_card(rendered):
     _, page = rendered
     abl = page.split("<h2>Ablations</h2>", 1)[1].split("</section>", 1)[0]
-    assert '<div class="table-wrap"><table>' in abl and ".table-wrap { max-width: 100%; overflow-x: auto; }" in page
+    assert (
+        '<div class="table-wrap"><table>' in abl
+        and ".table-wrap { max-width: 100%; overflow-x: auto; }" in page
+    )

@@ -17,6 +17,7 @@ Profiles: ``default`` and ``smoke`` (the same stages on a few dozen prompts, < 3
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.evaluate.evaluate import EvalGeneration
@@ -39,6 +40,8 @@ class WorldSettings:
     n_eval: int = field_(200, help="held-out prompts for evaluation")
     n_pref: int = field_(400, help="prompts whose SFT samples are annotated")
     n_rl: int = field_(400, help="prompts for PPO / DPO")
+    n_dev: int = field_(200, help="dev prompts (held out from training and from evaluation): for tuning")
+    flaw_rate: float = field_(0.6, help="share of RL-family demonstrations with the family's systematic flaw")
     corpus: int = field_(4000, help="texts the tokenizer is trained on")
 
 
@@ -113,6 +116,12 @@ class DemoConfig(PipelineConfig):
     ablations: list[str] = field_(["length_balance", "baseline", "ptx"], help=ABLATIONS_HELP)
     ceiling_n: int = field_(
         8, help="SFT samples per held-out prompt for the best-of-n ceiling (gold vs RM pick); 0 = skip"
+    )
+    ceiling_prompts: Literal["eval_prompts", "dev_prompts"] = field_(
+        "eval_prompts", help="the ceiling's prompts: dev_prompts while tuning the world or the recipe"
+    )
+    probe: bool = field_(
+        True, help="the capability probe (held-out knowledge prompts) for SFT and every policy"
     )
 
 

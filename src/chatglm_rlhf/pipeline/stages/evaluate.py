@@ -136,28 +136,32 @@ def _examples(prompts, sft_resp, ppo_resp, judge, n: int) -> list[dict]:
     ]  # fmt: skip
 
 
-def ceiling(ctx: RunContext, n: int, sampling, greedy, max_prompt_tokens: int, seed: int) -> dict:
-    """Best-of-n from the SFT model's own samples, picked by gold and by the RM (evaluate/ceiling.py)."""
+def ceiling(ctx: RunContext, n: int, sampling, greedy, max_prompt_tokens: int, seed: int,
+            prompts: str = "eval_prompts") -> dict:  # fmt: skip
+    """Best-of-n from the SFT model's own samples, picked by gold and by the RM (evaluate/ceiling.py),
+    on ``data/<prompts>.jsonl`` (the dev prompts while a world is being tuned)."""
     from chatglm_rlhf.evaluate.ceiling import best_of_n_ceiling
 
     sft, tok = ctx.load("sft")
     return best_of_n_ceiling(
-        sft, tok, ctx.samples("eval_prompts"), ctx.scorer("rm"), ctx.gold(), sampling,
+        sft, tok, ctx.samples(prompts), ctx.scorer("rm"), ctx.gold(), sampling,
         dataclasses.replace(greedy, greedy=True), n=n, max_prompt_tokens=max_prompt_tokens, seed=seed,
     )  # fmt: skip
 
 
 def probe(ctx: RunContext, models: list[str], max_new_tokens: int) -> dict:
-    """The capability probe (evaluate/capability.py) for every model, greedy."""
+    """The capability probe for every model, greedy: the task's own items (``probe_items``) when it
+    has them, else the built-in 40 questions (evaluate/capability.py)."""
     from chatglm_rlhf.evaluate.capability import run_probe
     from chatglm_rlhf.models.generation import GenerationSettings
     from chatglm_rlhf.utils.training import save_json
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=20)
+    kw = {"items": ctx.task.probe_items()} if hasattr(ctx.task, "probe_items") else {}
     out = {}
     for name in models:
         model, tok = ctx.load(name)
-        r = run_probe(model, tok, settings)
+        r = run_probe(model, tok, settings, **kw)
         save_json(ctx.out / "eval" / f"probe_{name}.json", r)
         out[name] = {
             "overall": r["overall"], "macro": r["macro"], "correct": r["correct"], "total": r["total"],
