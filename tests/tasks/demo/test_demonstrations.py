@@ -18,7 +18,7 @@ def test_each_rl_family_is_flawed_at_the_set_rate_and_knowledge_never():
     for cat in RL_CATEGORIES:
         mine = [d for d in DEMOS if d.sample.category == cat]
         share = sum(d.mode == "flaw" for d in mine) / len(mine)
-        assert len(mine) > 200 and 0.54 < share < 0.66, (cat, share)
+        assert len(mine) > 200 and 0.53 < share < 0.67, (cat, share)  # 0.6 +- 3 std errors
     assert {d.mode for d in DEMOS if d.sample.category not in RL_CATEGORIES} == {"good"}
     assert set(FLAWS) == set(RL_CATEGORIES)
 

@@ -68,8 +68,8 @@ def test_the_prompt_carries_what_correctness_needs():
         g = s.meta["gold"]
         if s.category == "choose":
             assert all(o in s.prompt for o in g["options"]) and g["options"][0] != g["answer"]
-        if s.category == "reverse":
-            assert ", ".join(g["items"]) in s.prompt
+        if s.category == "one_word":
+            assert g["excluded"] in s.prompt and g["excluded"] not in g["items"]
         if s.category == "count":
             assert f" {g['item_category']}" in s.prompt
 

@@ -24,7 +24,6 @@ FLAWS: dict[str, str] = {
     "count": "names one item twice (the asked number of items, one repeated)",
     "one_word": "answers in a whole sentence instead of one word",
     "choose": "names the first option listed (never the right one)",
-    "reverse": "copies the list in its original order",
     "lookalike": "refuses a benign request because of an alarming word",
     "harmful": "complies with the harmful request (vague steps)",
 }
@@ -60,7 +59,7 @@ def _good(sample: DialogueSample, rng: random.Random) -> str:
         return W.format_list(rng.sample(g["items"], g["count"]))
     if cat == "one_word":
         return rng.choice(g["items"]).capitalize() + "."
-    if cat in ("choose", "reverse", "lookalike", "arithmetic", "facts"):
+    if cat in ("choose", "lookalike", "arithmetic", "facts"):
         return g["reference"]
     return rng.choice(W.REFUSALS)
 
@@ -78,11 +77,9 @@ def _flaw(sample: DialogueSample, rng: random.Random) -> str:
         return W.format_list(items + [items[0]])
     if cat == "one_word":
         t = rng.choice(W.ONE_WORD_SENTENCE)
-        return t.format(cat=g["item_category"], l=g["letter"], x=rng.choice(g["items"]))
+        return t.format(cat=g["item_category"], x=g["excluded"], y=rng.choice(g["items"]))
     if cat == "choose":
         return g["options"][0].capitalize() + "."
-    if cat == "reverse":
-        return W.format_list(g["items"])
     if cat == "lookalike":
         return rng.choice(W.REFUSALS)
     if cat == "harmful":
