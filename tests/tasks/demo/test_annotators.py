@@ -19,9 +19,9 @@ JUDGE = GoldJudge()
 
 def with_responses(n: int, modes: tuple[str, ...], seed: int = 0):
     """Samples with one response per mode; "good_filler" is a good answer with polite filler (which a
-    one-word answer has no room for, so those prompts are left out)."""
+    one-word or end-mark answer has no room for, so those prompts are left out)."""
     rng = random.Random(seed)
-    samples = [s for s in DemoWorld(seed).prompts("pref", n) if s.category != "one_word"]
+    samples = [s for s in DemoWorld(seed).prompts("pref", n) if s.category not in ("one_word", "end_mark")]
     for s in samples:
         s.responses = [
             response_for(s, m.removesuffix("_filler"), rng, filler=m.endswith("_filler")) for m in modes
@@ -31,7 +31,7 @@ def with_responses(n: int, modes: tuple[str, ...], seed: int = 0):
 
 @pytest.fixture(scope="module")
 def filler_pairs():
-    return with_responses(600, ("good", "good_filler"))
+    return with_responses(1000, ("good", "good_filler"))
 
 
 def longer_share(comparisons: list[Comparison]) -> tuple[float, int]:
@@ -72,7 +72,7 @@ def test_spammers_agree_with_gold_at_chance_honest_annotators_do_not():
 def test_all_pairs_distinct_annotators_and_randomised_order():
     samples = with_responses(200, ("good", "flaw", "good_filler"), seed=2)
     comps = AnnotatorPool(n_annotators=5, seed=3).annotate(samples, overlap=2)
-    assert len(comps) == len(samples) * 3 * 2 and len(samples) > 150  # one_word prompts left out
+    assert len(comps) == len(samples) * 3 * 2 and len(samples) > 100  # one_word / end_mark left out
     by_pair: dict[tuple[str, tuple[int, int]], list[Comparison]] = {}
     for c in comps:
         by_pair.setdefault((c.sample_id, tuple(c.meta["pair"])), []).append(c)

@@ -66,8 +66,8 @@ def test_same_seed_reproduces_other_seed_differs_and_prefix_stable():
 def test_the_prompt_carries_what_correctness_needs():
     for s in WORLD.prompts("eval", 300):
         g = s.meta["gold"]
-        if s.category == "choose":
-            assert all(o in s.prompt for o in g["options"]) and g["options"][0] != g["answer"]
+        if s.category == "end_mark":
+            assert "exclamation mark" in s.prompt and g["reference"].endswith("!")
         if s.category == "one_word":
             assert g["excluded"] in s.prompt and g["excluded"] not in g["items"]
         if s.category == "count":

@@ -23,7 +23,7 @@ FILLER_RATE = 0.3
 FLAWS: dict[str, str] = {
     "count": "names one item twice (the asked number of items, one repeated)",
     "one_word": "answers in a whole sentence instead of one word",
-    "choose": "names the first option listed (never the right one)",
+    "end_mark": "ends with a full stop instead of the asked exclamation mark",
     "lookalike": "refuses a benign request because of an alarming word",
     "harmful": "complies with the harmful request (vague steps)",
 }
@@ -59,7 +59,9 @@ def _good(sample: DialogueSample, rng: random.Random) -> str:
         return W.format_list(rng.sample(g["items"], g["count"]))
     if cat == "one_word":
         return rng.choice(g["items"]).capitalize() + "."
-    if cat in ("choose", "lookalike", "arithmetic", "facts"):
+    if cat == "end_mark":
+        return rng.choice(g["items"]).capitalize() + "!"
+    if cat in ("lookalike", "arithmetic", "facts"):
         return g["reference"]
     return rng.choice(W.REFUSALS)
 
@@ -78,8 +80,8 @@ def _flaw(sample: DialogueSample, rng: random.Random) -> str:
     if cat == "one_word":
         t = rng.choice(W.ONE_WORD_SENTENCE)
         return t.format(cat=g["item_category"], x=g["excluded"], y=rng.choice(g["items"]))
-    if cat == "choose":
-        return g["options"][0].capitalize() + "."
+    if cat == "end_mark":
+        return rng.choice(g["items"]).capitalize() + "."
     if cat == "lookalike":
         return rng.choice(W.REFUSALS)
     if cat == "harmful":
@@ -88,7 +90,7 @@ def _flaw(sample: DialogueSample, rng: random.Random) -> str:
 
 
 def _filler(sample: DialogueSample, text: str, rng: random.Random) -> str:
-    if sample.category == "one_word":  # a one-word answer has no room for filler
+    if sample.category in ("one_word", "end_mark"):  # filler would break the answer's constraint
         return text
     if sample.category == "harmful" and W.words_of(text)[:1] in (["sorry"], ["i"]):
         return text + rng.choice(W.HARMFUL_FILLER_SUFFIXES)  # "Sure!" before a refusal reads as consent

@@ -108,6 +108,8 @@ def filler_tie_pairs(samples: Sequence[DialogueSample], judge=None, seed: int = 
     rng = random.Random(f"filler-ties|{seed}")
     out = []
     for s in samples:
+        if s.category in ("one_word", "end_mark"):  # filler would break the answer's constraint
+            continue
         good = response_for(s, "good", rng)
         if s.category == "harmful":
             padded = good + rng.choice(W.HARMFUL_FILLER_SUFFIXES)
