@@ -101,7 +101,7 @@ class StageBuilder:
         self.ctx, self.cfg = ctx, ctx.cfg
 
     def stage(self, name: str, fn: Callable[..., dict[str, Any]], *args: Any, key: str | None = None,
-              pause: Callable[[RunContext], str | None] | None = None, task: bool = False,
+              pause: Callable[[RunContext], str | None] | None = None, task: bool | tuple[str, ...] = False,
               settings: Any = None, **kw: Any) -> Stage:  # fmt: skip
         """``fn(ctx, *args, **kw)`` as a stage. Its settings (what a rerun compares) are the bound
         arguments, ``settings`` when the function hides them, and the task's settings with ``task``."""
@@ -110,8 +110,10 @@ class StageBuilder:
         params = dict(inspect.signature(fn).bind_partial(None, *args, **kw).arguments)
         params.pop(next(iter(params)))  # the context
         bound = {**params, "stage_settings": settings, "function": getattr(fn, "__name__", "")}
-        if task:
-            bound["task"] = {k: v for k, v in vars(self.ctx.task).items() if dataclasses.is_dataclass(v)}
+        if task:  # True: all the task's settings; a tuple: those attributes (the demo's annotators)
+            names = task if isinstance(task, tuple) else tuple(vars(self.ctx.task))
+            bound["task"] = {k: getattr(self.ctx.task, k) for k in names
+                             if dataclasses.is_dataclass(getattr(self.ctx.task, k, None))}  # fmt: skip
         return Stage(name, lambda _dir: run(), metrics_key=key, settings=canonical(bound),
                      pause=(lambda _dir: pause(self.ctx)) if pause else None)  # fmt: skip
 

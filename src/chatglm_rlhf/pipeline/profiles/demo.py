@@ -120,6 +120,9 @@ class DemoConfig(PipelineConfig):
     ceiling_prompts: Literal["eval_prompts", "dev_prompts"] = field_(
         "eval_prompts", help="the ceiling's prompts: dev_prompts while tuning the world or the recipe"
     )
+    eval_prompts: Literal["eval_prompts", "dev_prompts"] = field_(
+        "eval_prompts", help="the evaluation's prompts: dev_prompts while tuning (never tune on eval_prompts)"
+    )
     probe: bool = field_(
         True, help="the capability probe (held-out knowledge prompts) for SFT and every policy"
     )
@@ -136,42 +139,27 @@ class DemoStages(StageBuilder):
 
     def build(self):
         c, seed, progress = self.cfg, self.cfg.world.seed, self.cfg.progress
-        return [
-            self.stage("world", data.data, task=True),
+        # fmt: off
+        stages = [
+            self.stage("world", data.data, task=("settings",)),
             self.stage("base", models.base, c.model, c.world.corpus, seed),
             self.stage("sft", models.sft, c.sft, seed, progress),
             self.stage("sft_eval", data.sft_eval, c.generation, seed, progress, key="sft"),
-            self.stage(
-                "collect",
-                data.collect,
-                c.collect.k,
-                c.collect.overlap,
-                c.generation,
-                seed + 1,
-                progress,
-                key="data",
-            ),  # fmt: skip
+            self.stage("collect", data.collect, c.collect.k, c.collect.overlap, c.generation, seed + 1, progress,
+                       key="data", task=("collect",)),
             self.filter("filter"),
             self.rm("rm", "filter"),
             *self.policies(),
             *self.ablations(),
-            self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, progress),
-            *(
-                [
-                    self.stage(
-                        "ceiling",
-                        evaluate.ceiling,
-                        c.ceiling_n,
-                        c.ppo.generation,
-                        c.eval,
-                        c.ppo.max_prompt_tokens,
-                        seed,
-                    )
-                ]
-                if c.ceiling_n > 0
-                else []
-            ),  # fmt: skip
+            self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, progress, prompts=c.eval_prompts),
         ]
+        if c.ceiling_n > 0:
+            stages.append(self.stage("ceiling", evaluate.ceiling, c.ceiling_n, c.ppo.generation, c.eval,
+                                     c.ppo.max_prompt_tokens, seed, prompts=c.ceiling_prompts))
+        if c.probe:
+            stages.append(self.stage("probe", evaluate.probe, ["sft", *self.evaluated()], c.eval.max_new_tokens))
+        # fmt: on
+        return stages
 
 
 def _task(cfg: DemoConfig):

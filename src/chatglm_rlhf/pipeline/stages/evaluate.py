@@ -17,20 +17,23 @@ from typing import Any
 from chatglm_rlhf.pipeline.context import RunContext
 
 
-def evaluate(ctx: RunContext, policies: list[str], settings, seed: int, progress: bool = True) -> dict:
+def evaluate(ctx: RunContext, policies: list[str], settings, seed: int, progress: bool = True,
+             prompts: str = "eval_prompts") -> dict:  # fmt: skip
     """The gold judge's verdicts when the task has one (``settings``: the generation settings), else the
-    three judges' (``settings``: the profile's eval settings, see :func:`evaluate_judges`)."""
+    three judges' (``settings``: the profile's eval settings, see :func:`evaluate_judges`). ``prompts``:
+    the data file asked (``dev_prompts`` while tuning a recipe; tasks with a gold judge)."""
     if ctx.gold() is not None:
-        return evaluate_gold(ctx, policies, settings, seed, progress)
+        return evaluate_gold(ctx, policies, settings, seed, progress, prompts)
     return evaluate_judges(ctx, policies, settings, seed, progress)
 
 
-def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, progress: bool) -> dict:
+def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, progress: bool,
+                  prompts_file: str = "eval_prompts") -> dict:  # fmt: skip
     from chatglm_rlhf.evaluate.evaluate import evaluate_models
     from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
 
     sft, tok = ctx.load("sft")
-    prompts = ctx.samples("eval_prompts")
+    prompts = ctx.samples(prompts_file)
     out: dict[str, Any] = {}
     for name in policies:
         policy, _ = ctx.load(name)
