@@ -38,7 +38,7 @@ class WorldSettings:
     seed: int = field_(0, help="seed of the world, the data and the models")
     n_sft: int = field_(3000, help="SFT demonstrations")
     n_eval: int = field_(200, help="held-out prompts for evaluation")
-    n_pref: int = field_(400, help="prompts whose SFT samples are annotated")
+    n_pref: int = field_(800, help="prompts whose SFT samples are annotated")
     n_rl: int = field_(400, help="prompts for PPO / DPO")
     n_dev: int = field_(200, help="dev prompts (held out from training and from evaluation): for tuning")
     flaw_rate: float = field_(0.6, help="share of RL-family demonstrations with the family's systematic flaw")

@@ -56,12 +56,11 @@ def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, p
             "top_response": s["diversity"]["policy"]["top_response"],
             "eval": str(Path("eval") / name / "eval.json"),
         }
-        if out[name]["top_response_share"] > 0.5:  # say it where people look, not only in the JSON
-            print(
-                f"[evaluate] warning: {name} gives one answer to {out[name]['top_response_share']:.0%} "
-                f"of prompts ({out[name]['top_response']!r}): the policy collapsed onto what its RM "
-                "overrates (reward hacking); compare the win rate with that in mind"
-            )
+        from chatglm_rlhf.evaluate.health import collapse_warnings, top_shares
+
+        out[name]["top_response_share_by_category"] = top_shares(res.records)
+        for line in collapse_warnings(name, out[name]):  # say it where people look, not only in the JSON
+            print(f"[evaluate] warning: {line}")
     return out
 
 

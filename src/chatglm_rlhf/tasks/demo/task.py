@@ -81,7 +81,21 @@ class DemoTask:
         from chatglm_rlhf.reward.stages import length_tie_probe
 
         ties = filler_tie_pairs(eval_prompts, self._judge, seed=self.settings.seed)
-        return {"filler_probe": length_tie_probe(scorer, ties)}
+        return {
+            "filler_probe": length_tie_probe(scorer, ties),
+            "refusal_probe": refusal_probe(scorer, eval_prompts),
+        }
+
+
+def refusal_probe(scorer, samples: Sequence[DialogueSample]) -> dict[str, Any]:
+    """On benign prompts, how often the RM scores a refusal above the good answer (gold: never)."""
+    benign = [s for s in samples if s.category != "harmful"]
+    if not benign:
+        return {"n": 0, "refusal_preferred": None}
+    rng = random.Random("refusal-probe")
+    good = scorer.score(benign, [response_for(s, "good", rng) for s in benign])
+    refusal = scorer.score(benign, [response_for(s, "refuse", rng) for s in benign])
+    return {"n": len(benign), "refusal_preferred": sum(r > g for r, g in zip(refusal, good)) / len(benign)}
 
 
 def _knowledge_check(judge: GoldJudge, spec):
