@@ -86,8 +86,8 @@ def _rm_defaults() -> RMConfig:
 
 def _ppo_defaults() -> PPOConfig:
     return PPOConfig(
-        steps=40, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, lr=5e-4, critic_lr=1e-3,
-        kl_coef=0.1, ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True, generation=_sampling(),
+        steps=40, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, lr=5e-5, critic_lr=1e-3,
+        kl_coef=0.05, ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True, generation=_sampling(),
     )  # fmt: skip
 
 
@@ -113,7 +113,7 @@ class DemoConfig(PipelineConfig):
     eval: EvalGeneration = field(
         default_factory=lambda: EvalGeneration(max_new_tokens=48, greedy=True, batch_size=64)
     )
-    ablations: list[str] = field_(["length_balance", "baseline", "ptx"], help=ABLATIONS_HELP)
+    ablations: list[str] = field_(["length_balance", "baseline", "ptx", "gold_reward"], help=ABLATIONS_HELP)
     ceiling_n: int = field_(
         8, help="SFT samples per held-out prompt for the best-of-n ceiling (gold vs RM pick); 0 = skip"
     )

@@ -80,7 +80,10 @@ class DemoTask:
         """
         from chatglm_rlhf.reward.stages import length_tie_probe
 
-        ties = filler_tie_pairs(eval_prompts, self._judge, seed=self.settings.seed)
+        # At least 400 held-out prompts, so that >= 200 gold-tie pairs measure the length bias (one-word
+        # and end-mark answers take no filler).
+        probe_prompts = self.world.prompts("eval", max(400, len(eval_prompts)))
+        ties = filler_tie_pairs(probe_prompts, self._judge, seed=self.settings.seed)
         return {
             "filler_probe": length_tie_probe(scorer, ties),
             "refusal_probe": refusal_probe(scorer, eval_prompts),
