@@ -273,3 +273,30 @@ def test_baseline_with_k_answers_is_their_mean(tok, tmp_path):
     for r in rows:
         assert abs(r["score"] - sum(r["scores"]) / 3) < 1e-6
         assert tr.baseline[r["key"]] == r["score"]
+
+
+def test_rollout_forward_runs_in_eval_mode_and_restores_train_mode(tok, tmp_path):
+    from chatglm_rlhf.policy.ppo import rollout as R
+
+    tr = make_trainer(tok, tmp_path)
+    m = tr.models
+    for mod in m.trainable:
+        mod.train()
+    seen = []
+    real = m.policy
+
+    def spy(*a, **kw):
+        seen.append([mod.training for mod in m.trainable])
+        return real(*a, **kw)
+
+    m.policy = spy
+    from chatglm_rlhf.policy.ppo.models import build_seq_batch
+
+    gens = [
+        g[0]
+        for g in tr.generator.generate([tok.encode("What is 1 plus 2?")] * 2, 1, tr.cfg.generation, seed=0)
+    ]
+    batch = build_seq_batch([g.prompt_ids for g in gens], [g.response_ids for g in gens], tok.pad_token_id)
+    R.forward_in_chunks(m, batch, chunk=1)
+    assert seen and not any(any(flags) for flags in seen)  # old log-probs / values without dropout
+    assert all(mod.training for mod in m.trainable)  # and the update's train mode is back

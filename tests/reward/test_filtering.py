@@ -122,6 +122,18 @@ def test_spammer_labels_are_dropped():
     assert res.spammers == {} and reasons(res) == {"outvoted": 5}
 
 
+def test_when_no_one_agrees_with_the_majority_no_one_is_a_spammer(capsys):
+    # Two annotators who always disagree (noise labels on equally bad answers): each agrees with "the
+    # others" 0% of the time. Dropping both would leave nothing; the filter says so and keeps them.
+    data = []
+    for i in range(12):
+        data += [cmp("x", f"y{i}", "a", "u1", prompt=f"Question number {i}?"),
+                 cmp("x", f"y{i}", "b", "u2", prompt=f"Question number {i}?")]  # fmt: skip
+    res = filter_labels(labels(*data), cfg(spam_threshold=0.5, spam_min_items=10))
+    assert res.spammers == {} and "spammer" not in reasons(res)
+    assert "no one is dropped as a spammer" in capsys.readouterr().out
+
+
 def test_cycles_are_dropped_per_prompt():
     data = labels(
         cmp("a", "b", "a"),

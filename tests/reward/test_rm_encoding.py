@@ -93,3 +93,17 @@ def test_encoder_reward_model_trains_and_scores(bert_dir, tmp_path):
     scorer = RewardScorer.from_pretrained(tmp_path / "rm", device="cpu")
     r = scorer.score([data[0].sample()] * 2, ["yes apple", "no"])
     assert r[0] > r[1]
+
+
+def test_truncation_summary_is_logged_at_the_asked_level(glm_tok, caplog):
+    import logging
+
+    from chatglm_rlhf.reward.encoding import truncation_summary
+
+    history = [Turn("user", "What is two plus two?"), Turn("assistant", "The answer is four.")] * 3
+    sample = DialogueSample("s", "Which one?", history=history)
+    full = len(encode_for_rm(glm_tok, sample, "Apple.", 10_000))
+    with caplog.at_level(logging.INFO), truncation_summary("rm eval", level=logging.WARNING):
+        encode_for_rm(glm_tok, sample, "Apple.", full - 5)
+    summary = [r for r in caplog.records if "truncated to fit max_length" in r.getMessage()]
+    assert len(summary) == 1 and summary[0].levelno == logging.WARNING  # was the templates logger's level (0)

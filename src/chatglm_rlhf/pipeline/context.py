@@ -89,6 +89,14 @@ class RunContext:
         kw = {} if self.scorer_batch_size is None else {"batch_size": self.scorer_batch_size}
         return RewardScorer.from_pretrained(str(self.models / name), device="cpu", **kw)
 
+    def ptx_examples(self):
+        """PPO's ptx data: ``data/ptx.jsonl`` (clean demonstrations) when the task wrote one, else the SFT
+        training part of :meth:`sft_examples`."""
+        from chatglm_rlhf.policy.sft import load_sft_examples
+
+        ptx = self.data / "ptx.jsonl"
+        return load_sft_examples(str(ptx)) if ptx.exists() else self.sft_examples()[0]
+
     def sft_examples(self):
         """(train, held-out) SFT examples: ``sft_heldout.jsonl`` when the task wrote one, else the first
         10% of ``sft.jsonl`` (the slice the SFT stage held out)."""

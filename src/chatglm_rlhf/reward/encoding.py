@@ -70,13 +70,13 @@ def response_length(tokenizer, response: str) -> int:
 def truncation_summary(what: str, level: int = logging.WARNING) -> Iterator[None]:
     """Silence per-sample truncation warnings inside; log one summary line with the counts instead."""
     templates_log = logging.getLogger("chatglm_rlhf.data.templates")
-    level = templates_log.level
+    saved = templates_log.level  # not ``level``: that is the summary's level, the caller's choice
     before = dict(truncation_counts)
     templates_log.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        templates_log.setLevel(level)
+        templates_log.setLevel(saved)
     diff = {k: v - before.get(k, 0) for k, v in truncation_counts.items() if v != before.get(k, 0)}
     if diff:
         logging.getLogger(__name__).log(level, "%s: truncated to fit max_length: %s", what, diff)

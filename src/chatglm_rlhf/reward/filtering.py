@@ -203,6 +203,12 @@ def _drop_spammers(
     if cfg.spam_threshold <= 0:
         return labels, {}, agreement
     spammers = agg.find_spammers(agreement, cfg.spam_threshold, cfg.spam_min_items)
+    if spammers and set(spammers) == set(agreement):
+        # "Spammer" is relative to the others; when no one agrees with the majority the labels are
+        # noise (e.g. every answer equally bad), and dropping every annotator would leave nothing.
+        print(f"filter: every annotator agrees with the majority under {cfg.spam_threshold:.0%} of the time: "
+              "the labels look like noise (are all the answers alike?); no one is dropped as a spammer")  # fmt: skip
+        return labels, {}, agreement
     out = []
     for lab in labels:
         a = lab.comparison.annotator

@@ -9,7 +9,8 @@ def test_filler_tie_pairs_on_the_demo_world():
 
     samples = DemoWorld(seed=0).prompts("eval", 20)
     pairs = filler_tie_pairs(samples, GoldJudge(), seed=0)
-    assert len(pairs) == 20
+    fillable = [s for s in samples if s.category not in ("one_word", "end_mark")]  # filler breaks those
+    assert len(pairs) == len(fillable) > 10
     by_id = {s.id: s for s in samples}
     for c in pairs:
         assert GoldJudge().compare(by_id[c.sample_id], c.response_a, c.response_b) == "tie"

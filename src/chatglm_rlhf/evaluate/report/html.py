@@ -29,6 +29,7 @@ section.missing h2 { font-size: 15px; color: var(--muted); display:inline; }
 section.missing span { color: var(--muted); font-size: 13px; margin-left: 8px; }
 img.plot { display:block; max-width:100%; height:auto; margin: 6px 0 10px; }
 .table-wrap { max-width: 100%; overflow-x: auto; }
+ul.flags li { color: #9a3412; margin: 4px 0; }
 table { border-collapse: collapse; font-size: 13.5px; margin: 6px 0; }
 th.num { white-space: normal; min-width: 5.5em; }
 th, td { padding: 4px 12px 4px 0; text-align: left; border-bottom: 1px solid var(--line);

@@ -29,6 +29,29 @@ def headline(c: ReportContext) -> str:
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
+def flags(c: ReportContext) -> str:
+    """Warnings to read before any win rate: collapsed policies, a weak reward model (evaluate/health.py)."""
+    from chatglm_rlhf.evaluate.health import collapse_warnings, weak_rm_warnings
+
+    lines = []
+    for name, ev in (c.get("evaluate") or {}).items():
+        if isinstance(ev, dict) and "top_response_share_by_category" in ev:
+            lines += collapse_warnings(name.upper(), ev)
+    for rm in ("rm", "rm_nobalance"):
+        if isinstance(c.get(rm), dict):
+            lines += weak_rm_warnings(
+                "the RM" if rm == "rm" else "the RM without length balancing", c.get(rm)
+            )
+    if not lines:
+        return ""
+    items = "".join(f"<li>{esc(x)}</li>" for x in lines)
+    return section(
+        "Read first",
+        "Checks on the run that change how its win rates read.",
+        f'<ul class="flags">{items}</ul>',
+    )
+
+
 def _data(c: ReportContext) -> str:
     read, kept, dropped = c.get("filter.read"), c.get("filter.kept"), c.get("filter.dropped") or {}
     if read is None and kept is None and not dropped:
@@ -249,6 +272,7 @@ def _example_html(name: str, r: dict) -> str:
 
 
 SECTIONS: list[tuple[str, Callable[[ReportContext], str]]] = [
+    ("Read first", flags),
     ("Data", _data),
     ("Length balancing", _balance),
     ("Reward model", _reward_model),

@@ -17,6 +17,7 @@ Profiles: ``default`` and ``smoke`` (the same stages on a few dozen prompts, < 3
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.evaluate.evaluate import EvalGeneration
@@ -37,8 +38,10 @@ class WorldSettings:
     seed: int = field_(0, help="seed of the world, the data and the models")
     n_sft: int = field_(3000, help="SFT demonstrations")
     n_eval: int = field_(200, help="held-out prompts for evaluation")
-    n_pref: int = field_(400, help="prompts whose SFT samples are annotated")
+    n_pref: int = field_(800, help="prompts whose SFT samples are annotated")
     n_rl: int = field_(400, help="prompts for PPO / DPO")
+    n_dev: int = field_(200, help="dev prompts (held out from training and from evaluation): for tuning")
+    flaw_rate: float = field_(0.6, help="share of RL-family demonstrations with the family's systematic flaw")
     corpus: int = field_(4000, help="texts the tokenizer is trained on")
 
 
@@ -83,8 +86,8 @@ def _rm_defaults() -> RMConfig:
 
 def _ppo_defaults() -> PPOConfig:
     return PPOConfig(
-        steps=40, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, lr=5e-4, critic_lr=1e-3,
-        kl_coef=0.1, ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True, generation=_sampling(),
+        steps=40, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, lr=5e-5, critic_lr=1e-3,
+        kl_coef=0.05, ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True, generation=_sampling(),
     )  # fmt: skip
 
 
@@ -110,9 +113,18 @@ class DemoConfig(PipelineConfig):
     eval: EvalGeneration = field(
         default_factory=lambda: EvalGeneration(max_new_tokens=48, greedy=True, batch_size=64)
     )
-    ablations: list[str] = field_(["length_balance", "baseline", "ptx"], help=ABLATIONS_HELP)
+    ablations: list[str] = field_(["length_balance", "baseline", "ptx", "gold_reward"], help=ABLATIONS_HELP)
     ceiling_n: int = field_(
         8, help="SFT samples per held-out prompt for the best-of-n ceiling (gold vs RM pick); 0 = skip"
+    )
+    ceiling_prompts: Literal["eval_prompts", "dev_prompts"] = field_(
+        "eval_prompts", help="the ceiling's prompts: dev_prompts while tuning the world or the recipe"
+    )
+    eval_prompts: Literal["eval_prompts", "dev_prompts"] = field_(
+        "eval_prompts", help="the evaluation's prompts: dev_prompts while tuning (never tune on eval_prompts)"
+    )
+    probe: bool = field_(
+        True, help="the capability probe (held-out knowledge prompts) for SFT and every policy"
     )
 
 
@@ -127,43 +139,27 @@ class DemoStages(StageBuilder):
 
     def build(self):
         c, seed, progress = self.cfg, self.cfg.world.seed, self.cfg.progress
-        return [
+        # fmt: off
+        stages = [
             self.stage("world", data.data, task=("settings",)),
             self.stage("base", models.base, c.model, c.world.corpus, seed),
             self.stage("sft", models.sft, c.sft, seed, progress),
             self.stage("sft_eval", data.sft_eval, c.generation, seed, progress, key="sft"),
-            self.stage(
-                "collect",
-                data.collect,
-                c.collect.k,
-                c.collect.overlap,
-                c.generation,
-                seed + 1,
-                progress,
-                key="data",
-                task=("collect",),  # the annotators' settings live in the task
-            ),
+            self.stage("collect", data.collect, c.collect.k, c.collect.overlap, c.generation, seed + 1, progress,
+                       key="data", task=("collect",)),
             self.filter("filter"),
             self.rm("rm", "filter"),
             *self.policies(),
             *self.ablations(),
-            self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, progress),
-            *(
-                [
-                    self.stage(
-                        "ceiling",
-                        evaluate.ceiling,
-                        c.ceiling_n,
-                        c.ppo.generation,
-                        c.eval,
-                        c.ppo.max_prompt_tokens,
-                        seed,
-                    )
-                ]
-                if c.ceiling_n > 0
-                else []
-            ),  # fmt: skip
+            self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, progress, prompts=c.eval_prompts),
         ]
+        if c.ceiling_n > 0:
+            stages.append(self.stage("ceiling", evaluate.ceiling, c.ceiling_n, c.ppo.generation, c.eval,
+                                     c.ppo.max_prompt_tokens, seed, prompts=c.ceiling_prompts))
+        if c.probe:
+            stages.append(self.stage("probe", evaluate.probe, ["sft", *self.evaluated()], c.eval.max_new_tokens))
+        # fmt: on
+        return stages
 
 
 def _task(cfg: DemoConfig):

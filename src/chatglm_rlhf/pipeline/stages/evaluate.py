@@ -17,20 +17,23 @@ from typing import Any
 from chatglm_rlhf.pipeline.context import RunContext
 
 
-def evaluate(ctx: RunContext, policies: list[str], settings, seed: int, progress: bool = True) -> dict:
+def evaluate(ctx: RunContext, policies: list[str], settings, seed: int, progress: bool = True,
+             prompts: str = "eval_prompts") -> dict:  # fmt: skip
     """The gold judge's verdicts when the task has one (``settings``: the generation settings), else the
-    three judges' (``settings``: the profile's eval settings, see :func:`evaluate_judges`)."""
+    three judges' (``settings``: the profile's eval settings, see :func:`evaluate_judges`). ``prompts``:
+    the data file asked (``dev_prompts`` while tuning a recipe; tasks with a gold judge)."""
     if ctx.gold() is not None:
-        return evaluate_gold(ctx, policies, settings, seed, progress)
+        return evaluate_gold(ctx, policies, settings, seed, progress, prompts)
     return evaluate_judges(ctx, policies, settings, seed, progress)
 
 
-def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, progress: bool) -> dict:
+def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, progress: bool,
+                  prompts_file: str = "eval_prompts") -> dict:  # fmt: skip
     from chatglm_rlhf.evaluate.evaluate import evaluate_models
     from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
 
     sft, tok = ctx.load("sft")
-    prompts = ctx.samples("eval_prompts")
+    prompts = ctx.samples(prompts_file)
     out: dict[str, Any] = {}
     for name in policies:
         policy, _ = ctx.load(name)
@@ -53,12 +56,11 @@ def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, p
             "top_response": s["diversity"]["policy"]["top_response"],
             "eval": str(Path("eval") / name / "eval.json"),
         }
-        if out[name]["top_response_share"] > 0.5:  # say it where people look, not only in the JSON
-            print(
-                f"[evaluate] warning: {name} gives one answer to {out[name]['top_response_share']:.0%} "
-                f"of prompts ({out[name]['top_response']!r}): the policy collapsed onto what its RM "
-                "overrates (reward hacking); compare the win rate with that in mind"
-            )
+        from chatglm_rlhf.evaluate.health import collapse_warnings, top_shares
+
+        out[name]["top_response_share_by_category"] = top_shares(res.records)
+        for line in collapse_warnings(name, out[name]):  # say it where people look, not only in the JSON
+            print(f"[evaluate] warning: {line}")
     return out
 
 
@@ -136,28 +138,32 @@ def _examples(prompts, sft_resp, ppo_resp, judge, n: int) -> list[dict]:
     ]  # fmt: skip
 
 
-def ceiling(ctx: RunContext, n: int, sampling, greedy, max_prompt_tokens: int, seed: int) -> dict:
-    """Best-of-n from the SFT model's own samples, picked by gold and by the RM (evaluate/ceiling.py)."""
+def ceiling(ctx: RunContext, n: int, sampling, greedy, max_prompt_tokens: int, seed: int,
+            prompts: str = "eval_prompts") -> dict:  # fmt: skip
+    """Best-of-n from the SFT model's own samples, picked by gold and by the RM (evaluate/ceiling.py),
+    on ``data/<prompts>.jsonl`` (the dev prompts while a world is being tuned)."""
     from chatglm_rlhf.evaluate.ceiling import best_of_n_ceiling
 
     sft, tok = ctx.load("sft")
     return best_of_n_ceiling(
-        sft, tok, ctx.samples("eval_prompts"), ctx.scorer("rm"), ctx.gold(), sampling,
+        sft, tok, ctx.samples(prompts), ctx.scorer("rm"), ctx.gold(), sampling,
         dataclasses.replace(greedy, greedy=True), n=n, max_prompt_tokens=max_prompt_tokens, seed=seed,
     )  # fmt: skip
 
 
 def probe(ctx: RunContext, models: list[str], max_new_tokens: int) -> dict:
-    """The capability probe (evaluate/capability.py) for every model, greedy."""
+    """The capability probe for every model, greedy: the task's own items (``probe_items``) when it
+    has them, else the built-in 40 questions (evaluate/capability.py)."""
     from chatglm_rlhf.evaluate.capability import run_probe
     from chatglm_rlhf.models.generation import GenerationSettings
     from chatglm_rlhf.utils.training import save_json
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=20)
+    kw = {"items": ctx.task.probe_items()} if hasattr(ctx.task, "probe_items") else {}
     out = {}
     for name in models:
         model, tok = ctx.load(name)
-        r = run_probe(model, tok, settings)
+        r = run_probe(model, tok, settings, **kw)
         save_json(ctx.out / "eval" / f"probe_{name}.json", r)
         out[name] = {
             "overall": r["overall"], "macro": r["macro"], "correct": r["correct"], "total": r["total"],

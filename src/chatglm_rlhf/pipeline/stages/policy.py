@@ -17,12 +17,12 @@ def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scor
     a ``scorer`` is given (its critic, if any, still starts from that RM)."""
     from chatglm_rlhf.policy.registry import PolicyInputs, train_policy
 
-    train, heldout = ctx.sft_examples()
+    heldout = ctx.sft_examples()[1]
     prompts = ctx.samples("rl_prompts")
     if prompt_limit:
         prompts = prompts[:prompt_limit]
     inputs = PolicyInputs(
-        sft_path=str(ctx.sft_path), output_dir=str(ctx.models / name), prompts=prompts, sft_examples=train,
+        sft_path=str(ctx.sft_path), output_dir=str(ctx.models / name), prompts=prompts, sft_examples=ctx.ptx_examples(),
         heldout_examples=heldout, scorer=scorer if scorer is not None else ctx.scorer(rm),
         reward_model=str(ctx.models / rm), progress=progress,
     )  # fmt: skip

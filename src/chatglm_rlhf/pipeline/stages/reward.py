@@ -51,6 +51,10 @@ def rm(ctx: RunContext, name: str, train: str, cfg, init: str | Path, eval_fract
         m["scatter"] = _scatter(ctx, name, held)
         if hasattr(ctx.task, "rm_probes"):
             m.update(ctx.task.rm_probes(ctx.scorer(name), ctx.samples("eval_prompts")))
+        from chatglm_rlhf.evaluate.health import weak_rm_warnings
+
+        for line in weak_rm_warnings(name, m):  # the terminal says what the report's flags say
+            print(f"[{name}] warning: {line}")
     if (ctx.data / "heldout.jsonl").exists():
         # heldout's pairs: never trained on by any RM (their contexts are the evaluation prompts).
         from chatglm_rlhf.evaluate.agreement import preference_accuracy

@@ -114,7 +114,22 @@ def final_scores(
 def forward_in_chunks(
     models: PPOModels, batch: SeqBatch, chunk: int, temperature: float = 1.0
 ) -> dict[str, torch.Tensor]:
-    """Old log-probs, reference log-probs and old values, ``chunk`` rows at a time (no grad)."""
+    """Old log-probs, reference log-probs and old values, ``chunk`` rows at a time (no grad), in eval
+    mode: the rollout's numbers must not depend on dropout (the update then runs in train mode)."""
+    mods = list(models.trainable)
+    was = [mod.training for mod in mods]
+    for mod in mods:
+        mod.eval()
+    try:
+        return _forward_chunks(models, batch, chunk, temperature)
+    finally:
+        for mod, training in zip(mods, was):
+            mod.train(training)
+
+
+def _forward_chunks(
+    models: PPOModels, batch: SeqBatch, chunk: int, temperature: float
+) -> dict[str, torch.Tensor]:
     outs: dict[str, list[torch.Tensor]] = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
     B, R = batch.response_mask.shape
     for start in range(0, B, chunk):

@@ -1,12 +1,12 @@
-"""SFT demonstrations of mixed quality, and responses of a chosen quality for any demo sample.
+"""SFT demonstrations with *systematic* flaws, and responses of a chosen mode for any demo sample.
 
-The default mixture deliberately leaves room for RLHF: only ~45% of demonstrations are good
-(``good`` + ``good_filler``), so an SFT model that imitates the mixture answers well only part of the
-time when sampled, and a policy that learns to prefer the good modes clearly beats it on the gold judge.
+Demonstrations are written by average writers: in each RL family, 60% of them (``FLAW_RATE``) show the
+same bad pattern (:data:`FLAWS`), which greedy decoding of an SFT model picks; the rest are good, which
+sampling finds. Raters see the flaw side by side, so RLHF can remove it. Polite filler goes on good and
+flawed answers alike (``FILLER_RATE``), so it predicts nothing. Knowledge families (arithmetic, facts)
+are always correct: they are what the capability probe asks about, never RL prompts.
 
-Provenance: :func:`make_sft_data` returns :class:`Demonstration` named tuples ``(sample, response,
-mode)``; ``Demonstration.to_sample()`` gives a copy of the sample with ``responses=[response]`` and
-``meta["mode"]`` set, ready to be written as a JSONL record.
+``ptx`` data (:func:`make_ptx_data`) are clean demonstrations: the good mode on the train pool.
 """
 
 from __future__ import annotations
@@ -18,34 +18,18 @@ from typing import Any, NamedTuple
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.tasks.demo import world as W
 
-RESPONSE_MODES: dict[str, str] = {
-    "good": "correct and concise; for a harmful prompt, a polite refusal",
-    "good_filler": "a good answer plus polite filler: longer, but a gold tie with 'good'",
-    "wrong": "plausible but incorrect: off-by-one number, wrong fact, wrong item count or item; "
-    "for a harmful prompt an evasive non-answer",
-    "comply": "complies with a harmful request (vague steps); on a benign prompt the same as 'good'",
-    "repetitive": "correct-ish answer that repeats itself (the whole answer, or 'As I said, ...')",
-    "broken": "a good answer cut off mid-word, or garbled with junk characters",
-    "refuse": "a refusal: an unhelpful over-refusal on a benign prompt, the same as 'good' on a harmful one",
+FLAW_RATE = 0.6
+FILLER_RATE = 0.3
+FLAWS: dict[str, str] = {
+    "count": "names one item twice (the asked number of items, one repeated)",
+    "one_word": "answers in a whole sentence instead of one word",
+    "end_mark": "ends with a full stop instead of the asked exclamation mark",
+    "lookalike": "refuses a benign request because of an alarming word",
+    "harmful": "complies with the harmful request (vague steps)",
 }
-
-_BENIGN_MIX = {
-    "good": 0.30,
-    "good_filler": 0.15,
-    "wrong": 0.30,
-    "repetitive": 0.10,
-    "broken": 0.10,
-    "refuse": 0.05,
-}
-DEFAULT_MIX: dict[str, dict[str, float]] = {
-    "arithmetic": dict(_BENIGN_MIX),
-    "format": dict(_BENIGN_MIX),
-    "facts": dict(_BENIGN_MIX),
-    # ~55% refusals (good, good_filler, and the repetitive/broken refusals) vs 45% compliance.
-    "harmful": {"good": 0.30, "good_filler": 0.15, "comply": 0.45, "repetitive": 0.05, "broken": 0.05},
-}
-GOOD_MODES = ("good", "good_filler")
-_JUNK = "#@%&~^$|"
+RESPONSE_MODES = {"good": "correct, the constraint met; a polite refusal for a harmful request",
+                  "flaw": "the family's systematic flaw (FLAWS)", "refuse": "a refusal, whatever the prompt",
+                  "comply": "vague compliance steps, whatever the prompt"}  # fmt: skip
 
 
 class Demonstration(NamedTuple):
@@ -62,9 +46,6 @@ class Demonstration(NamedTuple):
         return s
 
 
-# --- the modes ---------------------------------------------------------------------------------------
-
-
 def _gold(sample: DialogueSample) -> dict[str, Any]:
     gold = sample.meta.get("gold")
     if not isinstance(gold, dict) or sample.category not in W.CATEGORIES:
@@ -72,172 +53,82 @@ def _gold(sample: DialogueSample) -> dict[str, Any]:
     return gold
 
 
-def _arith(gold: dict[str, Any], c: int, variant: int) -> str:
-    return W.ARITH_ANSWERS[variant].format(a=gold["a"], sym=gold["op"], b=gold["b"], c=c)
-
-
-def _list_answer(gold: dict[str, Any], items: list[str], variant: int) -> str:
-    if variant == 0:
-        return W.FORMAT_ANSWERS[0].format(items=W.format_list(items))
-    nw = W.NUMBER_WORDS.get(len(items), str(len(items)))
-    return W.FORMAT_ANSWERS[1].format(n=nw, cat=gold["item_category"], items=", ".join(items))
-
-
 def _good(sample: DialogueSample, rng: random.Random) -> str:
-    gold = _gold(sample)
-    if sample.category == "arithmetic":
-        return _arith(gold, gold["answer"], rng.randrange(len(W.ARITH_ANSWERS)))
-    if sample.category == "format":
-        items = rng.sample(gold["items"], gold["count"])
-        return _list_answer(gold, items, rng.randrange(len(W.FORMAT_ANSWERS)))
-    if sample.category == "facts":
-        variant = rng.randrange(len(W.FACT_ANSWERS[gold["relation"]]))
-        return W.fact_answer(gold["relation"], gold["subject"], gold["answer"], variant)
+    g, cat = _gold(sample), sample.category
+    if cat == "count":
+        return W.format_list(rng.sample(g["items"], g["count"]))
+    if cat == "one_word":
+        return rng.choice(g["items"]).capitalize() + "."
+    if cat == "end_mark":
+        return rng.choice(g["items"]).capitalize() + "!"
+    if cat in ("lookalike", "arithmetic", "facts"):
+        return g["reference"]
     return rng.choice(W.REFUSALS)
 
 
-def _good_filler(sample: DialogueSample, rng: random.Random) -> str:
-    good = _good(sample, rng)
-    if sample.category == "harmful":  # "Sure!" before a refusal would read as compliance
-        return good + rng.choice(W.HARMFUL_FILLER_SUFFIXES)
-    prefix = rng.choice(W.FILLER_PREFIXES) if rng.random() < 0.7 else ""
-    return prefix + good + rng.choice(W.FILLER_SUFFIXES)
-
-
-def _wrong(sample: DialogueSample, rng: random.Random) -> str:
-    gold = _gold(sample)
-    if sample.category == "arithmetic":
-        c = gold["answer"] + rng.choice((-2, -1, 1, 2))
-        c = c if c >= 0 else gold["answer"] + 1
-        return _arith(gold, c, rng.randrange(len(W.ARITH_ANSWERS)))
-    if sample.category == "format":
-        return _wrong_list(gold, rng)
-    if sample.category == "facts":
-        variant = rng.randrange(len(W.FACT_ANSWERS[gold["relation"]]))
-        return W.fact_answer(gold["relation"], gold["subject"], rng.choice(gold["distractors"]), variant)
-    return rng.choice(W.EVASIONS)
-
-
-def _wrong_list(gold: dict[str, Any], rng: random.Random) -> str:
-    n = gold["count"]
-    if rng.random() < 0.5:  # wrong count
-        n = n + 1 if n <= 2 or rng.random() < 0.5 else n - 1
-        items = rng.sample(gold["items"], min(n, len(gold["items"])))
-    else:  # one item from another category
-        items = rng.sample(gold["items"], n)
-        others = [w for c, ws in W.ITEMS.items() if c != gold["item_category"] for w in ws]
-        items[rng.randrange(n)] = rng.choice(others)
-    return _list_answer(gold, items, rng.randrange(len(W.FORMAT_ANSWERS)))
-
-
-def _comply(sample: DialogueSample, rng: random.Random) -> str:
-    if sample.category != "harmful":
-        return _good(sample, rng)
+def _comply(rng: random.Random) -> str:
     first = rng.choice([s for s in W.COMPLY_STEPS if s.startswith("First")])
     then = rng.choice([s for s in W.COMPLY_STEPS if s.startswith("Then")])
     return f"{rng.choice(W.COMPLY_OPENERS)} {first} {then}"
 
 
-def _repetitive(sample: DialogueSample, rng: random.Random) -> str:
-    base = _good(sample, rng)
-    extra = 1 if len(base.split()) > 8 else rng.choice((1, 2))  # keep responses under 30 words
-    if rng.random() < 0.5:
-        return " ".join([base] * (1 + extra))
-    tail = base if base.startswith("I ") else base[0].lower() + base[1:]
-    ramble = rng.sample(W.RAMBLE, extra)
-    return " ".join([base, *(r + tail for r in ramble)])
+def _flaw(sample: DialogueSample, rng: random.Random) -> str:
+    g, cat = _gold(sample), sample.category
+    if cat == "count":
+        items = rng.sample(g["items"], g["count"] - 1)
+        return W.format_list(items + [items[0]])
+    if cat == "one_word":
+        t = rng.choice(W.ONE_WORD_SENTENCE)
+        return t.format(cat=g["item_category"], x=g["excluded"], y=rng.choice(g["items"]))
+    if cat == "end_mark":
+        return rng.choice(g["items"]).capitalize() + "."
+    if cat == "lookalike":
+        return rng.choice(W.REFUSALS)
+    if cat == "harmful":
+        return _comply(rng)
+    return _good(sample, rng)  # knowledge: no flaw
 
 
-def _truncate(text: str, rng: random.Random) -> str:
-    # Cut inside a word (both neighbours alphanumeric) so the result is visibly unfinished.
-    cuts = [p for p in range(2, len(text) - 1) if text[p - 1].isalnum() and text[p].isalnum()]
-    return text[: rng.choice(cuts)] if cuts else text[: max(1, len(text) // 2)]
+def _filler(sample: DialogueSample, text: str, rng: random.Random) -> str:
+    if sample.category in ("one_word", "end_mark"):  # filler would break the answer's constraint
+        return text
+    if sample.category == "harmful" and W.words_of(text)[:1] in (["sorry"], ["i"]):
+        return text + rng.choice(W.HARMFUL_FILLER_SUFFIXES)  # "Sure!" before a refusal reads as consent
+    return rng.choice(W.FILLER_PREFIXES) + text + rng.choice(W.FILLER_SUFFIXES)
 
 
-def _garble(text: str, rng: random.Random) -> str:
-    chars = list(text)
-    spots = [i for i, ch in enumerate(chars) if not ch.isspace()]
-    for i in rng.sample(spots, max(2, len(spots) // 4)):
-        chars[i] = rng.choice(_JUNK)
-    return "".join(chars)
-
-
-def _broken(sample: DialogueSample, rng: random.Random) -> str:
-    base = _good(sample, rng) if rng.random() < 0.7 else _good_filler(sample, rng)
-    return _truncate(base, rng) if rng.random() < 0.5 else _garble(base, rng)
-
-
-def _refuse(sample: DialogueSample, rng: random.Random) -> str:
-    return rng.choice(W.REFUSALS)
-
-
-_MODE_FNS = {
-    "good": _good,
-    "good_filler": _good_filler,
-    "wrong": _wrong,
-    "comply": _comply,
-    "repetitive": _repetitive,
-    "broken": _broken,
-    "refuse": _refuse,
-}
-
-
-def response_for(sample: DialogueSample, mode: str, rng: random.Random) -> str:
+def response_for(sample: DialogueSample, mode: str, rng: random.Random, filler: bool = False) -> str:
     """A response of ``mode`` (a key of :data:`RESPONSE_MODES`) to a demo-world sample."""
-    if mode not in _MODE_FNS:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {list(RESPONSE_MODES)}")
-    return _MODE_FNS[mode](sample, rng)
-
-
-# --- mixtures ----------------------------------------------------------------------------------------
-
-
-def resolve_mix(mix: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
-    """Per-category mode weights. ``mix`` may be per-category (missing categories keep the default) or
-    one flat ``{mode: weight}`` applied to every category."""
-    if mix is None:
-        return {c: dict(m) for c, m in DEFAULT_MIX.items()}
-    if all(isinstance(v, (int, float)) for v in mix.values()):
-        out = {c: dict(mix) for c in W.CATEGORIES}
+    if mode == "good":
+        text = _good(sample, rng)
+    elif mode == "flaw":
+        text = _flaw(sample, rng)
+    elif mode == "refuse":
+        text = rng.choice(W.REFUSALS)
+    elif mode == "comply":
+        text = _comply(rng)
     else:
-        out = {c: dict(mix.get(c, DEFAULT_MIX[c])) for c in W.CATEGORIES}
-        extra = set(mix) - set(W.CATEGORIES)
-        if extra:
-            raise ValueError(f"unknown categories in mix: {sorted(extra)}")
-    for cat, weights in out.items():
-        bad = set(weights) - set(RESPONSE_MODES)
-        if bad or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-            raise ValueError(f"bad mix for {cat!r}: {weights} (modes: {list(RESPONSE_MODES)})")
-    return out
-
-
-def expected_mode_shares(
-    mix: dict[str, Any] | None = None, category_weights: dict[str, float] | None = None
-) -> dict[str, float]:
-    """Overall share of each mode implied by a mix and the world's category weights."""
-    per_cat = resolve_mix(mix)
-    cw = category_weights or W.DEFAULT_CATEGORY_WEIGHTS
-    total_cw = sum(cw.values())
-    shares = dict.fromkeys(RESPONSE_MODES, 0.0)
-    for cat, w in cw.items():
-        norm = sum(per_cat[cat].values())
-        for mode, mw in per_cat[cat].items():
-            shares[mode] += (w / total_cw) * (mw / norm)
-    return shares
+        raise ValueError(f"unknown mode {mode!r}; expected one of {list(RESPONSE_MODES)}")
+    return _filler(sample, text, rng) if filler else text
 
 
 def make_sft_data(
-    world: W.DemoWorld, n: int, seed: int = 0, mix: dict[str, Any] | None = None
+    world: W.DemoWorld, n: int, seed: int = 0, flaw_rate: float = FLAW_RATE
 ) -> list[Demonstration]:
-    """``n`` demonstrations on the world's ``sft`` prompts, each mode drawn from the category's mix."""
-    per_cat = resolve_mix(mix)
-    rng = random.Random(f"demo-sft|{world.seed}|{seed}")
+    """``n`` demonstrations on the world's ``sft`` prompts: RL families flawed at ``flaw_rate``."""
+    rng = random.Random(f"demo-sft|{seed}")
     out = []
     for sample in world.prompts("sft", n):
-        weights = per_cat[sample.category]
-        mode = rng.choices(list(weights), list(weights.values()))[0]
-        out.append(Demonstration(sample, response_for(sample, mode, rng), mode))
+        flawed = sample.category in W.RL_CATEGORIES and rng.random() < flaw_rate
+        mode = "flaw" if flawed else "good"
+        out.append(Demonstration(sample, response_for(sample, mode, rng, rng.random() < FILLER_RATE), mode))
     return out
+
+
+def make_ptx_data(world: W.DemoWorld, n: int, seed: int = 0) -> list[Demonstration]:
+    """Clean demonstrations for PPO's ptx loss: good answers to the ``sft`` split's prompts."""
+    rng = random.Random(f"demo-ptx|{seed}")
+    return [Demonstration(s, response_for(s, "good", rng), "good") for s in world.prompts("sft", n)]
 
 
 def tokenizer_corpus(world: W.DemoWorld, n: int) -> list[str]:
@@ -246,10 +137,10 @@ def tokenizer_corpus(world: W.DemoWorld, n: int) -> list[str]:
     Drawn from the train pool only, so even the tokenizer never sees a held-out prompt.
     """
     rng = random.Random(f"demo-corpus|{world.seed}")
-    samples = world.prompts("sft", max(1, (n + 2) // 3))
-    modes = list(RESPONSE_MODES)
     texts: list[str] = []
-    for s in samples:
+    for s in world.prompts("sft", max(1, (n + 2) // 3)):
         texts.append(s.prompt)
-        texts += [response_for(s, rng.choice(modes), rng) for _ in range(2)]
+        texts += [
+            response_for(s, rng.choice(list(RESPONSE_MODES)), rng, rng.random() < 0.5) for _ in range(2)
+        ]
     return texts[:n]

@@ -9,9 +9,14 @@ from typing import Any
 
 from chatglm_rlhf.data.schema import Comparison, DialogueSample
 from chatglm_rlhf.tasks.demo.annotators import AnnotatorPool
-from chatglm_rlhf.tasks.demo.demonstrations import make_sft_data, response_for, tokenizer_corpus
+from chatglm_rlhf.tasks.demo.demonstrations import (
+    make_ptx_data,
+    make_sft_data,
+    response_for,
+    tokenizer_corpus,
+)
 from chatglm_rlhf.tasks.demo.judge import GoldJudge, GoldReward
-from chatglm_rlhf.tasks.demo.world import DemoWorld
+from chatglm_rlhf.tasks.demo.world import KNOWLEDGE, DemoWorld
 
 
 class DemoTask:
@@ -28,14 +33,27 @@ class DemoTask:
         from chatglm_rlhf.data.io import write_jsonl
 
         w = self.settings
-        demos = make_sft_data(self.world, w.n_sft, seed=w.seed)
+        demos = make_sft_data(self.world, w.n_sft, seed=w.seed, flaw_rate=w.flaw_rate)
         write_jsonl(data_dir / "sft.jsonl", [d.to_sample() for d in demos])
-        for split, n in (("eval", w.n_eval), ("pref", w.n_pref), ("rl", w.n_rl)):
+        # ptx trains on clean demonstrations, so it does not teach the flaws back (world v2).
+        write_jsonl(
+            data_dir / "ptx.jsonl", [d.to_sample() for d in make_ptx_data(self.world, w.n_sft, w.seed)]
+        )
+        for split, n in (("eval", w.n_eval), ("pref", w.n_pref), ("rl", w.n_rl), ("dev", w.n_dev)):
             write_jsonl(data_dir / f"{split}_prompts.jsonl", self.world.prompts(split, n))
         modes: dict[str, int] = {}
         for d in demos:
-            modes[d.mode] = modes.get(d.mode, 0) + 1
-        return {"sft_examples": len(demos), "sft_modes": modes, "eval_prompts": w.n_eval}
+            key = f"{d.sample.category}/{d.mode}"
+            modes[key] = modes.get(key, 0) + 1
+        return {"sft_examples": len(demos), "sft_modes": dict(sorted(modes.items())), "eval_prompts": w.n_eval,
+                "dev_prompts": w.n_dev}  # fmt: skip
+
+    def probe_items(self):
+        """The capability probe: every held-out knowledge prompt (never an RL prompt, never in ptx)."""
+        from chatglm_rlhf.evaluate.capability import ProbeItem
+
+        return [ProbeItem(f"{cat}-{i}", cat, spec.prompt, _knowledge_check(self._judge, spec))
+                for cat in KNOWLEDGE for i, spec in enumerate(self.world.pool("probe", cat))]  # fmt: skip
 
     def corpus(self, n: int) -> list[str]:
         return tokenizer_corpus(self.world, n)
@@ -62,8 +80,37 @@ class DemoTask:
         """
         from chatglm_rlhf.reward.stages import length_tie_probe
 
-        ties = filler_tie_pairs(eval_prompts, self._judge, seed=self.settings.seed)
-        return {"filler_probe": length_tie_probe(scorer, ties)}
+        # At least 400 held-out prompts, so that >= 200 gold-tie pairs measure the length bias (one-word
+        # and end-mark answers take no filler).
+        probe_prompts = self.world.prompts("eval", max(400, len(eval_prompts)))
+        ties = filler_tie_pairs(probe_prompts, self._judge, seed=self.settings.seed)
+        return {
+            "filler_probe": length_tie_probe(scorer, ties),
+            "refusal_probe": refusal_probe(scorer, eval_prompts),
+        }
+
+
+def refusal_probe(scorer, samples: Sequence[DialogueSample]) -> dict[str, Any]:
+    """On benign prompts, how often the RM scores a refusal above the good answer (gold: never)."""
+    benign = [s for s in samples if s.category != "harmful"]
+    if not benign:
+        return {"n": 0, "refusal_preferred": None}
+    rng = random.Random("refusal-probe")
+    good = scorer.score(benign, [response_for(s, "good", rng) for s in benign])
+    refusal = scorer.score(benign, [response_for(s, "refuse", rng) for s in benign])
+    return {"n": len(benign), "refusal_preferred": sum(r > g for r, g in zip(refusal, good)) / len(benign)}
+
+
+def _knowledge_check(judge: GoldJudge, spec):
+    """A probe checker from the gold judge: the answer named (and no wrong one), as in training."""
+    sample = DialogueSample(spec.key, spec.prompt, category=spec.category, meta={"gold": spec.gold})
+
+    def check(reply: str) -> tuple[bool, str]:
+        ok = judge.helpfulness(spec.category, spec.gold, reply) == 1.0 and judge.fluency(reply) > 0.5
+        return ok, "answer named" if ok else f"expected {spec.gold['answer']!r}"
+
+    del sample
+    return check
 
 
 def filler_tie_pairs(samples: Sequence[DialogueSample], judge=None, seed: int = 0) -> list[Comparison]:
@@ -78,6 +125,8 @@ def filler_tie_pairs(samples: Sequence[DialogueSample], judge=None, seed: int = 
     rng = random.Random(f"filler-ties|{seed}")
     out = []
     for s in samples:
+        if s.category in ("one_word", "end_mark"):  # filler would break the answer's constraint
+            continue
         good = response_for(s, "good", rng)
         if s.category == "harmful":
             padded = good + rng.choice(W.HARMFUL_FILLER_SUFFIXES)

@@ -1,0 +1,98 @@
+"""Means and spreads over seed runs of the demo profile, next to the demo world's targets.
+
+usage: python scripts/seed_summary.py RUN_DIR [RUN_DIR ...]   (writes seeds.json beside the first run)
+Every figure is read from the runs' metrics.json and eval/<policy>/responses.jsonl; nothing is tuned here.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+POLICIES = ("ppo", "dpo", "ppo_goldreward", "ppo_nobalance", "ppo_nobaseline", "ppo_noptx")
+
+
+def shares(run: Path, policy: str) -> dict[str, dict[str, float]]:
+    """Per category, the most common answer's share for the policy and for SFT (the collapse check)."""
+    rows = [json.loads(x) for x in (run / "eval" / policy / "responses.jsonl").read_text().splitlines() if x]
+    out = {}
+    for cat in sorted({r.get("category") or "none" for r in rows}):
+        mine = [r for r in rows if (r.get("category") or "none") == cat]
+        top = {
+            side: Counter(r[side] for r in mine).most_common(1)[0][1] / len(mine)
+            for side in ("policy", "baseline")
+        }
+        out[cat] = {"policy": top["policy"], "sft": top["baseline"]}
+    return out
+
+
+def one_run(run: Path) -> dict:
+    m = json.loads((run / "metrics.json").read_text())
+    ev, probe = m["evaluate"], m.get("probe", {})
+    out: dict = {"run": str(run)}
+    for p in POLICIES:
+        if p not in ev:
+            continue
+        evj = json.loads((run / ev[p]["eval"]).read_text())
+        cats = {c: v["win_rate"] for c, v in evj["per_category"].items()}
+        sh = shares(run, p)
+        collapsed = [c for c, s in sh.items() if c != "harmful" and s["policy"] > max(s["sft"] + 0.05, 0.10)]
+        out[p] = {"win_rate": ev[p]["gold_win_rate_vs_sft"], "min_category": min(cats.values()), "per_category": cats,
+                  "collapsed_categories": collapsed, "words": ev[p]["mean_response_length"],
+                  "gold": ev[p]["gold_score"], "probe": (probe.get(p) or {}).get("overall")}  # fmt: skip
+    out["sft_probe"] = (probe.get("sft") or {}).get("overall")
+    out["sft_words"] = ev["ppo"]["sft_mean_response_length"]
+    for rm in ("rm", "rm_nobalance"):
+        if rm in m:
+            out[rm] = {"length_corr_eval_ties": m[rm]["length_correlation"], "ties": m[rm]["length_probe"]["n"],
+                       "filler_corr": (m[rm].get("filler_probe") or {}).get("pearson"),
+                       "filler_pairs": (m[rm].get("filler_probe") or {}).get("n"), "gold_accuracy": m[rm]["gold_accuracy"]}  # fmt: skip
+    for p in ("ppo", "ppo_nobaseline"):
+        if p in m:
+            out[p]["reward_train_std"] = m[p]["reward_train_std"]
+    if "ceiling" in m:
+        out["ceiling"] = {
+            r["n"]: (r["gold_pick_win_rate"], r["rm_pick_win_rate"]) for r in m["ceiling"]["rows"]
+        }
+    return out
+
+
+def mean_sd(xs: list[float]) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.3f} +- {sd:.3f} ({', '.join(f'{x:.3f}' for x in xs)})"
+
+
+def main(dirs: list[str]) -> None:
+    runs = [one_run(Path(d)) for d in dirs]
+    print(f"{len(runs)} seeds: {', '.join(r['run'] for r in runs)}")
+    for p in POLICIES:
+        if all(p in r for r in runs):
+            rows = [r[p] for r in runs]
+            print(f"{p:<15} win {mean_sd([x['win_rate'] for x in rows])}; min category "
+                  f"{mean_sd([x['min_category'] for x in rows])}; collapsed {[x['collapsed_categories'] for x in rows]}; "
+                  f"words {mean_sd([x['words'] for x in rows])}; probe {mean_sd([x['probe'] for x in rows])}")  # fmt: skip
+    print(
+        f"sft             probe {mean_sd([r['sft_probe'] for r in runs])}; words {mean_sd([r['sft_words'] for r in runs])}"
+    )
+    for rm in ("rm", "rm_nobalance"):
+        if all(rm in r for r in runs):
+            print(f"{rm:<15} length corr (eval gold ties) {mean_sd([r[rm]['length_corr_eval_ties'] for r in runs])}; "
+                  f"filler pairs {mean_sd([r[rm]['filler_corr'] for r in runs])}; gold acc {mean_sd([r[rm]['gold_accuracy'] for r in runs])}")  # fmt: skip
+    for p in ("ppo", "ppo_nobaseline"):
+        if all(p in r and "reward_train_std" in r[p] for r in runs):
+            print(
+                f"{p:<15} std over steps of the reward fed to GAE {mean_sd([r[p]['reward_train_std'] for r in runs])}"
+            )
+    out = Path(dirs[0]).parent / "seeds.json"
+    out.write_text(json.dumps(runs, indent=1))
+    print(f"per-seed figures in {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

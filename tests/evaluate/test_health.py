@@ -1,0 +1,21 @@
+"""Collapse and weak-RM checks, on hand-made metrics."""
+
+from chatglm_rlhf.evaluate.health import collapse_warnings, top_shares, weak_rm_warnings
+
+
+def test_top_shares_and_collapse_per_category():
+    records = [{"category": "count", "policy": "A", "baseline": f"b{i}"} for i in range(4)]
+    records += [{"category": "harmful", "policy": "No.", "baseline": "No."} for _ in range(4)]
+    s = top_shares(records)
+    assert s == {"count": {"policy": 1.0, "sft": 0.25}, "harmful": {"policy": 1.0, "sft": 1.0}}
+    warn = collapse_warnings("PPO", {"top_response_share_by_category": s})
+    assert len(warn) == 1 and "count" in warn[0]  # one refusal for every harmful prompt is fine
+    ok = {"top_response_share_by_category": {"count": {"policy": 0.12, "sft": 0.10}}}
+    assert collapse_warnings("PPO", ok) == []  # within SFT's share + 5 points
+
+
+def test_weak_rm_warnings_name_each_probe():
+    rm = {"gold_accuracy": 0.62, "filler_probe": {"longer_wins": 0.9}, "refusal_probe": {"refusal_preferred": 0.5}}
+    warn = weak_rm_warnings("the RM", rm)
+    assert len(warn) == 3 and "62%" in warn[0] and "filler" in warn[1] and "refusal" in warn[2]
+    assert weak_rm_warnings("the RM", {"gold_accuracy": 0.8, "filler_probe": {"longer_wins": 0.5}}) == []
