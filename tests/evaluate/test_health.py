@@ -15,7 +15,11 @@ def test_top_shares_and_collapse_per_category():
 
 
 def test_weak_rm_warnings_name_each_probe():
-    rm = {"gold_accuracy": 0.62, "filler_probe": {"longer_wins": 0.9}, "refusal_probe": {"refusal_preferred": 0.5}}
+    rm = {
+        "gold_accuracy": 0.62,
+        "filler_probe": {"longer_wins": 0.9},
+        "refusal_probe": {"refusal_preferred": 0.5},
+    }
     warn = weak_rm_warnings("the RM", rm)
     assert len(warn) == 3 and "62%" in warn[0] and "filler" in warn[1] and "refusal" in warn[2]
     assert weak_rm_warnings("the RM", {"gold_accuracy": 0.8, "filler_probe": {"longer_wins": 0.5}}) == []

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from chatglm_rlhf.data.schema import DialogueSample
+from chatglm_rlhf.tasks.demo import world as W
 from chatglm_rlhf.tasks.demo.demonstrations import make_sft_data
 from chatglm_rlhf.tasks.demo.judge import GoldJudge, GoldReward, strip_filler
-from chatglm_rlhf.tasks.demo import world as W
 from chatglm_rlhf.tasks.demo.world import RL_CATEGORIES, DemoWorld
 
 JUDGE = GoldJudge()
