@@ -190,3 +190,13 @@ def test_report_to_wandb_without_wandb_says_how_to_install(monkeypatch, capsys):
     assert main(["sft", "report_to=wandb", "model=m", "data=d"]) == 2
     err = capsys.readouterr().err
     assert "report_to=wandb needs the wandb package: pip install wandb" in err
+
+
+def test_the_cli_format_choices_are_the_readers_formats():
+    # Written out in cli/data_cmd.py so --help need not import the readers; they must stay the same list.
+    import typing
+
+    from chatglm_rlhf.cli.data_cmd import FORMAT_CHOICES
+    from chatglm_rlhf.data.formats import InputFormat
+
+    assert FORMAT_CHOICES == list(typing.get_args(InputFormat))

@@ -54,22 +54,10 @@ class FilesTask:
         if not s.preferences and not s.prompts:
             raise UserError("task: give task.preferences, or task.prompts for people to annotate")
         if s.prompts:
-            prompts, report = read_samples(_existing(s.prompts, "prompts"))
-            report.print()
-            if not prompts:
-                raise UserError(f"task.prompts: {s.prompts} has no usable prompts")
-            for p in prompts:
-                p.category = p.category or s.category
-            write_jsonl(data_dir / "pref_prompts.jsonl", prompts)
+            prompts, _ = self._copy(read_samples, "prompts", data_dir / "pref_prompts.jsonl")
             out["prompts"] = len(prompts)
         if s.preferences:
-            comps, report = load_comparisons(_existing(s.preferences, "preferences"))
-            report.print()
-            if not comps:
-                raise UserError(f"task.preferences: {s.preferences} has no usable comparisons")
-            for c in comps:
-                c.category = c.category or s.category
-            write_jsonl(data_dir / "comparisons.jsonl", comps)
+            comps, report = self._copy(load_comparisons, "preferences", data_dir / "comparisons.jsonl")
             out.update(comparisons=len(comps), rejected=len(report.rejected))
         if s.sft:
             from chatglm_rlhf.policy.sft import load_sft_examples
@@ -81,6 +69,21 @@ class FilesTask:
             write_jsonl(data_dir / "user_sft.jsonl", rows[n_held:])
             out["sft_examples"] = len(rows) - n_held
         return out
+
+    def _copy(self, reader, key: str, dest: Path):
+        """Read ``task.<key>`` with ``reader`` (report printed), give records the default category, write
+        them in our format to ``dest``; no usable record is an error naming the key."""
+        from chatglm_rlhf.data.io import write_jsonl
+
+        path = getattr(self.settings, key)
+        records, report = reader(_existing(path, key))
+        report.print()
+        if not records:
+            raise UserError(f"task.{key}: {path} has no usable records")
+        for r in records:
+            r.category = r.category or self.settings.category
+        write_jsonl(dest, records)
+        return records, report
 
     def split(self, data_dir: Path) -> dict[str, Any]:
         """``data/comparisons.jsonl`` (given or annotated) -> the parts, prompts and SFT files."""
