@@ -42,6 +42,7 @@ def make_judge(cfg: EvaluateConfig):
     """The judge ``cfg.judge`` names, loaded (rm and llm need ``judge_model``)."""
     if cfg.judge == "gold":
         from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
+        from chatglm_rlhf.utils.plugins import load_object
 
         return GoldJudgeAdapter(
             load_object(cfg.gold_judge, "gold_judge")(), None if cfg.tie_threshold < 0 else cfg.tie_threshold
@@ -67,17 +68,6 @@ def make_judge(cfg: EvaluateConfig):
         max_prompt_tokens=cfg.judge_max_prompt_tokens,
         progress=cfg.progress,
     )
-
-
-def load_object(spec: str, key: str):
-    """``module:attr`` -> the object (a plug-in named in a config), or a UserError naming ``key``."""
-    import importlib
-
-    module, _, attr = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise UserError(f"evaluate: {key}={spec}: cannot load it as module:attr ({e})") from None
 
 
 def _load_reward_scorer(cfg: EvaluateConfig):

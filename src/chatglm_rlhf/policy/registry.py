@@ -8,7 +8,6 @@ reading the registry loads no torch.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import ConfigError
+from chatglm_rlhf.utils.plugins import load_object
 
 
 @dataclass
@@ -42,10 +42,10 @@ class Algorithm:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def config_class(self) -> type:
-        return _load(self.config)
+        return load_object(self.config, f"algorithm {self.name} config")
 
     def trainer(self) -> Callable[[PolicyInputs, Any], dict[str, Any]]:
-        return _load(self.train)
+        return load_object(self.train, f"algorithm {self.name} train")
 
 
 ALGORITHMS: dict[str, Algorithm] = {}
@@ -67,11 +67,6 @@ def train_policy(name: str, inputs: PolicyInputs, cfg: Any) -> dict[str, Any]:
     """Train algorithm ``name`` with stage config ``cfg`` (an instance of its config class)."""
     Path(inputs.output_dir).mkdir(parents=True, exist_ok=True)
     return get(name).trainer()(inputs, cfg)
-
-
-def _load(spec: str) -> Any:
-    module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 register(Algorithm("ppo", "chatglm_rlhf.policy.ppo.config:PPOConfig", "chatglm_rlhf.policy.ppo.stage:train",

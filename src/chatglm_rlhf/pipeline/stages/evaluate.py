@@ -30,6 +30,7 @@ def evaluate(ctx: RunContext, policies: list[str], settings, seed: int, progress
 def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, progress: bool,
                   prompts_file: str = "eval_prompts") -> dict:  # fmt: skip
     from chatglm_rlhf.evaluate.evaluate import evaluate_models
+    from chatglm_rlhf.evaluate.health import collapse_warnings, top_shares
     from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
 
     sft, tok = ctx.load("sft")
@@ -56,8 +57,6 @@ def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, p
             "top_response": s["diversity"]["policy"]["top_response"],
             "eval": str(Path("eval") / name / "eval.json"),
         }
-        from chatglm_rlhf.evaluate.health import collapse_warnings, top_shares
-
         out[name]["top_response_share_by_category"] = top_shares(res.records)
         for line in collapse_warnings(name, out[name]):  # say it where people look, not only in the JSON
             print(f"[evaluate] warning: {line}")

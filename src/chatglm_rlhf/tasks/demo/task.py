@@ -103,13 +103,11 @@ def refusal_probe(scorer, samples: Sequence[DialogueSample]) -> dict[str, Any]:
 
 def _knowledge_check(judge: GoldJudge, spec):
     """A probe checker from the gold judge: the answer named (and no wrong one), as in training."""
-    sample = DialogueSample(spec.key, spec.prompt, category=spec.category, meta={"gold": spec.gold})
 
     def check(reply: str) -> tuple[bool, str]:
         ok = judge.helpfulness(spec.category, spec.gold, reply) == 1.0 and judge.fluency(reply) > 0.5
         return ok, "answer named" if ok else f"expected {spec.gold['answer']!r}"
 
-    del sample
     return check
 
 
