@@ -6,9 +6,10 @@ I/O: JSON, JSONL, tokenizer and config files); at exit the rank writes ``AUDIT_D
 those paths and the CLI's exit code. (torch.save and safetensors write from C++/Rust and are not seen;
 the tests check those outputs by their content instead.)
 
-It also records, per rank, every ``HFGenerator.generate`` call (prompts, samples per prompt, greedy), so
-a test can tell which rank generated what, and a checksum of every module ``Accelerator.prepare``
-returned, taken at exit, so a test can check that the ranks' replicas ended identical.
+It also records, per rank, every ``HFGenerator.generate`` call (prompts, samples per prompt, greedy,
+whether the model's weights were whole), so a test can tell which rank generated what, a checksum of
+every module ``Accelerator.prepare`` returned, taken at exit, so a test can check that the ranks'
+replicas ended identical, and how PPO's trained modules were sharded at their first update.
 """
 
 from __future__ import annotations
@@ -28,18 +29,54 @@ def _is_write(args: tuple) -> bool:
     return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
 
 
+def _record_sharding() -> list[dict]:
+    """Per trained module as PPO's first step starts: its class, DDP or FSDP2, DTensor parameters, and
+    this rank's share of its elements (a test can tell real sharding from a silent DDP fallback). At the
+    step's start, not in the update: FSDP2 keeps its root unit whole from a forward to its backward."""
+    import torch
+    from torch.distributed.fsdp import FSDPModule
+
+    from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+    from chatglm_rlhf.utils.fsdp import is_sharded, sharded_fraction
+
+    seen: list[dict] = []
+    step = PPOTrainer.step
+
+    def recording_step(self, *args, **kwargs):
+        if not seen:
+            for mod in self.models.prepared or self.models.trainable:
+                params = list(mod.parameters())
+                seen.append({
+                    "type": type(mod).__name__,
+                    "fsdp_module": isinstance(mod, FSDPModule),
+                    "fsdp_units": sum(isinstance(m, FSDPModule) for m in mod.modules()),
+                    "ddp": isinstance(mod, torch.nn.parallel.DistributedDataParallel),
+                    "dtensor_params": sum(is_sharded(p) for p in params),
+                    "params": len(params),
+                    "local_fraction": sharded_fraction(mod),
+                })  # fmt: skip
+        return step(self, *args, **kwargs)
+
+    PPOTrainer.step = recording_step
+    return seen
+
+
 def _record_generate_and_prepare() -> tuple[list[dict], list]:
     import torch
     from accelerate import Accelerator
 
     from chatglm_rlhf.models.generation import HFGenerator
+    from chatglm_rlhf.utils.fsdp import is_sharded
 
     calls: list[dict] = []
     prepared: list = []
     generate, prepare = HFGenerator.generate, Accelerator.prepare
 
     def counting_generate(self, prompts, num_return, settings, seed=None):
-        calls.append({"prompts": len(prompts), "num_return": num_return, "greedy": settings.greedy})
+        whole = not any(is_sharded(p) for p in self.model.parameters())
+        calls.append(
+            {"prompts": len(prompts), "num_return": num_return, "greedy": settings.greedy, "whole": whole}
+        )
         return generate(self, prompts, num_return, settings, seed)
 
     def recording_prepare(self, *args, **kwargs):
@@ -80,6 +117,7 @@ def main() -> int:
 
     sys.addaudithook(hook)
     generate_calls, prepared = _record_generate_and_prepare()
+    sharding = _record_sharding()
     from chatglm_rlhf.cli.main import main as cli_main
 
     code = cli_main(cli)
@@ -87,6 +125,7 @@ def main() -> int:
     report = {"rank": rank, "world": int(os.environ.get("WORLD_SIZE", "1")), "exit": code, "writes": writes}
     report["generate_calls"] = generate_calls
     report["checksums"] = [_checksum(m) for m in prepared]
+    report["sharding"] = sharding
     watch_root = "\0"  # the report itself lives outside WATCH_DIR; stop recording anyway
     Path(audit_dir).mkdir(parents=True, exist_ok=True)
     Path(audit_dir, f"rank{rank}.json").write_text(json.dumps(report, indent=1))

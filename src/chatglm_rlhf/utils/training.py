@@ -184,17 +184,22 @@ def _plain(v: Any) -> Any:
 class Checkpointer:
     """``output_dir/checkpoints/step-N``: accelerate state (model, optimizer, scheduler, RNG) + step.
 
-    Keeps the newest ``keep`` checkpoints. ``latest()`` is what ``resume=true`` loads.
+    Keeps the newest ``keep`` checkpoints. ``latest()`` is what ``resume=true`` loads. ``sharded``:
+    modules accelerate did not prepare (PPO's own FSDP2), saved and loaded by that object's
+    ``save(path)`` / ``load(path)`` (every rank its shards) next to accelerate's state.
     """
 
-    def __init__(self, output_dir: str | Path, accelerator, keep: int = 2):
+    def __init__(self, output_dir: str | Path, accelerator, keep: int = 2, sharded: Any = None):
         self.root = Path(output_dir) / "checkpoints"
         self.acc = accelerator
         self.keep = keep
+        self.sharded = sharded
 
     def save(self, step: int, extra: dict[str, Any] | None = None) -> Path:
         path = self.root / f"step-{step}"
         self.acc.save_state(str(path))
+        if self.sharded is not None:  # before trainer_state.json, which marks the checkpoint complete
+            self.sharded.save(path)
         if self.acc.is_main_process:
             state = {"step": step, "python_random": _py_random_state(), **(extra or {})}
             (path / "trainer_state.json").write_text(json.dumps(state))
@@ -210,6 +215,8 @@ class Checkpointer:
 
     def load(self, path: Path) -> dict[str, Any]:
         self.acc.load_state(str(path))
+        if self.sharded is not None:
+            self.sharded.load(path)
         state = json.loads((path / "trainer_state.json").read_text())
         random.setstate(_py_random_from_json(state.pop("python_random")))
         return state
@@ -260,6 +267,7 @@ def open_run(
     tensorboard: bool = False,
     report_to: str = "none",
     config: Any = None,
+    sharded: Any = None,
 ) -> tuple[Checkpointer, MetricsLog, dict[str, Any]]:
     """The checkpointer and metric log of ``output_dir``, and the state to start from.
 
@@ -267,9 +275,10 @@ def open_run(
     RNG) and its trainer state returned; otherwise ``{"step": 0}``. The metric log is cut back to that
     step, so neither a resumed run nor a fresh run in an old folder leaves stale or duplicate rows.
     ``report_to`` (a trainer's config key) adds TensorBoard events or an offline wandb run
-    (:class:`MetricsLog`); ``config`` (the trainer's config) is recorded in the wandb run.
+    (:class:`MetricsLog`); ``config`` (the trainer's config) is recorded in the wandb run; ``sharded``
+    goes to the :class:`Checkpointer`.
     """
-    ckpt = Checkpointer(output_dir, accelerator)
+    ckpt = Checkpointer(output_dir, accelerator, sharded=sharded)
     if is_dataclass(config):
         config = asdict(config)
     log = MetricsLog(

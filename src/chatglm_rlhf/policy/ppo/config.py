@@ -88,6 +88,11 @@ class PPOConfig(TrainerConfig):
     shared_backbone: bool = field_(
         False, help="actor and critic share one backbone with two heads (saves memory)"
     )
+    fsdp: bool = field_(
+        False,
+        help="shard actor, critic and reference over the processes with FSDP2 (fully_shard per block; "
+        "CPU/gloo too); generation gathers the actor's full weights (docs/scaling.md)",
+    )
 
 
 def validate(cfg: PPOConfig) -> None:

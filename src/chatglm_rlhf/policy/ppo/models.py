@@ -282,6 +282,27 @@ class PPOModels:
         with self.actor.disable_adapter():
             return response_logprobs(lm_forward(self.actor, batch)[0], batch, temperature)
 
+    def shard(self, mesh) -> None:
+        """FSDP2 over every role (``fsdp=true``): the trainable ones and the frozen reference, each
+        sharded per transformer block. In place, so the generator's actor is the sharded one too; on a
+        shared backbone the LM and the value head are units of their own because the rollout calls
+        them without the wrapper (:func:`chatglm_rlhf.utils.fsdp.shard`)."""
+        from chatglm_rlhf.utils.fsdp import shard
+
+        if self.shared is not None:
+            shard(self.shared, mesh, entries=[self.shared.lm, self.shared.v_head])
+        else:
+            shard(self.actor, mesh)
+            shard(self.critic, mesh)
+        if self.reference is not None:
+            shard(self.reference, mesh)
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The module whose weights generation needs whole: the actor, or the shared module around it
+        (on a shared backbone the actor's embeddings and head belong to that module's FSDP unit)."""
+        return self.shared if self.shared is not None else self.actor
+
     def reference_lm(self):
         """A context manager giving the frozen SFT policy as an LM (for generating baseline answers)."""
         from contextlib import contextmanager
@@ -410,7 +431,12 @@ def _lora_delta(module, adapter: str, name: str, state: dict[str, torch.Tensor])
     a, b = state.get(f"{name}.lora_A.{adapter}.weight"), state.get(f"{name}.lora_B.{adapter}.weight")
     factors = getattr(module, "lora_A", None)
     own = factors[adapter] if factors is not None and adapter in factors else None
-    if a is None or b is None or (own is not None and own.weight.shape == a.shape):
+    if a is None or b is None:
+        return module.get_delta_weight(adapter)
+    from chatglm_rlhf.utils.fsdp import is_sharded
+
+    # An FSDP2 factor is a DTensor with the whole shape but only a shard of the values.
+    if own is not None and own.weight.shape == a.shape and not is_sharded(own.weight):
         return module.get_delta_weight(adapter)
     delta = b.float() @ a.float()
     return (delta.T if module.fan_in_fan_out else delta) * module.scaling[adapter]

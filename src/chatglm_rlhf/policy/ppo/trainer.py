@@ -39,6 +39,7 @@ from chatglm_rlhf.policy.ppo.rollout import (
     reference_baseline,
 )
 from chatglm_rlhf.reward.protocol import Scorer
+from chatglm_rlhf.utils import fsdp as F
 from chatglm_rlhf.utils.distributed import Ranks
 from chatglm_rlhf.utils.training import (
     check_finite,
@@ -76,6 +77,13 @@ class PPOTrainer:
         self.out = Path(cfg.output_dir)
         if models.reference is not None:  # frozen, so never prepared: place it by hand
             models.reference.to(self.acc.device)
+        # fsdp=true: our own FSDP2 sharding (accelerate gives DDP on CPU even with an FSDP plugin).
+        # Sharded before anything runs, so the filter and baseline see the layout training uses.
+        self.fsdp = cfg.fsdp and self.ranks.count > 1
+        if cfg.fsdp and not self.fsdp:
+            self.acc.print("ppo: fsdp=true in one process: nothing to shard, running unsharded")
+        if self.fsdp:
+            models.shard(F.device_mesh(self.acc.device, self.ranks.count))
         self.generator = generator or make_generator(models.actor, models.tokenizer, cfg.generation)
         self.raw_prompts = prompts
         self.ptx = self._encode_ptx(sft_examples or [])
@@ -115,10 +123,12 @@ class PPOTrainer:
             list(self.raw_prompts), ids, [prompt_key(s, i) for s, i in zip(self.raw_prompts, ids)]
         )
         if cfg.prompt_filter:
-            prompts, self.filter_report = filter_prompts(
-                self.models, prompts, self.scorer, cfg.generation, cfg.filter_k, cfg.filter_eps,
-                self.out / "prompt_filter.jsonl", seed=cfg.seed + 1, progress=cfg.progress, ranks=self.ranks,
-            )  # fmt: skip
+            with F.full_params(self.models.sampler):  # every rank, also one with no prompts to sample
+                prompts, self.filter_report = filter_prompts(
+                    self.models, prompts, self.scorer, cfg.generation, cfg.filter_k, cfg.filter_eps,
+                    self.out / "prompt_filter.jsonl", seed=cfg.seed + 1, progress=cfg.progress,
+                    ranks=self.ranks,
+                )  # fmt: skip
             self.acc.print(self.filter_report.summary() + f" (details: {self.out / 'prompt_filter.jsonl'})")
             if not prompts.keys:
                 raise UserError(
@@ -128,10 +138,11 @@ class PPOTrainer:
         if cfg.reward_baseline:
             # Several identical greedy answers would be pointless: k > 1 always samples.
             settings = replace(cfg.generation, greedy=cfg.baseline_greedy and cfg.baseline_k == 1)
-            self.baseline = reference_baseline(
-                self.models, prompts, self.scorer, settings, self.out / "reference_baseline.jsonl",
-                seed=cfg.seed + 2, k=cfg.baseline_k, progress=cfg.progress, ranks=self.ranks,
-            )  # fmt: skip
+            with F.full_params(self.models.reference or self.models.sampler):
+                self.baseline = reference_baseline(
+                    self.models, prompts, self.scorer, settings, self.out / "reference_baseline.jsonl",
+                    seed=cfg.seed + 2, k=cfg.baseline_k, progress=cfg.progress, ranks=self.ranks,
+                )  # fmt: skip
         return prompts
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -159,10 +170,15 @@ class PPOTrainer:
         acc.wait_for_everyone()  # no rank reads a cache before rank 0 has removed a stale one
         self.prompts = self.prepare_prompts()
         opt = self._optimizer()
-        # The training forwards must go through the prepared (DDP / FSDP) modules: they sync gradients.
-        *prepared, self.opt = acc.prepare(*self.models.trainable, opt)
-        self.models.prepared = prepared
-        ckpt, log, state = open_run(cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to, config=cfg)
+        sharded = None
+        if self.fsdp:  # already sharded: accelerate must not wrap them in DDP; DCP checkpoints them
+            self.opt, self.models.prepared = opt, list(self.models.trainable)
+            sharded = F.ShardedCheckpoint(self.models.trainable, opt)
+        else:  # the training forwards go through the prepared (DDP / FSDP) modules: they sync gradients
+            *self.models.prepared, self.opt = acc.prepare(*self.models.trainable, opt)
+        ckpt, log, state = open_run(
+            cfg.output_dir, acc, cfg.resume, report_to=cfg.report_to, config=cfg, sharded=sharded
+        )
         step = state["step"]
         if step:  # resumed: the KL controller and reward moments continue too
             self.kl_ctl.load_state_dict(state["kl_ctl"])
@@ -222,7 +238,10 @@ class PPOTrainer:
         samples = [self.prompts.samples[i] for i in rows]
         t0 = time.perf_counter()
         seed = self.ranks.seed(cfg.seed * 100_003 + step)
-        gens = self.generator.generate([self.prompts.ids[i] for i in rows], 1, cfg.generation, seed=seed)
+        # HF generate over the gathered weights (F.full_params: why not through the shards); a no-op
+        # unsharded. An engine with its own weights (vLLM) gets them from sync_weights instead.
+        with F.full_params(m.sampler if self.fsdp and not hasattr(self.generator, "sync_weights") else None):
+            gens = self.generator.generate([self.prompts.ids[i] for i in rows], 1, cfg.generation, seed=seed)
         gens = [g[0] for g in gens]
         t_gen = time.perf_counter() - t0
         ref = None
@@ -374,7 +393,9 @@ class PPOTrainer:
     def _no_sync(self, mods: list, last: bool) -> ExitStack:
         """Skip DDP's gradient all-reduce on all but the last micro-batch (it syncs the accumulated sum)."""
         stack = ExitStack()
-        if not last:
+        if not last and self.fsdp:  # accelerate's no_sync only knows the modules it wrapped
+            stack.enter_context(F.no_grad_sync(mods))
+        elif not last:
             for mod in mods:
                 stack.enter_context(self.acc.no_sync(mod))
         return stack
@@ -385,7 +406,9 @@ class PPOTrainer:
             # Separately: the critic's large early gradients must not shrink the actor's update.
             for mod in mods:
                 params = [p for p in mod.parameters() if p.grad is not None]
-                if params:
+                if params and self.fsdp:  # the norm over all ranks' gradient shards
+                    F.clip_grad_norm_(params, cfg.max_grad_norm)
+                elif params:
                     self.acc.clip_grad_norm_(params, cfg.max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -396,7 +419,8 @@ class PPOTrainer:
         acc, m = self.acc, self.models
         acc.wait_for_everyone()
         # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the weights.
-        state = acc.get_state_dict((m.prepared or m.trainable)[0])
+        main = (m.prepared or m.trainable)[0]
+        state = F.full_state_dict(main) if self.fsdp else acc.get_state_dict(main)
         if m.shared is not None:  # the actor + value head module: the actor's weights are under "lm."
             state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
         if not acc.is_main_process:
