@@ -86,3 +86,20 @@ def test_fsdp_shared_backbone_filter_checkpoint_and_resume(world, tmp_path_facto
     assert [r["step"] for r in rows] == [1, 2]
     first_rows = read_jsonl(root / "metrics_first.jsonl")
     assert rows[1]["reward/raw"] == pytest.approx(first_rows[1]["reward/raw"], abs=1e-6)
+
+
+def test_fsdp_lora_equals_one_process(world, tmp_path_factory):
+    """A LoRA actor and critic under FSDP2 (frozen base and trainable factors in the same units; the
+    reference is the actor with its adapters off): the merged, saved actor equals 1 process's."""
+    root = tmp_path_factory.mktemp("ppo_fsdp_lora")
+    kw = dict(SAME, ptx_coef=0.0, lora_r=4, lr=1e-2)
+    in_process(ppo_args(world, root / "one", **kw))
+    two = launch(2, ppo_args(world, root / "two", fsdp="true", **kw), root / "two", root / "audit")
+    for rank in (0, 1):
+        assert all(
+            m["fsdp_module"] and m["dtensor_params"] == m["params"] for m in two["reports"][rank]["sharding"]
+        )
+    diff = max_param_diff(load_state(root / "one"), load_state(root / "two"))
+    print(f"FSDP2 LoRA 2-process vs 1-process: max |merged actor weight difference| = {diff:.3g}")
+    assert diff <= 1e-4, f"2-process FSDP LoRA actor differs from 1-process by {diff:.3g}"
+    assert max_param_diff(load_state(root / "one"), load_state(world["policy"])) > 100 * diff
