@@ -65,3 +65,12 @@ class Ranks:
         keys = sorted(d)
         vals = self.sum(torch.tensor([float(d[k]) for k in keys], dtype=torch.float64)) / self.count
         return {k: float(v) for k, v in zip(keys, vals.cpu())}
+
+
+def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's whole, unsharded state dict on every rank (plain, DDP and FSDP2 modules): what a
+    generator's ``sync_weights`` and the final save need. A collective under FSDP2: every rank calls it.
+    Defined in :mod:`chatglm_rlhf.utils.fsdp` (with the other FSDP2 helpers); here for discovery."""
+    from chatglm_rlhf.utils.fsdp import full_state_dict as gather
+
+    return gather(module)
