@@ -103,3 +103,9 @@ def test_fsdp_lora_equals_one_process(world, tmp_path_factory):
     print(f"FSDP2 LoRA 2-process vs 1-process: max |merged actor weight difference| = {diff:.3g}")
     assert diff <= 1e-4, f"2-process FSDP LoRA actor differs from 1-process by {diff:.3g}"
     assert max_param_diff(load_state(root / "one"), load_state(world["policy"])) > 100 * diff
+
+
+def test_fsdp_in_one_process_runs_unsharded(world, tmp_path, capsys):
+    in_process(ppo_args(world, tmp_path / "one", fsdp="true", steps=1, prompt_filter="false", save_every=0))
+    assert "fsdp=true in one process" in capsys.readouterr().out
+    assert (tmp_path / "one" / "model.safetensors").exists()

@@ -138,7 +138,8 @@ class PPOTrainer:
         if cfg.reward_baseline:
             # Several identical greedy answers would be pointless: k > 1 always samples.
             settings = replace(cfg.generation, greedy=cfg.baseline_greedy and cfg.baseline_k == 1)
-            with F.full_params(self.models.reference or self.models.sampler):
+            ref = self.models.reference  # None: the LoRA actor with its adapters off
+            with F.full_params(ref if ref is not None else self.models.sampler):
                 self.baseline = reference_baseline(
                     self.models, prompts, self.scorer, settings, self.out / "reference_baseline.jsonl",
                     seed=cfg.seed + 2, k=cfg.baseline_k, progress=cfg.progress, ranks=self.ranks,
