@@ -74,9 +74,12 @@ def _record_generate_and_prepare() -> tuple[list[dict], list]:
 
     def counting_generate(self, prompts, num_return, settings, seed=None):
         whole = not any(is_sharded(p) for p in self.model.parameters())
-        calls.append(
-            {"prompts": len(prompts), "num_return": num_return, "greedy": settings.greedy, "whole": whole}
-        )
+        # transformers would decode with synced_gpus (an all-reduce per step) for a flagged module
+        synced = any(getattr(m, "_is_fsdp_managed_module", False) for m in self.model.modules())
+        calls.append({
+            "prompts": len(prompts), "num_return": num_return, "greedy": settings.greedy, "whole": whole,
+            "synced": synced,
+        })  # fmt: skip
         return generate(self, prompts, num_return, settings, seed)
 
     def recording_prepare(self, *args, **kwargs):

@@ -113,18 +113,28 @@ def full_params(*modules: nn.Module | None) -> Iterator[None]:
         yield
         return
     saved = [_reshards_after_forward(m) for m in mods]
+    # transformers' generate() sees this flag (fully_shard sets it on every module it manages: a LoRA
+    # model's inner LM too, which is what generate() runs on) and then decodes with synced_gpus, an
+    # all-reduce per step, so every rank would have to call generate() as often as the others. With
+    # the weights whole, decoding is local; the flags come back on exit.
+    flagged = [
+        x
+        for mod in modules
+        if mod is not None
+        for x in mod.modules()
+        if getattr(x, "_is_fsdp_managed_module", False)
+    ]
     for m in mods:
         m.set_reshard_after_forward(False, recurse=False)
         m.unshard()
-        # transformers' generate() sees this flag (set by fully_shard) and then decodes with
-        # synced_gpus: an all-reduce per step, so every rank would have to call generate() as often as
-        # the others. With the weights whole, decoding is local; the flag comes back on exit.
-        m._is_fsdp_managed_module = False
+    for x in flagged:
+        x._is_fsdp_managed_module = False
     try:
         yield
     finally:
+        for x in flagged:
+            x._is_fsdp_managed_module = True
         for m, reshard in zip(mods, saved):
-            m._is_fsdp_managed_module = True
             m.reshard()
             m.set_reshard_after_forward(reshard, recurse=False)
 
