@@ -33,6 +33,7 @@ from chatglm_rlhf.policy.ppo.models import PPOModels
 from chatglm_rlhf.policy.ppo.rollout import (
     PromptSet,
     Rollout,
+    engine_logprob_gap,
     filter_prompts,
     make_rollout,
     prompt_key,
@@ -241,6 +242,9 @@ class PPOTrainer:
                 self.moments,
                 self.ranks,
             )
+        gap = engine_logprob_gap(gens, rollout.old_logprobs, rollout.batch.response_mask)
+        if gap is not None:  # this rank's rows: logged as the mean over ranks below
+            rollout.stats["health/engine_logprob_gap"] = self.ranks.mean_dict({"g": gap})["g"]
         t1 = time.perf_counter()
         train_stats, train_tokens = self._ppo_epochs(rollout, step)
         t_train = time.perf_counter() - t1
