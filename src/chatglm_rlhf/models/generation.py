@@ -52,6 +52,10 @@ class GenerationSettings:
     )
     vllm: VLLMSettings = field_(VLLMSettings(), help="the vLLM engine (backend=vllm)")
 
+    def unused_fields(self) -> tuple[str, ...]:
+        """Fields that change no result at these settings (stage fingerprints leave them out)."""
+        return ("vllm",) if self.backend != "vllm" else ()
+
 
 @dataclass
 class Generated:

@@ -14,10 +14,11 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.errors import ConfigError
+from chatglm_rlhf.models.generation import GenerationSettings, VLLMSettings
 from chatglm_rlhf.pipeline.context import RunContext
 from chatglm_rlhf.pipeline.fingerprint import canonical
 from chatglm_rlhf.pipeline.runner import Stage
@@ -51,6 +52,12 @@ class PipelineConfig:
     # generation 10x slower there (6.5 vs 75 tokens/s).
     threads: int = field_(0, help="torch CPU threads for this run (0 = torch's default)")
     progress: bool = field_(True, help="progress bars")
+    generation_backend: Literal["sections", "hf", "vllm"] = field_(
+        "sections",
+        help="the sampler of every stage (candidates, PPO rollouts, DPO pairs, evaluation, ceiling, probe): "
+        "hf or vllm (with the `vllm` settings below); sections: each section's own generation.backend",
+    )
+    vllm: VLLMSettings = field_(VLLMSettings(), help="the vLLM engine when generation_backend=vllm")
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,24 @@ def check_choices(cfg: PipelineConfig, supported: tuple[str, ...], where: str) -
     bad = sorted(set(cfg.algorithms) - set(ALGORITHMS))
     if bad:
         raise ConfigError(f"{where}: algorithms: unknown {bad} (choose from {', '.join(sorted(ALGORITHMS))})")
+
+
+def apply_generation_backend(cfg: PipelineConfig) -> None:
+    """``generation_backend=hf|vllm``: set it (and the vLLM settings) on every generation section of the
+    run's config, so that config.json and the stages' fingerprints say which sampler each stage used."""
+    if cfg.generation_backend == "sections":
+        return
+
+    def visit(obj: Any) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, GenerationSettings):
+                value.backend = cfg.generation_backend
+                value.vllm = dataclasses.replace(cfg.vllm)
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                visit(value)
+
+    visit(cfg)
 
 
 class StageBuilder:

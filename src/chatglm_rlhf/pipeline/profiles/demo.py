@@ -52,6 +52,12 @@ class TinyModelSettings:
     num_layers: int = field_(4, help="transformer layers")
     num_heads: int = field_(4, help="attention heads")
     max_position_embeddings: int = field_(256, help="longest sequence")
+    architecture: Literal["glm", "llama"] = field_(
+        "glm", help="glm, or llama (what generation_backend=vllm needs, with hidden_size / num_heads >= 32)"
+    )
+
+    def unused_fields(self) -> tuple[str, ...]:
+        return ("architecture",) if self.architecture == "glm" else ()  # runs from before the field
 
 
 @dataclass
