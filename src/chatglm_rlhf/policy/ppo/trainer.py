@@ -250,8 +250,10 @@ class PPOTrainer:
         t_train = time.perf_counter() - t1
         kl_coef = self.kl_ctl.value
         self.kl_ctl.update(rollout.stats["kl"], cfg.rollout_batch_size)  # the KL over all ranks' rows
+        t2 = time.perf_counter()
         if hasattr(self.generator, "sync_weights"):  # an external engine (e.g. vLLM) needs the new weights
             self.generator.sync_weights(m.actor)
+        t_sync = time.perf_counter() - t2
         # Logged for the whole batch: means over ranks, tokens summed (this rank's wall times).
         train_stats = self.ranks.mean_dict(train_stats)
         gen_tokens = self.ranks.total(sum(len(g.response_ids) for g in gens))
@@ -262,6 +264,7 @@ class PPOTrainer:
             "kl_coef": kl_coef,
             "time/generate": t_gen,
             "time/train": t_train,
+            "time/sync": t_sync,
             "tokens_per_s/generate": gen_tokens / max(t_gen, 1e-9),
             "tokens_per_s/train": train_tokens / max(t_train, 1e-9),
         }
