@@ -48,8 +48,9 @@ Frozen roles run without grad: one block's working set ``per_layer`` (+ logits f
 
 **vLLM rollouts** (``rollout_backend=vllm``): the actor's KV cache above is replaced by an engine per GPU
 holding ``vllm_gpu_memory_utilization * gpu_mem_gib``: its full (merged, unsharded) weights ``P * b_c``
-and a KV-cache pool of the rest. It counts in ``rollout``, and in ``train`` too unless ``vllm_sleep``
-(the engine then keeps nothing on the GPU while the trainer runs).
+and a KV-cache pool of the rest. With ``vllm_sleep`` it holds that only while generating (asleep, it keeps
+nothing on the GPU), so ``rollout`` is the larger of the engine's share and the frozen roles' forwards;
+without, the share adds to both ``rollout`` and ``train``.
 
 **Peak per GPU** ``= static + max(train, rollout) + overhead_gib``, where ``static`` is the sum of weights,
 gradients and optimizer states of every role (gradients counted as resident), ``train`` the activations
@@ -395,10 +396,13 @@ def plan_strategy(cfg: PlanConfig, m: ModelShape, strategy: str) -> StrategyPlan
     rollout += sum(t["kv_cache"] for t in table.values())
     if cfg.stage == "ppo" and cfg.rollout_backend == "vllm":
         engine = vllm_engine_gib(cfg, m)
-        rollout += engine["weights"] + engine["kv_cache"] - table["actor"]["kv_cache"]
-        table["actor"]["kv_cache"] = 0.0  # no HF generate on the actor
-        if not cfg.vllm_sleep:
-            train += engine["weights"] + engine["kv_cache"]
+        share = engine["weights"] + engine["kv_cache"]
+        rollout -= table["actor"]["kv_cache"]  # no HF generate on the actor
+        table["actor"]["kv_cache"] = 0.0
+        if cfg.vllm_sleep:  # generating (engine awake), then the frozen roles' forwards (asleep)
+            rollout = max(rollout, share)
+        else:
+            rollout, train = rollout + share, train + share
         table["vllm"] = engine
     peak = static + max(train, rollout) + cfg.overhead_gib
     for t in table.values():
