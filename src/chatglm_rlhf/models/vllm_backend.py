@@ -92,7 +92,10 @@ class _Engine:
         vllm = import_vllm()
         opts = settings.vllm
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
+        from vllm.platforms import current_platform
+
+        # vLLM's build decides where the engine runs (CUDA / ROCm or CPU), not where the trainer's model is.
+        self.cuda = bool(current_platform.is_cuda_alike())
         dtype = (
             opts.dtype if opts.dtype != "auto" else str(next(model.parameters()).dtype).removeprefix("torch.")
         )
@@ -105,6 +108,8 @@ class _Engine:
         kw = dict(
             model=str(snapshot), dtype=dtype, enforce_eager=opts.enforce_eager, max_model_len=max_len,
             seed=0, skip_tokenizer_init=True, logprobs_mode="processed_logprobs",
+            # A checkpoint with its own modelling code (ChatGLM3) names it in auto_map; save_pretrained copied it.
+            trust_remote_code=bool(getattr(base.config, "auto_map", None)),
         )  # fmt: skip
         if self.cuda:
             kw.update(gpu_memory_utilization=opts.gpu_memory_utilization, enable_sleep_mode=opts.sleep)
