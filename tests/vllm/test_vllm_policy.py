@@ -71,3 +71,32 @@ def test_dpo_pairs_from_rm_on_vllm(tok, tmp_path):
     result = DPOTrainer(cfg, model, tok).train(pairs)
     assert result["steps"] == 3
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_two_ranks_each_sync_their_engine(tmp_path):
+    """torchrun with 2 CPU processes: each rank's engine (vLLM's external_launcher on the trainer's
+    group) samples its share and follows the updates; the DDP replicas end equal."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+           "127.0.0.1", "--master_port", str(port), "--max_restarts", "0", str(here / "two_rank_worker.py"),
+           str(tmp_path)]  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in reports:
+        assert r["world"] == 2 and r["changed"] and r["engine_equals_actor"], r
+    assert reports[0]["after"] == reports[1]["after"]  # one model, trained in step on both ranks

@@ -78,6 +78,26 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def write_snapshot(base: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer, out: Path) -> None:
+    """The weights in the model's own checkpoint format: what an engine starts from. Written by hand on
+    every rank: ``save_pretrained`` writes on rank 0 only once torch.distributed is initialised."""
+    from safetensors.torch import save_file
+
+    base.config.save_pretrained(out)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(out)
+    if getattr(base, "_auto_class", None) is not None:  # its own modelling code (ChatGLM3): copied along
+        from transformers.dynamic_module_utils import custom_object_save
+
+        custom_object_save(base, out, config=base.config)
+    save_file(
+        {k: v.contiguous() for k, v in state.items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    tokenizer.save_pretrained(out)
+
+
 def _engine_key(model: torch.nn.Module, settings: GenerationSettings) -> str:
     cfg = model.config.to_dict()
     for k in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
@@ -102,9 +122,7 @@ class _Engine:
         max_len = opts.max_model_len or min(int(getattr(base.config, "max_position_embeddings", 2048)), 4096)
         self.dir = tempfile.TemporaryDirectory(prefix="chatglm-rlhf-vllm-")
         snapshot = Path(self.dir.name)
-        # A snapshot of the current weights, in the model's own format: what vLLM starts from.
-        base.save_pretrained(snapshot, state_dict=full_state_dict(model), safe_serialization=True)
-        tokenizer.save_pretrained(snapshot)
+        write_snapshot(base, full_state_dict(model), tokenizer, snapshot)
         kw = dict(
             model=str(snapshot), dtype=dtype, enforce_eager=opts.enforce_eager, max_model_len=max_len,
             seed=0, skip_tokenizer_init=True, logprobs_mode="processed_logprobs",
