@@ -407,7 +407,9 @@ class PPOTrainer:
         acc.wait_for_everyone()
         # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the weights.
         state = acc.get_state_dict((m.prepared or m.trainable)[0])
-        if m.shared is not None:  # the actor + value head module: the actor's weights are under "lm."
+        if (
+            getattr(m, "shared", None) is not None
+        ):  # the actor + value head module: the actor's weights are under "lm."
             state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
         if not acc.is_main_process:
             return
