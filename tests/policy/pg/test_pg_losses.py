@@ -42,7 +42,9 @@ def test_reinforce_pp_normalises_over_the_whole_batch():
     assert norm[0].tolist() == pytest.approx([-2 / STD, -1 / STD, 0.0, 3 / STD], abs=1e-5)
     # masked: the padding entry (100) neither moves the mean nor comes back non-zero
     x, mask = torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[1, 1, 0]])
-    assert PG.batch_normalize(x, mask)[0].tolist() == pytest.approx([-1 / math.sqrt(2), 1 / math.sqrt(2), 0.0])
+    assert PG.batch_normalize(x, mask)[0].tolist() == pytest.approx(
+        [-1 / math.sqrt(2), 1 / math.sqrt(2), 0.0]
+    )
 
 
 def test_a_flat_group_gets_zero_advantage():

@@ -135,9 +135,11 @@ class PGTrainer(PPOTrainer):
         rows = self._prompt_rows(step)
         t0 = time.perf_counter()
         seed = self.ranks.seed(cfg.seed * 100_003 + step)
-        groups = self.generator.generate(
-            [self.prompts.ids[i] for i in rows], cfg.k, cfg.generation, seed=seed
-        )
+        ids = [self.prompts.ids[i] for i in rows]
+        if cfg.generation.greedy:  # k greedy answers are one answer k times: decode it once
+            groups = [group * cfg.k for group in self.generator.generate(ids, 1, cfg.generation, seed=seed)]
+        else:
+            groups = self.generator.generate(ids, cfg.k, cfg.generation, seed=seed)
         gens = [g for group in groups for g in group]  # prompt-major: row i * k + j is sample j of prompt i
         t_gen = time.perf_counter() - t0
         ref = None
@@ -309,8 +311,8 @@ class PGTrainer(PPOTrainer):
                 acc.backward(loss)
             tokens += int(b.attention_mask.sum())
             share = len(mb.batch.input_ids) / len(rows)
-            sums["loss/policy"] += float(pg_num) / max(local_den, 1e-9)
-            sums["loss/kl"] += float(kl_num) / max(local_den, 1e-9)
+            sums["loss/policy"] += float(pg_num.detach()) / max(local_den, 1e-9)
+            sums["loss/kl"] += float(kl_num.detach()) / max(local_den, 1e-9)
             sums["policy/clip_frac"] += float(ps.clip_frac) * share
             sums["policy/approx_kl"] += float(ps.approx_kl) * share
             if ptx_loss is not None:
