@@ -89,3 +89,29 @@ def test_pg_help_and_registry(capsys):
     text = capsys.readouterr().out
     for key in ("estimator", "kl_mode", "loss_agg", "ptx_coef", "prompt_filter", "grpo", "reinforce_pp"):
         assert key in text
+
+
+@pytest.mark.parametrize("name", ["chatglm3-6b-pg.yaml", "glm-4-9b-chat-pg-lora.yaml"])
+def test_real_pg_recipes_load(name):
+    from pathlib import Path
+
+    from chatglm_rlhf.config import load_config
+    from chatglm_rlhf.policy.pg.config import PGConfig
+
+    path = Path(__file__).resolve().parents[3] / "recipes" / "real" / name
+    cfg = load_config(PGConfig, path, section="pg")  # unknown keys / wrong types raise
+    assert cfg.gradient_checkpointing and (cfg.lora_r > 0) == name.endswith("-lora.yaml")
+    assert cfg.trust_remote_code == name.startswith("chatglm3")
+
+
+def test_demo_critic_free_recipe_loads():
+    from pathlib import Path
+
+    from chatglm_rlhf.pipeline.run import load_pipeline_config
+
+    path = Path(__file__).resolve().parents[3] / "recipes" / "demo_critic_free.yaml"
+    cfg = load_pipeline_config(str(path), [])
+    assert (
+        cfg.ablations == ["critic_free"]
+        and cfg.pg.rollout_batch_size * cfg.pg.k == cfg.ppo.rollout_batch_size
+    )
