@@ -151,7 +151,7 @@ def test_sync_weights_is_called_after_each_iteration(tok, tmp_path):
 @pytest.mark.parametrize(
     ("kw", "key"),
     [({"estimator": "grpo", "k": 1}, "k"), ({"mini_batch_size": 7}, "mini_batch_size"),
-     ({"epochs": 0}, "epochs"), ({"kl_coef": -1.0}, "kl_coef")],
+     ({"epochs": 0}, "epochs"), ({"kl_coef": -1.0}, "kl_coef"), ({"estimator": "ppo"}, "estimator")],
 )  # fmt: skip
 def test_bad_settings_name_the_key(tok, tmp_path, kw, key):
     with pytest.raises(ConfigError, match=key):

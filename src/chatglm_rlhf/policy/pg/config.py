@@ -8,7 +8,7 @@ from typing import Literal
 from chatglm_rlhf.config import default_, field_
 from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.models.generation import GenerationSettings
-from chatglm_rlhf.policy.pg.losses import GROUP_ESTIMATORS, Estimator
+from chatglm_rlhf.policy.pg.losses import ESTIMATORS, GROUP_ESTIMATORS, Estimator
 from chatglm_rlhf.policy.ppo.losses import KLEstimator
 from chatglm_rlhf.utils.train_config import ReportTo, TrainerConfig
 
@@ -89,6 +89,8 @@ def validate(cfg: PGConfig) -> None:
                 "filter_k", "baseline_k"):  # fmt: skip
         if getattr(cfg, key) < 1:
             raise ConfigError(f"pg: {key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.estimator not in ESTIMATORS:  # load_config checks the Literal; this catches PGConfig(...) in code
+        raise ConfigError(f"pg: estimator must be one of {list(ESTIMATORS)}, got {cfg.estimator!r}")
     if cfg.estimator in GROUP_ESTIMATORS and cfg.k < 2:
         raise ConfigError(f"pg: k must be >= 2 for estimator={cfg.estimator} (a group baseline), got {cfg.k}")
     if cfg.mini_batch_size > cfg.rollout_batch_size * cfg.k:
