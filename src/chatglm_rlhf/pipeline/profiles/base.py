@@ -24,6 +24,8 @@ from chatglm_rlhf.pipeline.fingerprint import canonical
 from chatglm_rlhf.pipeline.runner import Stage
 from chatglm_rlhf.pipeline.stages import policy as policy_stages
 from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.pg.config import PGConfig
+from chatglm_rlhf.policy.pg.losses import ESTIMATORS
 from chatglm_rlhf.policy.ppo.config import PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 
@@ -31,7 +33,8 @@ ABLATIONS_HELP = (
     "the paper's ablations to run, each a twin of the main run with one setting changed: length_balance "
     "(filter + RM + PPO without length balancing), baseline (PPO with reward normalisation instead of the "
     "reference baseline), ptx (PPO without the ptx loss), gold_reward (PPO on the gold judge's score: "
-    "what a perfect RM would give; tasks with a gold judge)"
+    "what a perfect RM would give; tasks with a gold judge), critic_free (the critic-free trainer `pg` with "
+    "each estimator: grpo, dr_grpo, rloo, reinforce_pp, ref_baseline, next to PPO)"
 )
 
 
@@ -43,8 +46,9 @@ class PipelineConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    pg: PGConfig = field(default_factory=PGConfig)
     algorithms: list[str] = field_(
-        ["ppo", "dpo"], help="policy algorithms to train and evaluate (policy/registry.py: ppo, dpo, ...)"
+        ["ppo", "dpo"], help="policy algorithms to train and evaluate (policy/registry.py: ppo, dpo, pg, ...)"
     )
     ablations: list[str] = field_([], help=ABLATIONS_HELP)
     dpo_prompts: int = field_(0, help="DPO: the first N PPO prompts are sampled k times (0 = all)")
@@ -84,6 +88,10 @@ ABLATIONS: dict[str, Ablation] = {
         Ablation("gold_reward", lambda b: [
             b.policy("ppo", "ppo_goldreward", scorer=b.ctx.task.gold_reward()),
         ], ("ppo_goldreward",), needs_gold=True),
+        # No value model: every estimator of the critic-free trainer with the profile's `pg` settings,
+        # the same responses per iteration as PPO (pg.rollout_batch_size * pg.k = ppo.rollout_batch_size).
+        Ablation("critic_free", lambda b: [b.policy("pg", f"pg_{e}", estimator=e) for e in ESTIMATORS],
+                 tuple(f"pg_{e}" for e in ESTIMATORS)),
     )
 }  # fmt: skip
 

@@ -19,7 +19,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -52,7 +52,14 @@ from chatglm_rlhf.utils.training import (
 
 
 class PPOTrainer:
-    """Orchestrates PPO over ``prompts``; pass ``sft_examples`` (sample, response) to enable ptx."""
+    """Orchestrates PPO over ``prompts``; pass ``sft_examples`` (sample, response) to enable ptx.
+
+    The critic-free trainer (:class:`chatglm_rlhf.policy.pg.trainer.PGTrainer`) reuses the loop, the
+    prompt preparation (filter, baseline cache), the ptx batches and saving; ``NAME`` names its files
+    and messages.
+    """
+
+    NAME: ClassVar[str] = "ppo"
 
     def __init__(
         self,
@@ -94,7 +101,7 @@ class PPOTrainer:
     def _encode_ptx(self, examples: list[tuple[DialogueSample, str]]) -> list:
         if not examples or self.cfg.ptx_coef == 0:
             if self.cfg.ptx_coef > 0:
-                self.acc.print("ppo: ptx is off (no SFT examples given)")
+                self.acc.print(f"{self.NAME}: ptx is off (no SFT examples given)")
             return []
         from chatglm_rlhf.policy.sft import encode_examples
 
@@ -110,7 +117,7 @@ class PPOTrainer:
 
         cfg, tok = self.cfg, self.models.tokenizer
         if not self.raw_prompts:
-            raise UserError("ppo: no prompts")
+            raise UserError(f"{self.NAME}: no prompts")
         ids = [prompt_ids(tok, s, cfg.max_prompt_tokens)[0] for s in self.raw_prompts]
         prompts = PromptSet(
             list(self.raw_prompts), ids, [prompt_key(s, i) for s, i in zip(self.raw_prompts, ids)]
@@ -123,7 +130,8 @@ class PPOTrainer:
             self.acc.print(self.filter_report.summary() + f" (details: {self.out / 'prompt_filter.jsonl'})")
             if not prompts.keys:
                 raise UserError(
-                    "ppo: the prompt filter dropped every prompt; lower filter_eps or set prompt_filter=false"
+                    f"{self.NAME}: the prompt filter dropped every prompt; lower filter_eps or set "
+                    "prompt_filter=false"
                 )
         self.baseline: dict[str, float] = {}
         if cfg.reward_baseline:
@@ -154,7 +162,9 @@ class PPOTrainer:
         t_start = time.time()
         if not cfg.resume and acc.is_main_process:  # a fresh run must not reuse old caches or log rows
             if (self.out / "checkpoints").exists():
-                print(f"ppo: {self.out} has checkpoints; starting afresh (resume=true would continue)")
+                print(
+                    f"{self.NAME}: {self.out} has checkpoints; starting afresh (resume=true would continue)"
+                )
             for name in ("prompt_filter.jsonl", "reference_baseline.jsonl", "metrics.jsonl"):
                 (self.out / name).unlink(missing_ok=True)
         acc.wait_for_everyone()  # no rank reads a cache before rank 0 has removed a stale one
@@ -170,7 +180,7 @@ class PPOTrainer:
             if self.moments is not None and state.get("moments"):
                 self.moments.load_state_dict(state["moments"])
         bar = tqdm(
-            total=cfg.steps, initial=step, desc="ppo", disable=not (cfg.progress and acc.is_main_process)
+            total=cfg.steps, initial=step, desc=self.NAME, disable=not (cfg.progress and acc.is_main_process)
         )
         while step < cfg.steps:
             metrics = self.step(step)
@@ -404,15 +414,17 @@ class PPOTrainer:
         acc.wait_for_everyone()
         # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the weights.
         state = acc.get_state_dict((m.prepared or m.trainable)[0])
-        if m.shared is not None:  # the actor + value head module: the actor's weights are under "lm."
+        if (
+            getattr(m, "shared", None) is not None
+        ):  # the actor + value head module: the actor's weights are under "lm."
             state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
         if not acc.is_main_process:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         save_plain(acc.unwrap_model(m.actor), self.out, state)
         m.tokenizer.save_pretrained(self.out)
-        save_json(self.out / "ppo_result.json", result)
-        (self.out / "ppo_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        save_json(self.out / f"{self.NAME}_result.json", result)
+        (self.out / f"{self.NAME}_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
 
 
 def summarize(metrics_path: Path, filter_report=None) -> dict[str, Any]:
