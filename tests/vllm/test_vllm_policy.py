@@ -100,3 +100,31 @@ def test_two_ranks_each_sync_their_engine(tmp_path):
     for r in reports:
         assert r["world"] == 2 and r["changed"] and r["engine_equals_actor"], r
     assert reports[0]["after"] == reports[1]["after"]  # one model, trained in step on both ranks
+
+
+def test_pg_on_vllm_follows_the_updates(tmp_path):
+    """The critic-free trainer (k samples per prompt from the engine) syncs the engine each iteration."""
+    import copy
+
+    from vllm_fixtures import TEXTS
+
+    from chatglm_rlhf.models.tiny import train_tokenizer
+    from chatglm_rlhf.policy.pg.config import PGConfig
+    from chatglm_rlhf.policy.pg.trainer import PGTrainer
+    from chatglm_rlhf.policy.ppo.models import ActorWithReference
+
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    actor = tiny_llama(tok)
+    ps = prompts(tok)
+    before = greedy(HFGenerator(actor, tok), ps)
+    cfg = PGConfig(
+        output_dir=str(tmp_path), steps=3, rollout_batch_size=4, k=4, mini_batch_size=8, epochs=1,
+        forward_batch_size=8, generation=GenerationSettings(max_new_tokens=8, batch_size=16, backend="vllm"),
+        lr=3e-3, prompt_filter=False, ptx_coef=0.0, progress=False, seed=3, estimator="rloo",
+    )  # fmt: skip
+    models = ActorWithReference(actor, tok, reference=copy.deepcopy(actor))
+    trainer = PGTrainer(cfg, models, LetterScorer(), samples())
+    trainer.train()
+    after = greedy(HFGenerator(actor, tok), ps)
+    assert after != before
+    assert greedy(trainer.generator, ps) == after

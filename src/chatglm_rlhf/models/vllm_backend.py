@@ -133,6 +133,10 @@ class _Engine:
             kw.update(gpu_memory_utilization=opts.gpu_memory_utilization, enable_sleep_mode=opts.sleep)
         else:  # the CPU build sizes its KV cache from this (bytes), not from a memory fraction
             kw.update(kv_cache_memory_bytes=int(opts.kv_cache_gb * 2**30))
+            # As many cores as the run's torch threads (the real profile runs 1): by default the engine
+            # would bind OpenMP threads to every core and fight the trainer's own threads for them.
+            n = torch.get_num_threads()
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{n - 1}" if n > 1 else "0")
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_world_size() > 1:  # one engine per rank, on the trainer's group
                 kw.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
