@@ -8,10 +8,16 @@ PROFILE ?= default
 # every skipped test with its reason; SERVICES_INSTALL=1 (or `make services` once) installs them with apt.
 SERVICES_INSTALL ?= 0
 
-.PHONY: env demo smoke test services lint format bench clean
+# VLLM_TESTS=0 skips the vLLM tests (tests/vllm), which run in their own .venv-vllm (vLLM's CPU build).
+VLLM_TESTS ?= 1
+
+.PHONY: env vllm-env demo smoke test test-vllm services lint format bench clean
 
 env:
 	./scripts/setup_env.sh
+
+vllm-env:
+	./scripts/setup_vllm_env.sh
 
 demo: env
 	$(VENV)/bin/chatglm-rlhf demo --out $(OUT) --profile $(PROFILE)
@@ -24,6 +30,10 @@ test: env
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	-SERVICES_INSTALL=$(SERVICES_INSTALL) ./scripts/ci_annotate_services.sh
 	$(PY) -m pytest -q -m "not slow" -rs
+	@if [ "$(VLLM_TESTS)" = "1" ]; then $(MAKE) --no-print-directory test-vllm; fi
+
+test-vllm: vllm-env
+	.venv-vllm/bin/python -m pytest -q -rs -p no:cacheprovider tests/vllm
 
 services:
 	SERVICES_INSTALL=1 ./scripts/ci_annotate_services.sh

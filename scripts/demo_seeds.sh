@@ -9,7 +9,7 @@ prefix=${1:-out/seed}; shift || true
 run() {
   local s=$1; shift
   OMP_NUM_THREADS=1 .venv/bin/chatglm-rlhf demo --profile default --out "${prefix}$s" progress=false \
-    world.seed=$s rm.seed=$s ppo.seed=$s dpo.seed=$s "$@" > "${prefix}$s.log" 2>&1
+    world.seed=$s rm.seed=$s ppo.seed=$s dpo.seed=$s pg.seed=$s "$@" > "${prefix}$s.log" 2>&1
 }
 run 0 "$@" & run 1 "$@" & wait
 run 2 "$@"

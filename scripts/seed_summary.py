@@ -12,7 +12,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-POLICIES = ("ppo", "dpo", "ppo_goldreward", "ppo_nobalance", "ppo_nobaseline", "ppo_noptx")
+POLICIES = ("ppo", "dpo", "ppo_goldreward", "ppo_nobalance", "ppo_nobaseline", "ppo_noptx", "pg",
+            "pg_grpo", "pg_dr_grpo", "pg_rloo", "pg_reinforce_pp", "pg_ref_baseline")  # fmt: skip
 
 
 def shares(run: Path, policy: str) -> dict[str, dict[str, float]]:
@@ -53,6 +54,9 @@ def one_run(run: Path) -> dict:
     for p in ("ppo", "ppo_nobaseline"):
         if p in m:
             out[p]["reward_train_std"] = m[p]["reward_train_std"]
+    for p in POLICIES:  # time per iteration of the RL trainers (PPO and the critic-free ones)
+        if p in out and isinstance(m.get(p), dict) and m[p].get("steps"):
+            out[p]["s_per_iteration"] = m[p]["seconds"] / m[p]["steps"]
     if "ceiling" in m:
         out["ceiling"] = {
             r["n"]: (r["gold_pick_win_rate"], r["rm_pick_win_rate"]) for r in m["ceiling"]["rows"]
@@ -89,6 +93,15 @@ def main(dirs: list[str]) -> None:
             print(
                 f"{p:<15} std over steps of the reward fed to GAE {mean_sd([r[p]['reward_train_std'] for r in runs])}"
             )
+    timed = [p for p in POLICIES if all(p in r and "s_per_iteration" in r[p] for r in runs)]
+    if "ppo" in timed and len(timed) > 1:  # the critic-free comparison: win rate and time vs PPO's
+        ppo_win = statistics.mean(r["ppo"]["win_rate"] for r in runs)
+        ppo_s = statistics.mean(r["ppo"]["s_per_iteration"] for r in runs)
+        for p in timed:
+            win = statistics.mean(r[p]["win_rate"] for r in runs)
+            sec = statistics.mean(r[p]["s_per_iteration"] for r in runs)
+            print(f"{p:<15} gold win {win:.3f} (PPO - 0.05 = {ppo_win - 0.05:.3f}: {'ok' if win >= ppo_win - 0.05 else 'below'}); "
+                  f"{sec:.2f} s / iteration = {sec / ppo_s:.2f}x PPO's")  # fmt: skip
     out = Path(dirs[0]).parent / "seeds.json"
     out.write_text(json.dumps(runs, indent=1))
     print(f"per-seed figures in {out}")

@@ -116,3 +116,25 @@ def test_bad_input_names_the_key(tmp_path):
     with pytest.raises(UserError, match="num_hidden_layers"):
         resolve_model(str(tmp_path))
     assert main(["plan", "stage=pretrain"]) == 2
+
+
+def test_vllm_rollouts_replace_the_kv_cache_with_the_engines_share():
+    base = dict(model="chatglm3-6b", stage="ppo", strategy="fsdp", gpu_mem_gib=80.0)
+    hf = plan(PlanConfig(**base))["strategies"][0]
+    on = plan(PlanConfig(**base, rollout_backend="vllm", vllm_gpu_memory_utilization=0.3))["strategies"][0]
+    awake = plan(PlanConfig(**base, rollout_backend="vllm", vllm_sleep=False))["strategies"][0]
+    m = resolve_model("chatglm3-6b")
+    engine = on.roles["vllm"]
+    assert engine["weights"] == pytest.approx(m.params() * 2 / GIB)  # bf16, unsharded
+    assert engine["weights"] + engine["kv_cache"] == pytest.approx(0.3 * 80)
+    assert on.roles["actor"]["kv_cache"] == 0.0 and hf.roles["actor"]["kv_cache"] > 0
+    assert on.static_gib == pytest.approx(hf.static_gib)  # the engine is not a trained role
+    frozen = hf.rollout_gib - hf.roles["actor"]["kv_cache"]  # the frozen roles' forwards
+    assert on.rollout_gib == pytest.approx(max(frozen, 24.0))  # the engine sleeps before them
+    assert awake.rollout_gib == pytest.approx(frozen + 24.0)
+    assert on.train_gib == pytest.approx(hf.train_gib)  # asleep while training
+    assert awake.train_gib == pytest.approx(hf.train_gib + 24.0)
+    with pytest.raises(UserError, match="vllm_gpu_memory_utilization"):
+        plan(PlanConfig(**base, rollout_backend="vllm", vllm_gpu_memory_utilization=0.1))
+    with pytest.raises(ConfigError, match="rollout_backend"):
+        PlanConfig(**base, rollout_backend="sglang")

@@ -46,6 +46,12 @@ Frozen roles run without grad: one block's working set ``per_layer`` (+ logits f
 
 **KV cache** (PPO generation by the actor): ``2 * L * kv * (prompt_len + gen_len) * gen_batch * b_c``.
 
+**vLLM rollouts** (``rollout_backend=vllm``): the actor's KV cache above is replaced by an engine per GPU
+holding ``vllm_gpu_memory_utilization * gpu_mem_gib``: its full (merged, unsharded) weights ``P * b_c``
+and a KV-cache pool of the rest. With ``vllm_sleep`` it holds that only while generating (asleep, it keeps
+nothing on the GPU), so ``rollout`` is the larger of the engine's share and the frozen roles' forwards;
+without, the share adds to both ``rollout`` and ``train``.
+
 **Peak per GPU** ``= static + max(train, rollout) + overhead_gib``, where ``static`` is the sum of weights,
 gradients and optimizer states of every role (gradients counted as resident), ``train`` the activations
 of the trainable roles (the PPO actor and critic backward together), and ``rollout`` the KV cache plus the
@@ -162,6 +168,11 @@ class PlanConfig:
     shared_backbone: bool = field_(False, help="ppo: the critic is a value head on the actor (no 2nd model)")
     dpo_reference: str = field_("cached", help="dpo: cached (no reference in memory) | on_the_fly")
     shard_frozen: bool = field_(False, help="zero3/fsdp: shard the frozen roles too (the trainers do not)")
+    rollout_backend: str = field_("hf", help="ppo: hf (generate on the actor) | vllm (an engine per GPU)")
+    vllm_gpu_memory_utilization: float = field_(
+        0.3, help="ppo, vllm: the engine's share of GPU memory (its weights + KV-cache pool)"
+    )
+    vllm_sleep: bool = field_(True, help="ppo, vllm: the engine frees its memory while training (sleep)")
     gpu_mem_gib: float = field_(80.0, help="memory of one GPU, for the fits / does not fit verdict")
     overhead_gib: float = field_(1.0, help="CUDA context, communication buffers, fragmentation")
     format: str = field_("table", help="table | json")
@@ -174,6 +185,7 @@ class PlanConfig:
             "param_dtype": ("auto", "fp32", "bf16"),
             "dpo_reference": ("cached", "on_the_fly"),
             "format": ("table", "json"),
+            "rollout_backend": ("hf", "vllm"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -362,6 +374,19 @@ class StrategyPlan:
     fits: bool
 
 
+def vllm_engine_gib(cfg: PlanConfig, m: ModelShape) -> dict[str, float]:
+    """The engine's GiB on one GPU: full weights, and the KV pool of what its share leaves."""
+    lora = m.lora_params(cfg.lora_r) if cfg.lora_r else 0
+    share = cfg.vllm_gpu_memory_utilization * cfg.gpu_mem_gib
+    weights = (m.params() + lora) * _BYTES[cfg.dtype] / GIB
+    if share <= weights:
+        raise UserError(
+            f"plan: vllm_gpu_memory_utilization {cfg.vllm_gpu_memory_utilization:g} x {cfg.gpu_mem_gib:g} GiB "
+            f"= {share:.1f} GiB does not hold the engine's weights ({weights:.1f} GiB): raise it"
+        )
+    return {**dict.fromkeys(COMPONENTS, 0.0), "weights": weights, "kv_cache": share - weights}
+
+
 def plan_strategy(cfg: PlanConfig, m: ModelShape, strategy: str) -> StrategyPlan:
     roles = roles_for(cfg, m)
     table = {r.name: {k: v / GIB for k, v in role_bytes(m, r, cfg, strategy).items()} for r in roles}
@@ -369,6 +394,16 @@ def plan_strategy(cfg: PlanConfig, m: ModelShape, strategy: str) -> StrategyPlan
     train = sum(table[r.name]["activations"] for r in roles if r.trainable)
     rollout = sum(table[r.name]["activations"] for r in roles if not r.trainable)
     rollout += sum(t["kv_cache"] for t in table.values())
+    if cfg.stage == "ppo" and cfg.rollout_backend == "vllm":
+        engine = vllm_engine_gib(cfg, m)
+        share = engine["weights"] + engine["kv_cache"]
+        rollout -= table["actor"]["kv_cache"]  # no HF generate on the actor
+        table["actor"]["kv_cache"] = 0.0
+        if cfg.vllm_sleep:  # generating (engine awake), then the frozen roles' forwards (asleep)
+            rollout = max(rollout, share)
+        else:
+            rollout, train = rollout + share, train + share
+        table["vllm"] = engine
     peak = static + max(train, rollout) + cfg.overhead_gib
     for t in table.values():
         t["total"] = sum(t[c] for c in COMPONENTS)

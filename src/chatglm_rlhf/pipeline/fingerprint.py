@@ -20,10 +20,13 @@ COSMETIC = frozenset({"progress", "threads", "log_every"})  # keys that change n
 def canonical(value: Any) -> Any:
     """``value`` as plain JSON types: dataclasses as dicts (cosmetic keys dropped), paths as strings."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # A section may name fields that change nothing at their current values (vLLM settings under
+        # backend=hf): left out, so that adding such a field does not redo finished runs.
+        unused = set(value.unused_fields()) if hasattr(value, "unused_fields") else set()
         return {
             f.name: canonical(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if f.name not in COSMETIC
+            if f.name not in COSMETIC and f.name not in unused
         }
     if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in value.items() if k not in COSMETIC}

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from chatglm_rlhf.pipeline.profiles import all_profiles
-from chatglm_rlhf.pipeline.profiles.base import Profile, check_choices
+from chatglm_rlhf.pipeline.profiles.base import Profile, apply_generation_backend, check_choices
 
 
 def load_pipeline_config(recipe: str | None, overrides: list[str], profile: str | None = None,
@@ -22,6 +22,7 @@ def load_pipeline_config(recipe: str | None, overrides: list[str], profile: str 
     cfg, where = load_profiled_config(p.config, {name: p.defaults}, name, recipe, overrides, name)
     check_choices(cfg, p.supported_ablations, where)
     p.validate(cfg, where)
+    apply_generation_backend(cfg)
     return cfg
 
 

@@ -75,3 +75,6 @@ register(Algorithm("ppo", "chatglm_rlhf.policy.ppo.config:PPOConfig", "chatglm_r
 register(Algorithm("dpo", "chatglm_rlhf.policy.dpo.config:DPOConfig", "chatglm_rlhf.policy.dpo.stage:train",
                    help="DPO / IPO / conservative DPO on RM-labelled pairs of SFT samples",
                    cli="chatglm_rlhf.cli.dpo_cmd"))  # fmt: skip
+register(Algorithm("pg", "chatglm_rlhf.policy.pg.config:PGConfig", "chatglm_rlhf.policy.pg.stage:train",
+                   help="critic-free PG: GRPO, Dr. GRPO, RLOO, REINFORCE++ or the reference baseline (estimator=)",
+                   cli="chatglm_rlhf.cli.pg_cmd"))  # fmt: skip

@@ -1,7 +1,8 @@
 """The ablation table: each ablation's pair of settings with the numbers that tell them apart.
 
 Arranged from the stages' own metrics (``rm_nobalance``, ``ppo_nobaseline``, ``ppo_noptx``,
-``ppo_goldreward`` next to ``rm`` / ``ppo`` / ``dpo`` and their evaluations); a run folder whose
+``ppo_goldreward``, the critic-free ``pg_<estimator>`` next to ``rm`` / ``ppo`` / ``dpo`` and their
+evaluations); a run folder whose
 metrics.json already holds an ``ablations`` row list (written before the stage library) shows that list.
 A win-rate column is named after its judge: ``gold_win_rate`` or ``judge_rm_win_rate``.
 """
@@ -48,6 +49,7 @@ def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
         for setting, ppo in (("reward model", "ppo"), ("gold judge", "ppo_goldreward")):
             rows.append({"name": "PPO reward", "setting": setting, **_wins(c, ppo),
                          "top_response_share": c.policy(ppo).get("top_response_share")})  # fmt: skip
+    rows += critic_free_rows(c)
     for name in ("ppo", "dpo"):
         pol = c.get(f"evaluate.{name}")
         if not isinstance(pol, dict):
@@ -60,6 +62,26 @@ def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
             row.update(mean_response_length=pol.get("mean_response_length"),
                        top_response_share=pol.get("top_response_share"))  # fmt: skip
         rows.append(row)
+    return rows
+
+
+def critic_free_rows(c: ReportContext) -> list[dict[str, Any]]:
+    """PPO (with its critic) next to each critic-free run (``algorithms=[pg]`` and the ``critic_free``
+    ablation's ``pg_<estimator>``): the win rate, seconds per iteration and the optimised reward's spread."""
+    # `pg` and every `pg_<estimator>` stage in the metrics: a new estimator needs no change here.
+    trained = [n for n, v in c.metrics.items() if (n == "pg" or n.startswith("pg_")) and isinstance(v, dict)]
+    if not trained:
+        return []
+    rows = []
+    for name in ("ppo", *trained):
+        pol = c.policy(name)
+        steps, seconds = pol.get("steps"), pol.get("seconds")
+        per_iter = (
+            seconds / steps if isinstance(steps, int) and steps and isinstance(seconds, float) else None
+        )
+        setting = "PPO (critic)" if name == "ppo" else pol.get("estimator", name)
+        rows.append({"name": "critic-free", "setting": setting, **_wins(c, name), "seconds_per_iteration": per_iter,
+                     "reward_std": pol.get("reward_std")})  # fmt: skip
     return rows
 
 

@@ -14,15 +14,18 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.errors import ConfigError
+from chatglm_rlhf.models.generation import GenerationSettings, VLLMSettings
 from chatglm_rlhf.pipeline.context import RunContext
 from chatglm_rlhf.pipeline.fingerprint import canonical
 from chatglm_rlhf.pipeline.runner import Stage
 from chatglm_rlhf.pipeline.stages import policy as policy_stages
 from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.pg.config import PGConfig
+from chatglm_rlhf.policy.pg.losses import ESTIMATORS
 from chatglm_rlhf.policy.ppo.config import PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 
@@ -30,7 +33,8 @@ ABLATIONS_HELP = (
     "the paper's ablations to run, each a twin of the main run with one setting changed: length_balance "
     "(filter + RM + PPO without length balancing), baseline (PPO with reward normalisation instead of the "
     "reference baseline), ptx (PPO without the ptx loss), gold_reward (PPO on the gold judge's score: "
-    "what a perfect RM would give; tasks with a gold judge)"
+    "what a perfect RM would give; tasks with a gold judge), critic_free (the critic-free trainer `pg` with "
+    "each estimator: grpo, dr_grpo, rloo, reinforce_pp, ref_baseline, next to PPO)"
 )
 
 
@@ -42,8 +46,9 @@ class PipelineConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    pg: PGConfig = field(default_factory=PGConfig)
     algorithms: list[str] = field_(
-        ["ppo", "dpo"], help="policy algorithms to train and evaluate (policy/registry.py: ppo, dpo, ...)"
+        ["ppo", "dpo"], help="policy algorithms to train and evaluate (policy/registry.py: ppo, dpo, pg, ...)"
     )
     ablations: list[str] = field_([], help=ABLATIONS_HELP)
     dpo_prompts: int = field_(0, help="DPO: the first N PPO prompts are sampled k times (0 = all)")
@@ -51,6 +56,12 @@ class PipelineConfig:
     # generation 10x slower there (6.5 vs 75 tokens/s).
     threads: int = field_(0, help="torch CPU threads for this run (0 = torch's default)")
     progress: bool = field_(True, help="progress bars")
+    generation_backend: Literal["sections", "hf", "vllm"] = field_(
+        "sections",
+        help="the sampler of every stage (candidates, PPO rollouts, DPO pairs, evaluation, ceiling, probe): "
+        "hf or vllm (with the `vllm` settings below); sections: each section's own generation.backend",
+    )
+    vllm: VLLMSettings = field_(VLLMSettings(), help="the vLLM engine when generation_backend=vllm")
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,10 @@ ABLATIONS: dict[str, Ablation] = {
         Ablation("gold_reward", lambda b: [
             b.policy("ppo", "ppo_goldreward", scorer=b.ctx.task.gold_reward()),
         ], ("ppo_goldreward",), needs_gold=True),
+        # No value model: every estimator of the critic-free trainer with the profile's `pg` settings,
+        # the same responses per iteration as PPO (pg.rollout_batch_size * pg.k = ppo.rollout_batch_size).
+        Ablation("critic_free", lambda b: [b.policy("pg", f"pg_{e}", estimator=e) for e in ESTIMATORS],
+                 tuple(f"pg_{e}" for e in ESTIMATORS)),
     )
 }  # fmt: skip
 
@@ -91,6 +106,24 @@ def check_choices(cfg: PipelineConfig, supported: tuple[str, ...], where: str) -
     bad = sorted(set(cfg.algorithms) - set(ALGORITHMS))
     if bad:
         raise ConfigError(f"{where}: algorithms: unknown {bad} (choose from {', '.join(sorted(ALGORITHMS))})")
+
+
+def apply_generation_backend(cfg: PipelineConfig) -> None:
+    """``generation_backend=hf|vllm``: set it (and the vLLM settings) on every generation section of the
+    run's config, so that config.json and the stages' fingerprints say which sampler each stage used."""
+    if cfg.generation_backend == "sections":
+        return
+
+    def visit(obj: Any) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, GenerationSettings):
+                value.backend = cfg.generation_backend
+                value.vllm = dataclasses.replace(cfg.vllm)
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                visit(value)
+
+    visit(cfg)
 
 
 class StageBuilder:

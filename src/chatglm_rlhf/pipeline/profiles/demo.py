@@ -7,7 +7,7 @@
     collect   k SFT samples per prompt, compared pairwise by simulated annotators
     filter    post-filtering (ties, cycles, spammers, length balancing), checked against gold
     rm        the reward model, initialised from the SFT model
-    ppo, dpo  the policies (policy/registry.py), then each ablation's twin stages
+    ppo, dpo  the policies (policy/registry.py; `pg` on request), then each ablation's twin stages
     evaluate  every policy vs the SFT model on held-out prompts, gold judge
     ceiling   best-of-n of SFT samples picked by gold vs by the RM: the room the RM leaves
 
@@ -26,11 +26,12 @@ from chatglm_rlhf.pipeline.context import RunContext
 from chatglm_rlhf.pipeline.profiles.base import ABLATIONS_HELP, PipelineConfig, Profile, StageBuilder
 from chatglm_rlhf.pipeline.stages import data, evaluate, models, reward
 from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.pg.config import PGConfig
 from chatglm_rlhf.policy.ppo.config import PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 from chatglm_rlhf.reward.rm_config import RMConfig
 
-SUPPORTED_ABLATIONS = ("length_balance", "baseline", "ptx", "gold_reward")
+SUPPORTED_ABLATIONS = ("length_balance", "baseline", "ptx", "gold_reward", "critic_free")
 
 
 @dataclass
@@ -52,6 +53,12 @@ class TinyModelSettings:
     num_layers: int = field_(4, help="transformer layers")
     num_heads: int = field_(4, help="attention heads")
     max_position_embeddings: int = field_(256, help="longest sequence")
+    architecture: Literal["glm", "llama"] = field_(
+        "glm", help="glm, or llama (what generation_backend=vllm needs, with hidden_size / num_heads >= 32)"
+    )
+
+    def unused_fields(self) -> tuple[str, ...]:
+        return ("architecture",) if self.architecture == "glm" else ()  # runs from before the field
 
 
 @dataclass
@@ -91,6 +98,15 @@ def _ppo_defaults() -> PPOConfig:
     )  # fmt: skip
 
 
+def _pg_defaults() -> PGConfig:
+    # PPO's recipe without the critic: 8 prompts x k = 4 is PPO's 32 responses per iteration, and 2 epochs
+    # of 2 minibatches its 4 updates per iteration.
+    return PGConfig(
+        steps=40, rollout_batch_size=8, k=4, mini_batch_size=16, epochs=2, lr=5e-5, kl_coef=0.05,
+        ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True, generation=_sampling(),
+    )  # fmt: skip
+
+
 def _dpo_defaults() -> DPOConfig:
     return DPOConfig(
         k=8, beta=0.1, lr=5e-4, epochs=3.0, nll_weight=1.0, batch_size=8, max_length=192, cpu=True,
@@ -110,6 +126,7 @@ class DemoConfig(PipelineConfig):
     rm: RMConfig = field(default_factory=_rm_defaults)
     ppo: PPOConfig = field(default_factory=_ppo_defaults)
     dpo: DPOConfig = field(default_factory=_dpo_defaults)
+    pg: PGConfig = field(default_factory=_pg_defaults)
     eval: EvalGeneration = field(
         default_factory=lambda: EvalGeneration(max_new_tokens=48, greedy=True, batch_size=64)
     )
@@ -180,6 +197,7 @@ _SMOKE = {
     "rm": {"epochs": 1.0},
     "ppo": {"steps": 4, "rollout_batch_size": 16, "mini_batch_size": 8, "filter_k": 2},
     "dpo": {"k": 4, "epochs": 1.0},
+    "pg": {"steps": 4, "rollout_batch_size": 4, "k": 4, "mini_batch_size": 8, "filter_k": 2},
     "ceiling_n": 2,
 }
 

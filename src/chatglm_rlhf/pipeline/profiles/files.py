@@ -67,7 +67,7 @@ PROFILES = [
         {},
         _build,
         _task,
-        supported_ablations=("ptx",),
+        supported_ablations=("ptx", "critic_free"),
         validate=lambda cfg, where: validate_judged(cfg, where, cfg.task),
         out="out/files",
     )  # fmt: skip

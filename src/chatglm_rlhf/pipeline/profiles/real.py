@@ -10,7 +10,8 @@ The same stage library as the demo, on a real chat model and real human preferen
     rm          the proxy reward model (the one PPO and DPO optimise) on the filtered rm_train
     judge_rm    an independent judge RM trained only on judge_train and never used in training: the
                 proxy-vs-gold method of Gao et al. 2022, so over-optimisation of the proxy shows
-    ppo, dpo    the policies; ppo_noptx (ablation ``ptx``) the same PPO with ptx_coef = 0
+    ppo, dpo    the policies; ppo_noptx (ablation ``ptx``) the same PPO with ptx_coef = 0; pg_<estimator>
+                (ablation ``critic_free``) the critic-free trainer with each estimator
     evaluate    held-out prompts, greedy answers; win / tie / loss vs the SFT model by the judge RM, the
                 proxy RM and the both-orders LLM judge (the SFT model itself), plus side-by-side answers
     probe       the capability probe (facts, arithmetic, JSON, one word, lists) for every model
@@ -30,9 +31,10 @@ from chatglm_rlhf.errors import ConfigError, UserError
 from chatglm_rlhf.evaluate.evaluate import EvalGeneration
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.pipeline.context import RunContext
-from chatglm_rlhf.pipeline.profiles.base import PipelineConfig, Profile, StageBuilder
+from chatglm_rlhf.pipeline.profiles.base import ABLATIONS, PipelineConfig, Profile, StageBuilder
 from chatglm_rlhf.pipeline.stages import data, evaluate, models, reward
 from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.pg.config import PGConfig
 from chatglm_rlhf.policy.ppo.config import PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 from chatglm_rlhf.reward.rm_config import RMConfig
@@ -61,6 +63,17 @@ def ppo_defaults() -> PPOConfig:
         kl_coef=0.02, ptx_coef=0.1, ptx_batch_size=2, max_prompt_tokens=128, max_length=192,
         lora_r=16, lora_alpha=32, shared_backbone=True, critic_from="sft", filter_k=2, filter_eps=1e-4,
         cpu=True, mixed_precision="no", seed=0, forward_batch_size=8,
+        generation=GenerationSettings(max_new_tokens=48, temperature=0.8, batch_size=16),
+    )  # fmt: skip
+
+
+def pg_defaults() -> PGConfig:
+    # PPO's recipe without the critic: 2 prompts x k = 4 is PPO's 8 responses per iteration, 2 epochs of
+    # 2 minibatches its 4 updates.
+    return PGConfig(
+        steps=10, rollout_batch_size=2, k=4, mini_batch_size=4, epochs=2, lr=3e-4, kl_coef=0.02,
+        ptx_coef=0.1, ptx_batch_size=2, max_prompt_tokens=128, max_length=192, lora_r=16, lora_alpha=32,
+        filter_k=2, filter_eps=1e-4, cpu=True, mixed_precision="no", seed=0, forward_batch_size=8,
         generation=GenerationSettings(max_new_tokens=48, temperature=0.8, batch_size=16),
     )  # fmt: skip
 
@@ -103,6 +116,7 @@ class JudgedConfig(PipelineConfig):
     judge_rm_train: RMConfig = field(default_factory=rm_defaults)
     ppo: PPOConfig = field(default_factory=ppo_defaults)
     dpo: DPOConfig = field(default_factory=dpo_defaults)
+    pg: PGConfig = field(default_factory=pg_defaults)
     eval: RealEvalSettings = field(default_factory=RealEvalSettings)
 
 
@@ -166,7 +180,8 @@ class JudgedStages(StageBuilder):
 
 def validate_judged(cfg: JudgedConfig, where: str, parts) -> None:
     validate_parts(parts, where, prefix="data." if isinstance(cfg, RealConfig) else "task.")
-    bad = sorted(set(cfg.eval.llm_judge_policies) - {*cfg.algorithms, *(f"ppo_no{a}" for a in cfg.ablations)})
+    trained = {*cfg.algorithms, *(p for a in cfg.ablations if a in ABLATIONS for p in ABLATIONS[a].policies)}
+    bad = sorted(set(cfg.eval.llm_judge_policies) - trained)
     if bad:
         raise ConfigError(f"{where}: eval.llm_judge_policies: {bad} are not trained here")
     if cfg.ppo.critic_from == "auto" and not cfg.ppo.shared_backbone:
@@ -196,6 +211,7 @@ _SMOKE = {
     "judge_rm_train": {"max_steps": 4},
     "ppo": {"steps": 1, "rollout_batch_size": 8, "mini_batch_size": 8, "filter_eps": 0.0},
     "dpo": {"k": 2, "max_steps": 2},
+    "pg": {"steps": 1, "rollout_batch_size": 2, "k": 4, "mini_batch_size": 8, "filter_eps": 0.0},
     "dpo_prompts": 4,
     "eval": {"llm_judge_prompts": 4, "examples": 2, "probe_max_new_tokens": 16},
 }
@@ -208,7 +224,7 @@ PROFILES = [
         defaults,
         _build,
         _task,
-        supported_ablations=("ptx",),
+        supported_ablations=("ptx", "critic_free"),
         validate=lambda cfg, where: validate_judged(cfg, where, cfg.data),
         scorer_batch_size=32,
         out="out/real",

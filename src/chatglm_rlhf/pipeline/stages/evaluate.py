@@ -158,6 +158,8 @@ def probe(ctx: RunContext, models: list[str], max_new_tokens: int) -> dict:
     from chatglm_rlhf.utils.training import save_json
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=20)
+    if ctx.cfg.generation_backend != "sections":  # the run's sampler (this section is built here)
+        settings = dataclasses.replace(settings, backend=ctx.cfg.generation_backend, vllm=ctx.cfg.vllm)
     kw = {"items": ctx.task.probe_items()} if hasattr(ctx.task, "probe_items") else {}
     out = {}
     for name in models:

@@ -22,6 +22,7 @@ def base(ctx: RunContext, model, corpus_size: int, seed: int) -> dict[str, Any]:
     m = build_tiny_model(
         tok, hidden_size=model.hidden_size, num_layers=model.num_layers, num_heads=model.num_heads,
         num_kv_heads=model.num_heads, max_position_embeddings=model.max_position_embeddings, seed=seed,
+        architecture=getattr(model, "architecture", "glm"),
     )  # fmt: skip
     m.save_pretrained(ctx.models / "base")
     tok.save_pretrained(ctx.models / "base")

@@ -224,27 +224,81 @@ def response_logprobs(logits: torch.Tensor, batch: SeqBatch, temperature: float 
 
 
 @dataclass
-class PPOModels:
-    """The trainable and frozen roles, with the forward passes PPO needs."""
+class ActorWithReference:
+    """The roles every policy-gradient trainer has: the actor and the frozen reference (PPO adds a
+    critic; the critic-free trainers of ``policy/pg`` use this as it is)."""
 
     actor: nn.Module  # the causal LM (maybe a peft model); generation uses it
     tokenizer: object
-    critic: ValueModel | None = None  # separate critic; None with a shared backbone
-    shared: PolicyWithValue | None = None  # shared backbone: wraps ``actor`` + value head
     reference: nn.Module | None = None  # frozen SFT copy; None: the LoRA actor with adapters off
     # ``trainable`` as ``Accelerator.prepare`` returned them (DDP / FSDP / DeepSpeed wrappers): the
     # training forwards go through these so that gradients are synchronised across processes.
     prepared: list[nn.Module] | None = None
 
     def __post_init__(self) -> None:
-        if (self.critic is None) == (self.shared is None):
-            raise ValueError("give exactly one of critic (separate) and shared (shared backbone)")
         if self.reference is None and not hasattr(self.actor, "disable_adapter"):
             raise ValueError("without a reference model the actor must be a LoRA (peft) model")
         if self.reference is not None:
             self.reference.eval()
             for p in self.reference.parameters():
                 p.requires_grad_(False)
+
+    @property
+    def trainable(self) -> list[nn.Module]:
+        """The modules the optimizer updates (and checkpoints save)."""
+        return [self.actor]
+
+    def train_lm(self, **inputs):
+        """The actor LM's output on ``inputs`` (the ptx loss), through the prepared module."""
+        return (self.prepared or self.trainable)[0](**inputs)
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: SeqBatch, temperature: float = 1.0) -> torch.Tensor:
+        if self.reference is not None:
+            return response_logprobs(lm_forward(self.reference, batch)[0], batch, temperature)
+        with self.actor.disable_adapter():
+            return response_logprobs(lm_forward(self.actor, batch)[0], batch, temperature)
+
+    def shard(self, mesh) -> None:
+        """FSDP2 (``fsdp=true``) over the actor and the frozen reference, each per transformer block; in
+        place, so the generator's actor is the sharded one too (:func:`chatglm_rlhf.utils.fsdp.shard`)."""
+        from chatglm_rlhf.utils.fsdp import shard
+
+        shard(self.actor, mesh)
+        if self.reference is not None:
+            shard(self.reference, mesh)
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The module whose weights generation needs whole (``utils.fsdp.full_params``)."""
+        return self.actor
+
+    def reference_lm(self):
+        """A context manager giving the frozen SFT policy as an LM (for generating baseline answers)."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def ctx():
+            if self.reference is not None:
+                yield self.reference
+            else:
+                with self.actor.disable_adapter():
+                    yield self.actor
+
+        return ctx()
+
+
+@dataclass
+class PPOModels(ActorWithReference):
+    """The trainable and frozen roles, with the forward passes PPO needs."""
+
+    critic: ValueModel | None = None  # separate critic; None with a shared backbone
+    shared: PolicyWithValue | None = None  # shared backbone: wraps ``actor`` + value head
+
+    def __post_init__(self) -> None:
+        if (self.critic is None) == (self.shared is None):
+            raise ValueError("give exactly one of critic (separate) and shared (shared backbone)")
+        super().__post_init__()
 
     @property
     def trainable(self) -> list[nn.Module]:
@@ -275,13 +329,6 @@ class PPOModels:
             return self.critic(batch)
         return self.policy(batch, with_values=True)[1]
 
-    @torch.no_grad()
-    def reference_logprobs(self, batch: SeqBatch, temperature: float = 1.0) -> torch.Tensor:
-        if self.reference is not None:
-            return response_logprobs(lm_forward(self.reference, batch)[0], batch, temperature)
-        with self.actor.disable_adapter():
-            return response_logprobs(lm_forward(self.actor, batch)[0], batch, temperature)
-
     def shard(self, mesh) -> None:
         """FSDP2 over every role (``fsdp=true``): the trainable ones and the frozen reference, each
         sharded per transformer block. In place, so the generator's actor is the sharded one too; on a
@@ -289,33 +336,19 @@ class PPOModels:
         them without the wrapper (:func:`chatglm_rlhf.utils.fsdp.shard`)."""
         from chatglm_rlhf.utils.fsdp import shard
 
-        if self.shared is not None:
-            shard(self.shared, mesh, entries=[self.shared.lm, self.shared.v_head])
-        else:
-            shard(self.actor, mesh)
+        if self.shared is None:
+            super().shard(mesh)
             shard(self.critic, mesh)
+            return
+        shard(self.shared, mesh, entries=[self.shared.lm, self.shared.v_head])
         if self.reference is not None:
             shard(self.reference, mesh)
 
     @property
     def sampler(self) -> nn.Module:
-        """The module whose weights generation needs whole: the actor, or the shared module around it
-        (on a shared backbone the actor's embeddings and head belong to that module's FSDP unit)."""
+        """The actor, or on a shared backbone the module around it (whose FSDP unit holds the actor's
+        embeddings and head)."""
         return self.shared if self.shared is not None else self.actor
-
-    def reference_lm(self):
-        """A context manager giving the frozen SFT policy as an LM (for generating baseline answers)."""
-        from contextlib import contextmanager
-
-        @contextmanager
-        def ctx():
-            if self.reference is not None:
-                yield self.reference
-            else:
-                with self.actor.disable_adapter():
-                    yield self.actor
-
-        return ctx()
 
 
 def build_models(
@@ -355,18 +388,10 @@ def critic_source(critic_from: str, sft_model: str, reward_model: str) -> str:
     return critic_from
 
 
-def load_ppo_models(cfg, device: str) -> PPOModels:
-    """Actor, reference and critic for a :class:`~chatglm_rlhf.policy.ppo.PPOConfig`, on ``device``.
-
-    Trainable weights stay fp32 (autocast supplies bf16 on GPU); the frozen reference loads in the
-    device's default dtype (bf16 on CUDA). With LoRA the critic's body gets adapters too.
-    """
-    from chatglm_rlhf.models.loading import (
-        LoraSettings,
-        _enable_checkpointing,
-        load_causal_lm,
-        load_tokenizer,
-    )
+def load_actor_and_reference(cfg, device: str) -> ActorWithReference:
+    """The actor (fp32, LoRA when ``cfg.lora_r > 0``), its tokenizer and the frozen reference (none with
+    LoRA: the actor with its adapters off) for any trainer config with the shared model keys."""
+    from chatglm_rlhf.models.loading import LoraSettings, load_causal_lm, load_tokenizer
 
     trust = cfg.trust_remote_code
     tok = load_tokenizer(cfg.model, trust_remote_code=trust)
@@ -378,6 +403,21 @@ def load_ppo_models(cfg, device: str) -> PPOModels:
     reference = (
         None if lora else load_causal_lm(cfg.model, dtype="auto", device=device, trust_remote_code=trust)
     )
+    return ActorWithReference(actor, tok, reference=reference)
+
+
+def load_ppo_models(cfg, device: str) -> PPOModels:
+    """Actor, reference and critic for a :class:`~chatglm_rlhf.policy.ppo.PPOConfig`, on ``device``.
+
+    Trainable weights stay fp32 (autocast supplies bf16 on GPU); the frozen reference loads in the
+    device's default dtype (bf16 on CUDA). With LoRA the critic's body gets adapters too.
+    """
+    from chatglm_rlhf.models.loading import LoraSettings, _enable_checkpointing
+
+    trust = cfg.trust_remote_code
+    roles = load_actor_and_reference(cfg, device)
+    actor, tok, reference = roles.actor, roles.tokenizer, roles.reference
+    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha) if cfg.lora_r > 0 else None
     if cfg.shared_backbone:
         return PPOModels(actor, tok, shared=PolicyWithValue(actor).to(device), reference=reference)
     critic = ValueModel.from_pretrained(

@@ -192,6 +192,21 @@ def make_rollout(
     )
 
 
+def engine_logprob_gap(gens: list[Generated], old_logprobs: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """Mean |engine log-prob - recomputed log-prob| over the response tokens, or None when the sampler
+    reports none (hf). A health figure only: the importance ratio always uses the recomputed ones; a
+    gap that grows says the engine samples from other weights (a missed sync) or other numerics."""
+    if not gens or any(g.logprobs is None for g in gens):
+        return None
+    eng = torch.zeros_like(old_logprobs, dtype=torch.float32)
+    for r, g in enumerate(gens):
+        n = min(len(g.logprobs), eng.shape[1])
+        eng[r, :n] = torch.tensor(g.logprobs[:n], dtype=torch.float32)
+    m = mask.bool() & torch.isfinite(eng).to(mask.device)
+    diff = (eng.to(old_logprobs.device) - old_logprobs.float()).abs()
+    return float(diff[m].mean()) if m.any() else None
+
+
 def whiten_across(x: torch.Tensor, mask: torch.Tensor, ranks: Ranks, eps: float = 1e-8) -> torch.Tensor:
     """``ppo_losses.whiten`` with the mean and (Bessel-corrected) variance of every rank's entries."""
     m = mask.to(x.dtype)

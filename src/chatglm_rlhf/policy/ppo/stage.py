@@ -47,6 +47,12 @@ def heldout_sft_loss(
     return loss
 
 
+def reference_heldout_loss(models, examples: list[tuple[DialogueSample, str]], max_length: int) -> float:
+    """:func:`heldout_sft_loss` of the frozen SFT policy (the LoRA actor with its adapters off)."""
+    with models.reference_lm() as ref:
+        return heldout_sft_loss(ref, models.tokenizer, examples, max_length)
+
+
 def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
     """``chatglm-rlhf ppo``: load the SFT model, the reward model, prompts and SFT data; train; save."""
     from chatglm_rlhf.data.io import read_samples
@@ -91,14 +97,7 @@ def run_ppo_stage(
     cfg = replace(copy.deepcopy(cfg), model=str(sft_model_dir), output_dir=str(out_dir))
     t0 = time.time()
     models = _load_models(cfg, _device(cfg))
-    before = None
-    if heldout_examples:
-        ref = models.reference if models.reference is not None else models.actor
-        if models.reference is None:
-            with models.actor.disable_adapter():
-                before = heldout_sft_loss(ref, models.tokenizer, heldout_examples, cfg.max_length)
-        else:
-            before = heldout_sft_loss(ref, models.tokenizer, heldout_examples, cfg.max_length)
+    before = reference_heldout_loss(models, heldout_examples, cfg.max_length) if heldout_examples else None
     result = PPOTrainer(cfg, models, scorer, prompts, sft_examples).train()
     if heldout_examples:
         result["sft_heldout_loss_before"] = before

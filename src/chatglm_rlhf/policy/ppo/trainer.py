@@ -19,7 +19,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -33,6 +33,7 @@ from chatglm_rlhf.policy.ppo.models import PPOModels
 from chatglm_rlhf.policy.ppo.rollout import (
     PromptSet,
     Rollout,
+    engine_logprob_gap,
     filter_prompts,
     make_rollout,
     prompt_key,
@@ -52,7 +53,16 @@ from chatglm_rlhf.utils.training import (
 
 
 class PPOTrainer:
-    """Orchestrates PPO over ``prompts``; pass ``sft_examples`` (sample, response) to enable ptx."""
+    """Orchestrates PPO over ``prompts``; pass ``sft_examples`` (sample, response) to enable ptx.
+
+    The critic-free trainer (:class:`chatglm_rlhf.policy.pg.trainer.PGTrainer`) reuses the loop, the
+    prompt preparation (filter, baseline cache), the ptx batches and saving; ``NAME`` names its files
+    and messages.
+    """
+
+    NAME: ClassVar[str] = "ppo"
+    # PPO's own FSDP2 sharding (fsdp=true, set in __init__); off for a subclass with its own __init__.
+    fsdp: bool = False
 
     def __init__(
         self,
@@ -101,7 +111,7 @@ class PPOTrainer:
     def _encode_ptx(self, examples: list[tuple[DialogueSample, str]]) -> list:
         if not examples or self.cfg.ptx_coef == 0:
             if self.cfg.ptx_coef > 0:
-                self.acc.print("ppo: ptx is off (no SFT examples given)")
+                self.acc.print(f"{self.NAME}: ptx is off (no SFT examples given)")
             return []
         from chatglm_rlhf.policy.sft import encode_examples
 
@@ -117,7 +127,7 @@ class PPOTrainer:
 
         cfg, tok = self.cfg, self.models.tokenizer
         if not self.raw_prompts:
-            raise UserError("ppo: no prompts")
+            raise UserError(f"{self.NAME}: no prompts")
         ids = [prompt_ids(tok, s, cfg.max_prompt_tokens)[0] for s in self.raw_prompts]
         prompts = PromptSet(
             list(self.raw_prompts), ids, [prompt_key(s, i) for s, i in zip(self.raw_prompts, ids)]
@@ -132,7 +142,8 @@ class PPOTrainer:
             self.acc.print(self.filter_report.summary() + f" (details: {self.out / 'prompt_filter.jsonl'})")
             if not prompts.keys:
                 raise UserError(
-                    "ppo: the prompt filter dropped every prompt; lower filter_eps or set prompt_filter=false"
+                    f"{self.NAME}: the prompt filter dropped every prompt; lower filter_eps or set "
+                    "prompt_filter=false"
                 )
         self.baseline: dict[str, float] = {}
         if cfg.reward_baseline:
@@ -165,7 +176,9 @@ class PPOTrainer:
         t_start = time.time()
         if not cfg.resume and acc.is_main_process:  # a fresh run must not reuse old caches or log rows
             if (self.out / "checkpoints").exists():
-                print(f"ppo: {self.out} has checkpoints; starting afresh (resume=true would continue)")
+                print(
+                    f"{self.NAME}: {self.out} has checkpoints; starting afresh (resume=true would continue)"
+                )
             for name in ("prompt_filter.jsonl", "reference_baseline.jsonl", "metrics.jsonl"):
                 (self.out / name).unlink(missing_ok=True)
         acc.wait_for_everyone()  # no rank reads a cache before rank 0 has removed a stale one
@@ -186,7 +199,7 @@ class PPOTrainer:
             if self.moments is not None and state.get("moments"):
                 self.moments.load_state_dict(state["moments"])
         bar = tqdm(
-            total=cfg.steps, initial=step, desc="ppo", disable=not (cfg.progress and acc.is_main_process)
+            total=cfg.steps, initial=step, desc=self.NAME, disable=not (cfg.progress and acc.is_main_process)
         )
         while step < cfg.steps:
             metrics = self.step(step)
@@ -261,13 +274,18 @@ class PPOTrainer:
                 self.moments,
                 self.ranks,
             )
+        gap = engine_logprob_gap(gens, rollout.old_logprobs, rollout.batch.response_mask)
+        if gap is not None:  # this rank's rows: logged as the mean over ranks below
+            rollout.stats["health/engine_logprob_gap"] = self.ranks.mean_dict({"g": gap})["g"]
         t1 = time.perf_counter()
         train_stats, train_tokens = self._ppo_epochs(rollout, step)
         t_train = time.perf_counter() - t1
         kl_coef = self.kl_ctl.value
         self.kl_ctl.update(rollout.stats["kl"], cfg.rollout_batch_size)  # the KL over all ranks' rows
+        t2 = time.perf_counter()
         if hasattr(self.generator, "sync_weights"):  # an external engine (e.g. vLLM) needs the new weights
             self.generator.sync_weights(m.actor)
+        t_sync = time.perf_counter() - t2
         # Logged for the whole batch: means over ranks, tokens summed (this rank's wall times).
         train_stats = self.ranks.mean_dict(train_stats)
         gen_tokens = self.ranks.total(sum(len(g.response_ids) for g in gens))
@@ -278,6 +296,7 @@ class PPOTrainer:
             "kl_coef": kl_coef,
             "time/generate": t_gen,
             "time/train": t_train,
+            "time/sync": t_sync,
             "tokens_per_s/generate": gen_tokens / max(t_gen, 1e-9),
             "tokens_per_s/train": train_tokens / max(t_train, 1e-9),
         }
@@ -422,15 +441,15 @@ class PPOTrainer:
         # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the weights.
         main = (m.prepared or m.trainable)[0]
         state = F.full_state_dict(main) if self.fsdp else acc.get_state_dict(main)
-        if m.shared is not None:  # the actor + value head module: the actor's weights are under "lm."
+        if getattr(m, "shared", None) is not None:  # actor + value head: the actor's weights are "lm."
             state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
         if not acc.is_main_process:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         save_plain(acc.unwrap_model(m.actor), self.out, state)
         m.tokenizer.save_pretrained(self.out)
-        save_json(self.out / "ppo_result.json", result)
-        (self.out / "ppo_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        save_json(self.out / f"{self.NAME}_result.json", result)
+        (self.out / f"{self.NAME}_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
 
 
 def summarize(metrics_path: Path, filter_report=None) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Critic-free policy optimisation (GRPO, Dr. GRPO, RLOO, REINFORCE++, the reference baseline)."""

@@ -1,0 +1,83 @@
+"""Entry points of the critic-free trainer: ``run_pg`` (the CLI: everything from paths) and ``train``
+(the registry's: a pipeline stage with in-memory prompts, SFT examples and any scorer)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from typing import Any
+
+from chatglm_rlhf.data.schema import DialogueSample
+from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.policy.pg.config import PGConfig, validate
+from chatglm_rlhf.policy.ppo.stage import _device, heldout_sft_loss, reference_heldout_loss
+from chatglm_rlhf.reward.protocol import Scorer
+
+
+def load_pg_models(cfg: PGConfig, device: str):
+    """The actor and the frozen reference (no critic), seeded so LoRA factors are reproducible."""
+    from chatglm_rlhf.policy.ppo.models import load_actor_and_reference
+    from chatglm_rlhf.utils.training import set_seed
+
+    set_seed(cfg.seed)
+    return load_actor_and_reference(cfg, device)
+
+
+def run_pg(cfg: PGConfig) -> dict[str, Any]:
+    """``chatglm-rlhf pg``: load the SFT model, the reward model, prompts and SFT data; train; save."""
+    from chatglm_rlhf.data.io import read_samples
+    from chatglm_rlhf.policy.pg.trainer import PGTrainer
+    from chatglm_rlhf.policy.sft import load_sft_examples
+    from chatglm_rlhf.reward.scorer import RewardScorer
+
+    validate(cfg)
+    missing = [k for k in ("model", "reward_model", "prompts") if not getattr(cfg, k)]
+    if missing:
+        raise UserError(f"pg: {', '.join(k + '=...' for k in missing)} required")
+    prompts, report = read_samples(cfg.prompts, strict=cfg.strict)
+    report.print()
+    sft_examples = load_sft_examples(cfg.sft_data, cfg.strict) if cfg.sft_data else []
+    device = _device(cfg)
+    scorer = RewardScorer.from_pretrained(
+        cfg.reward_model, device=device, trust_remote_code=cfg.trust_remote_code, key="reward_model"
+    )
+    return PGTrainer(cfg, load_pg_models(cfg, device), scorer, prompts, sft_examples).train()
+
+
+def run_pg_stage(
+    sft_model_dir: str,
+    out_dir: str,
+    prompts: list[DialogueSample],
+    sft_examples: list[tuple[DialogueSample, str]],
+    scorer: Scorer,
+    cfg: PGConfig,
+    heldout_examples: list[tuple[DialogueSample, str]] | None = None,
+) -> dict[str, Any]:
+    """Train from ``sft_model_dir`` into ``out_dir``; the summary has PPO's keys (``reward_series``,
+    ``kl_final``, ``prompt_filter``, the held-out SFT loss before / after, ...) plus ``estimator``."""
+    from chatglm_rlhf.policy.pg.trainer import PGTrainer
+
+    cfg = replace(copy.deepcopy(cfg), model=str(sft_model_dir), output_dir=str(out_dir))
+    t0 = time.time()
+    models = load_pg_models(cfg, _device(cfg))
+    before = reference_heldout_loss(models, heldout_examples, cfg.max_length) if heldout_examples else None
+    result = PGTrainer(cfg, models, scorer, prompts, sft_examples).train()
+    if heldout_examples:
+        result["sft_heldout_loss_before"] = before
+        result["sft_heldout_loss"] = heldout_sft_loss(
+            models.actor, models.tokenizer, heldout_examples, cfg.max_length
+        )
+    result.update(estimator=cfg.estimator, wall_seconds=time.time() - t0)
+    return result
+
+
+def train(inputs, cfg: PGConfig) -> dict[str, Any]:
+    """The registry's entry point (:mod:`chatglm_rlhf.policy.registry`): critic-free PG as a stage."""
+    cfg = replace(cfg, reward_model=inputs.reward_model or cfg.reward_model, progress=inputs.progress)
+    result = run_pg_stage(
+        inputs.sft_path, inputs.output_dir, inputs.prompts, inputs.sft_examples, inputs.scorer, cfg,
+        heldout_examples=inputs.heldout_examples or None,
+    )  # fmt: skip
+    result["lora_r"] = cfg.lora_r
+    return result

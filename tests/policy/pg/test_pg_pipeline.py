@@ -1,0 +1,53 @@
+"""The critic-free trainer in the pipeline: the profiles' `pg` section, the ablation and its report row."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from chatglm_rlhf.errors import ConfigError
+from chatglm_rlhf.evaluate.report.ablations import ablation_rows
+from chatglm_rlhf.evaluate.report.context import ReportContext
+from chatglm_rlhf.pipeline.profiles.base import ABLATIONS, StageBuilder
+from chatglm_rlhf.pipeline.run import load_pipeline_config
+from chatglm_rlhf.policy.pg.losses import ESTIMATORS
+
+
+@pytest.mark.parametrize("profile", ["default", "smoke", "real-smoke"])
+def test_profiles_run_pg_as_an_algorithm_and_as_the_critic_free_ablation(profile):
+    overrides = ["algorithms=[ppo,pg]", "ablations=[critic_free]", "pg.estimator=rloo"]
+    cfg = load_pipeline_config(None, overrides, profile=profile)
+    assert cfg.pg.estimator == "rloo"
+    # the same number of responses per iteration as PPO
+    assert cfg.pg.rollout_batch_size * cfg.pg.k == cfg.ppo.rollout_batch_size
+    builder = StageBuilder(SimpleNamespace(cfg=cfg))
+    names = [s.name for s in (*builder.policies(), *builder.ablations())]
+    assert names == ["ppo", "pg", *(f"pg_{e}" for e in ESTIMATORS)]
+    assert builder.evaluated() == names
+
+
+def test_pipeline_pg_errors_name_the_key():
+    with pytest.raises(ConfigError, match="estimator"):
+        load_pipeline_config(None, ["pg.estimator=ppo"], profile="smoke")
+    with pytest.raises(ConfigError, match="ablations"):
+        load_pipeline_config(None, ["ablations=[critic_free, nope]"], profile="smoke")
+
+
+def test_the_ablation_trains_every_estimator():
+    assert ABLATIONS["critic_free"].policies == tuple(f"pg_{e}" for e in ESTIMATORS)
+
+
+def test_report_row_per_estimator_next_to_ppo():
+    metrics = {
+        "ppo": {"steps": 4, "seconds": 8.0, "reward_std": 0.2},
+        "pg_grpo": {"steps": 4, "seconds": 4.0, "estimator": "grpo", "reward_std": 0.1},
+        "evaluate": {"ppo": {"gold_win_rate_vs_sft": 0.7}, "pg_grpo": {"gold_win_rate_vs_sft": 0.65}},
+    }
+    rows = [r for r in ablation_rows(ReportContext(Path("."), metrics, {})) if r["name"] == "critic-free"]
+    assert [(r["setting"], r["gold_win_rate"], r["seconds_per_iteration"]) for r in rows] == [
+        ("PPO (critic)", 0.7, 2.0),
+        ("grpo", 0.65, 1.0),
+    ]
+    assert not [
+        r for r in ablation_rows(ReportContext(Path("."), {"ppo": {}}, {})) if r["name"] == "critic-free"
+    ]
