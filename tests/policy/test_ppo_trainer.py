@@ -172,6 +172,7 @@ def test_resume_gives_the_same_next_step(tok, tmp_path):
         "time/train",
         "time/score",
         "time/forward",
+        "time/sync",
         "tokens_per_s/generate",
         "tokens_per_s/train",
     )
