@@ -19,6 +19,8 @@ from chatglm_rlhf.config import field_
 from chatglm_rlhf.errors import ConfigError
 
 Backend = Literal["hf", "vllm"]
+# Backends other than hf, as "module:class" (each a Generator built as cls(model, tokenizer, settings, progress)).
+ENGINES = {"vllm": "chatglm_rlhf.models.vllm_backend:VLLMGenerator"}
 
 
 @dataclass
@@ -121,10 +123,11 @@ def make_generator(model, tokenizer, settings: GenerationSettings, progress: boo
     """The sampler of ``settings.backend`` over ``model``: the one place a new backend is added."""
     if settings.backend == "hf":
         return HFGenerator(model, tokenizer, progress=progress)
-    if settings.backend == "vllm":
-        from chatglm_rlhf.models.vllm_backend import VLLMGenerator
+    if settings.backend in ENGINES:  # named, not imported: the engine's module imports this one
+        from chatglm_rlhf.utils.plugins import load_object
 
-        return VLLMGenerator(model, tokenizer, settings, progress=progress)
+        engine = load_object(ENGINES[settings.backend], "generation.backend")
+        return engine(model, tokenizer, settings, progress=progress)
     # Settings built in code skip the config check: the same one-line error as a bad key would get.
     choices = list(typing.get_args(Backend))
     raise ConfigError(f"generation.backend must be one of {choices}, got {settings.backend!r}")
