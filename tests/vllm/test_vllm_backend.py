@@ -49,3 +49,13 @@ def test_sampling_is_seeded_and_reports_logprobs(tok):
     mine = full[p - 1 : p - 1 + len(g.response_ids)].gather(-1, torch.tensor(g.response_ids)[:, None])[:, 0]
     assert len(g.logprobs) == len(g.response_ids)
     assert torch.allclose(torch.tensor(g.logprobs), mine, atol=1e-3)
+
+
+def test_seeded_sampling_of_more_prompt_tokens_than_one_step_holds(tok):
+    """40 prompts x 200 tokens, seeded: with chunked prefill vLLM's CPU build failed here ("CPU Generator
+    does not use offset"), as the real profile's prompt filter did."""
+    model = tiny_llama(tok, steps=2)
+    s = GenerationSettings(max_new_tokens=4, temperature=1.0, backend="vllm")
+    gen = make_generator(model, tok, s)
+    out = gen.generate([[5 + i % 50] * 200 for i in range(40)], 2, s, seed=1)
+    assert len(out) == 40 and all(len(group) == 2 and group[0].response_ids for group in out)

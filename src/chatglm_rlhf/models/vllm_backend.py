@@ -54,28 +54,23 @@ def import_vllm():
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's complete weights under its ``from_pretrained`` names: LoRA merged, shards gathered.
 
-    Under FSDP2 every parameter is a DTensor shard (``full_tensor()`` gathers it on every rank); a
-    peft model contributes ``W + BA`` under the base layer's name, without the adapter tensors.
+    Gathering (DDP unwrapped, FSDP2 DTensors all-gathered on every rank) is
+    :func:`chatglm_rlhf.utils.fsdp.full_state_dict`; a peft model contributes ``W + BA`` under the base
+    layer's name, without the adapter tensors (a LoRA actor under FSDP2 is not tested with vLLM).
+    Copies: the engine must not alias weights the optimizer updates in place.
     """
-    if hasattr(model, "module"):  # DDP / accelerate wrappers
+    from chatglm_rlhf.utils.fsdp import full_state_dict as gather
+
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
     if hasattr(model, "merge_adapter") and hasattr(model, "unmerge_adapter"):
         model.merge_adapter()
         try:
-            state = _plain_state(model.get_base_model())
+            state = {k: v.clone() for k, v in gather(model.get_base_model()).items()}
         finally:
             model.unmerge_adapter()
         return {k.replace(".base_layer.", "."): v for k, v in state.items() if "lora_" not in k}
-    return _plain_state(model)
-
-
-def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, t in model.state_dict().items():
-        if hasattr(t, "full_tensor"):  # DTensor (FSDP2)
-            t = t.full_tensor()
-        out[name] = t.detach().clone()  # the engine must not alias weights the optimizer updates
-    return out
+    return {k: v.clone() for k, v in gather(model).items()}
 
 
 def write_snapshot(base: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer, out: Path) -> None:
@@ -133,6 +128,10 @@ class _Engine:
             kw.update(gpu_memory_utilization=opts.gpu_memory_utilization, enable_sleep_mode=opts.sleep)
         else:  # the CPU build sizes its KV cache from this (bytes), not from a memory fraction
             kw.update(kv_cache_memory_bytes=int(opts.kv_cache_gb * 2**30))
+            # A seeded request whose prompt is split over steps (chunked prefill) makes vLLM rewind its
+            # torch generator's offset, which CPU generators do not have: "CPU Generator does not use
+            # offset" once a batch's prompts exceed one step's token budget (tests/vllm has the case).
+            kw.update(enable_chunked_prefill=False)
             # As many cores as the run's torch threads (the real profile runs 1): by default the engine
             # would bind OpenMP threads to every core and fight the trainer's own threads for them.
             n = torch.get_num_threads()
