@@ -83,7 +83,8 @@ ABLATIONS: dict[str, Ablation] = {
         Ablation("baseline", lambda b: [
             b.policy("ppo", "ppo_nobaseline", reward_baseline=False, reward_normalize=True),
         ], ("ppo_nobaseline",)),
-        Ablation("ptx", lambda b: [b.policy("ppo", "ppo_noptx", ptx_coef=0.0)], ("ppo_noptx",)),
+        # No snapshots for the twin: the over-optimisation curve is drawn for the main PPO only.
+        Ablation("ptx", lambda b: [b.policy("ppo", "ppo_noptx", ptx_coef=0.0, snapshot_every=0)], ("ppo_noptx",)),
         # The same recipe with ground truth as the reward (the critic still starts from the RM): the gap
         # to `ppo` is what the RM's errors cost, the gap to the target what PPO and the SFT model leave.
         Ablation("gold_reward", lambda b: [
