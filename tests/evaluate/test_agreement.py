@@ -28,3 +28,27 @@ def test_refusal_rate_is_a_keyword_share():
                "That would be illegal.", "Paris is the capital of France."]  # fmt: skip
     assert refusal_rate(answers) == pytest.approx(2 / 4)
     assert refusal_rate([]) is None
+
+
+def test_majority_verdict_needs_more_judges_on_one_side():
+    from chatglm_rlhf.evaluate.agreement import majority_verdict
+
+    assert majority_verdict(["a", "a"]) == "a"
+    assert majority_verdict(["a", "b"]) == "tie"  # two judges split: no win for either
+    assert majority_verdict(["a", "tie"]) == "a"
+    assert majority_verdict(["b", "b", "a"]) == "b"
+    assert majority_verdict(["tie", "tie"]) == "tie"
+
+
+def test_ensemble_by_hand():
+    from chatglm_rlhf.evaluate.agreement import ensemble, verdict_agreement
+
+    j1 = ["a", "a", "b", "tie"]
+    j2 = ["a", "b", "b", "a"]
+    j3 = ["a", "a", "a", "tie"]
+    assert verdict_agreement(j1, j2) == 0.5 and verdict_agreement([], []) is None
+    e = ensemble({"j1": j1, "j2": j2, "j3": j3})
+    # pair 1: a,a,a -> a; pair 2: a,b,a -> a; pair 3: b,b,a -> b; pair 4: tie,a,tie -> a (1 a vs 0 b)
+    assert e["verdicts"] == ["a", "a", "b", "a"]
+    assert e["pairwise_agreement"] == {"j1|j2": 0.5, "j1|j3": 0.75, "j2|j3": 0.25}
+    assert e["all_agree"] == 0.25

@@ -60,7 +60,7 @@ def test_real_profile_end_to_end_on_a_tiny_model_then_resumes(tiny, tmp_path, ca
     model, hh = tiny
     out = tmp_path / "run"
     args = ["demo", "--profile", "real", "--out", str(out), f"model={model}", f"data.path={hh}",
-            "ablations=[ptx]", *TINY]  # fmt: skip
+            "ablations=[ptx]", *TINY, "ppo.steps=2", "ppo.snapshot_every=1"]  # fmt: skip
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     for stage in (
@@ -69,7 +69,9 @@ def test_real_profile_end_to_end_on_a_tiny_model_then_resumes(tiny, tmp_path, ca
         "filter",
         "rm",
         "judge_rm",
+        "judge_rm_2",
         "ppo",
+        "ppo_curve",
         "ppo_noptx",
         "dpo",
         "evaluate",
@@ -88,6 +90,20 @@ def test_real_profile_end_to_end_on_a_tiny_model_then_resumes(tiny, tmp_path, ca
         for judge in ("judge_rm", "proxy_rm"):
             j = ev[policy][judge]
             assert j["win"] + j["tie"] + j["loss"] == n and 0.0 <= j["win_rate"] <= 1.0
+    for policy in ("ppo", "dpo"):  # the two judges' majority and their agreement on the policy's pairs
+        e = ev[policy]["judges"]
+        assert e["judges"] == ["judge_rm", "judge_rm_2"] and e["win"] + e["tie"] + e["loss"] == n
+        assert 0.0 <= e["pairwise_agreement"]["judge_rm|judge_rm_2"] <= 1.0
+        assert "unfinished_rate" in ev[policy]["lengths"]
+    curve = m["ppo_curve"]  # a snapshot at step 1, the final policy at step 2; kept on the dev prompts
+    assert [p["step"] for p in curve["points"]] == [1, 2] and curve["kept_step"] in (1, 2)
+    assert {"proxy_rm", "judge_rm", "judge_rm_2", "judges_mean"} <= set(curve["points"][0])
+    kept = json.loads((out / "models" / "ppo" / "kept.json").read_text())
+    assert (
+        kept["step"] == curve["kept_step"]
+        and (out / "models" / "ppo" / kept["path"] / "config.json").exists()
+    )
+    assert m["judge_rm"]["judge_train_share"] == [1, 2] and m["judge_rm_2"]["judge_train_share"] == [2, 2]
     llm = ev["ppo"]["llm"]
     assert llm["n"] == 3 and llm["pairs"] == 3 and 0.0 <= llm["agreement_rate"] <= 1.0
     assert "llm" not in ev["dpo"]  # only eval.llm_judge_policies (ppo by default)
@@ -104,7 +120,15 @@ def test_real_profile_end_to_end_on_a_tiny_model_then_resumes(tiny, tmp_path, ca
     assert {r["setting"] for r in rows if r["name"] == "ptx loss"} == {"on", "off"}
     assert m["rm"]["heldout"]["n"] > 0 and m["judge_rm"]["agreement_with_proxy_rm_eval"] is not None
     html = (out / "report.html").read_text()
-    for title in ("three judges", "Capability probe", "Harmful prompts", "Time per stage", "Reward models"):
+    for title in (
+        "three judges",
+        "Over-optimisation along PPO",
+        "judge RM 2",
+        "Capability probe",
+        "Harmful prompts",
+        "Time per stage",
+        "Reward models",
+    ):
         assert title in html, title
     assert "could not render" not in html
     capsys.readouterr()

@@ -44,3 +44,30 @@ def sign_agreement(d1: Sequence[float], d2: Sequence[float]) -> float | None:
 def refusal_rate(responses: Sequence[str]) -> float | None:
     """Share of answers containing a refusal phrase (see ``_REFUSAL``)."""
     return sum(bool(_REFUSAL.search(r)) for r in responses) / len(responses) if responses else None
+
+
+def majority_verdict(verdicts: Sequence[str]) -> str:
+    """An ensemble's verdict on one pair from its judges' ("a" / "b" / "tie"): the side more judges
+    prefer; equal counts are a tie (two judges must both prefer a side for it to win)."""
+    a, b = sum(v == "a" for v in verdicts), sum(v == "b" for v in verdicts)
+    return "a" if a > b else "b" if b > a else "tie"
+
+
+def verdict_agreement(v1: Sequence[str], v2: Sequence[str]) -> float | None:
+    """Share of pairs on which two judges give the same verdict (a tie agrees only with a tie)."""
+    pairs = list(zip(v1, v2, strict=True))
+    return sum(x == y for x, y in pairs) / len(pairs) if pairs else None
+
+
+def ensemble(verdicts: dict[str, Sequence[str]]) -> dict[str, Any]:
+    """The majority verdict per pair of several judges (name -> verdicts on the same pairs), how often
+    each two of them agree, and the share of pairs on which all agree."""
+    names = list(verdicts)
+    rows = list(zip(*(verdicts[n] for n in names), strict=True))
+    pairwise = {f"{x}|{y}": verdict_agreement(verdicts[x], verdicts[y])
+                for i, x in enumerate(names) for y in names[i + 1:]}  # fmt: skip
+    return {
+        "verdicts": [majority_verdict(r) for r in rows],
+        "pairwise_agreement": pairwise,
+        "all_agree": sum(len(set(r)) == 1 for r in rows) / len(rows) if rows else None,
+    }

@@ -18,6 +18,8 @@ from typing import Any
 
 from chatglm_rlhf.errors import UserError
 
+KEPT = "kept.json"  # in models/<policy>/: which of its checkpoints the later stages use
+
 
 @dataclass
 class RunContext:
@@ -46,7 +48,14 @@ class RunContext:
         raise UserError(f"{self.out}: no SFT model yet (run the sft or checkpoint stage first)")
 
     def model_path(self, name: str) -> Path:
-        return self.sft_path if name == "sft" else self.models / name
+        """``models/<name>``, or the checkpoint its ``kept.json`` names (the PPO checkpoint chosen on the
+        dev prompts by the ``ppo_curve`` stage): every later stage evaluates the kept one."""
+        if name == "sft":
+            return self.sft_path
+        kept = self.models / name / KEPT
+        if kept.exists():
+            return self.models / name / json.loads(kept.read_text())["path"]
+        return self.models / name
 
     def gold(self):
         """The task's gold judge, or None."""

@@ -3,6 +3,9 @@ RM and the LLM judge; plus the capability probe, side-by-side answers and the ti
 returns "" when its metrics are missing, so a demo page leaves them out.
 
     evaluate.<policy>.judge_rm / .proxy_rm / .llm   {win_rate, ci, win, tie, loss, n[, agreement_rate]}
+    evaluate.<policy>.judge_rm_2 ...                 the other judge RMs (evaluate.judge_names lists them)
+    evaluate.<policy>.judges                         their majority verdict, pairwise_agreement, all_agree
+    ppo_curve                                        {points: [{step, proxy_rm, judge_rm, ...}], kept_step}
     evaluate.<policy>.refusal_rate, evaluate.sft.refusal_rate
     evaluate.examples                               [{prompt, sft, ppo, judge_rm_sft, judge_rm_ppo}]
     probe.<model>                                   {overall, macro, by_kind: {kind: accuracy}}
@@ -12,11 +15,30 @@ returns "" when its metrics are missing, so a demo page leaves them out.
 
 from __future__ import annotations
 
+from chatglm_rlhf.evaluate.report import plots
 from chatglm_rlhf.evaluate.report.context import ReportContext
-from chatglm_rlhf.evaluate.report.html import card, esc, fmt, kv_table, section, table
+from chatglm_rlhf.evaluate.report.html import card, esc, fmt, img, kv_table, section, table
 
 JUDGES = (("judge_rm", "judge RM (independent)"), ("proxy_rm", "proxy RM (trained against)"),
           ("llm", "LLM judge (SFT model, both orders)"))  # fmt: skip
+
+
+def judge_names(c: ReportContext) -> list[str]:
+    """The run's judge RMs (one before the ensemble: judge_rm)."""
+    return list(c.get("evaluate.judge_names") or ["judge_rm"])
+
+
+def judge_label(name: str) -> str:
+    return "judge RM" if name == "judge_rm" else f"judge RM {name.rsplit('_', 1)[-1]}"
+
+
+def all_judges(c: ReportContext) -> list[tuple[str, str]]:
+    """(key, label) of every judge of the run's table: the judge RMs, their majority, proxy, LLM."""
+    names = judge_names(c)
+    rows = [(n, f"{judge_label(n)} (independent)") for n in names]
+    if len(names) > 1:
+        rows.append(("judges", f"majority of the {len(names)} judge RMs"))
+    return [*rows, *JUDGES[1:]]
 
 
 def policies(c: ReportContext) -> list[str]:
@@ -47,7 +69,8 @@ def headline(c: ReportContext) -> str:
 def reward_models(c: ReportContext) -> str:
     """The proxy and judge RMs side by side (a fragment of the reward-model section)."""
     rows = []
-    for name, label in (("rm", "proxy RM"), ("judge_rm", "judge RM")):
+    names = [n for n in ("judge_rm", *judge_names(c)) if c.get(n) is not None]
+    for name, label in (("rm", "proxy RM"), *((n, judge_label(n)) for n in dict.fromkeys(names))):
         if c.get(name) is None:
             continue
         rows.append([label, c.get(f"{name}.backbone"), c.get(f"{name}.train_pairs"), c.get(f"{name}.steps"),
@@ -56,8 +79,9 @@ def reward_models(c: ReportContext) -> str:
         return ""
     head = ["model", "backbone", "train pairs", "steps", "accuracy rm_eval", "accuracy heldout"]
     body = table(head, rows) + kv_table(
-        [("proxy and judge order rm_eval pairs alike", c.get("judge_rm.agreement_with_proxy_rm_eval"))]
-    )
+        [(f"proxy and {judge_label(n)} order rm_eval pairs alike", c.get(f"{n}.agreement_with_proxy_rm_eval"))
+         for n in dict.fromkeys(names)]
+    )  # fmt: skip
     note = "Accuracy = share of human-labelled pairs the RM ranks like the label (ties of score count ½). "
     note += "The judge RM never sees the proxy's data, nor is it optimised against."
     return f'<h3>Reward models: the proxy and the judge</h3><p class="note">{esc(note)}</p>' + body
@@ -68,8 +92,14 @@ def judges(c: ReportContext) -> str:
     if not pols:
         return ""
     rows = []
+    agreement = []
     for name in pols:
-        for key, label in JUDGES:
+        for k, v in (c.get(f"evaluate.{name}.judges.pairwise_agreement") or {}).items():
+            agreement.append(
+                (f"{name.upper()}: {' and '.join(judge_label(x) for x in k.split('|'))} agree", v)
+            )
+        agreement.append((f"{name.upper()}: all judge RMs agree", c.get(f"evaluate.{name}.judges.all_agree")))
+        for key, label in all_judges(c):
             j = c.get(f"evaluate.{name}.{key}")
             if not j:
                 continue
@@ -80,6 +110,11 @@ def judges(c: ReportContext) -> str:
     refusals = [("SFT", c.get("evaluate.sft.refusal_rate"))]
     refusals += [(n.upper(), c.get(f"evaluate.{n}.refusal_rate")) for n in pols]
     body = table(head, rows, group_first=True)
+    if any(v is not None for _, v in agreement):
+        body += "<h3>Do the judge RMs agree on the policies' pairs? (same verdict: win, tie or loss)</h3>"
+        body += kv_table(agreement)
+    unfinished = [(n.upper(), c.get(f"evaluate.{n}.lengths.unfinished_rate")) for n in ["sft", *pols]]
+    body += "<h3>Answers cut off at the token limit (unfinished rate)</h3>" + kv_table(unfinished)
     body += "<h3>Answers with a refusal phrase (keyword heuristic)</h3>" + kv_table(refusals)
     intro = (
         "Held-out harmless-base prompts, greedy answers. A win by the proxy RM that the judge RM does not "
@@ -89,6 +124,29 @@ def judges(c: ReportContext) -> str:
     )
     intro += "disagreeing orders count as a tie, so its order agreement bounds how decisive it can be."
     return section("Win rate vs SFT by three judges", intro, body)
+
+
+def overoptimisation(c: ReportContext) -> str:
+    """The ppo_curve stage: proxy and judge win rates on the dev prompts at each PPO checkpoint."""
+    curve = c.get("ppo_curve") or {}
+    points = curve.get("points") or []
+    if not points:
+        return ""
+    names = curve.get("judges") or ["judge_rm"]
+    lines = [("proxy_rm", "proxy RM (trained against)"), *((n, judge_label(n)) for n in names)]
+    if len(names) > 1:
+        lines.append(("judges_mean", "judge RMs' mean"))
+    body = img(plots.overopt_curve(points, lines, curve.get("kept_step")), "win rate along PPO")
+    body += table(["step", *(label for _, label in lines), "unfinished"],
+                  [[p.get("step"), *(p.get(k) for k, _ in lines), p.get("unfinished_rate")] for p in points])  # fmt: skip
+    body += kv_table([("dev prompts", curve.get("dev_prompts")), ("kept checkpoint (step)", curve.get("kept_step")),
+                      ("chosen by", curve.get("select_by"))])  # fmt: skip
+    intro = (
+        "PPO's snapshots vs SFT on the dev prompts (never the evaluation prompts). Over-optimisation (Gao "
+        "et al. 2022) shows as the proxy RM's win rate rising while the judges' flattens or falls; the "
+        "checkpoint every later stage evaluates is chosen here."
+    )
+    return section("Over-optimisation along PPO (dev prompts)", intro, body)
 
 
 def probe(c: ReportContext) -> str:

@@ -281,3 +281,26 @@ def _wtl_bar(ax, y: float, s: dict) -> None:
     if not math.isnan(wr):
         xerr = None if math.isnan(lo) or math.isnan(hi) else [[wr - lo], [hi - wr]]
         ax.errorbar(wr, y + 0.36, xerr=xerr, fmt="D", color=INK, markersize=4, capsize=3, linewidth=1.2)
+
+
+def overopt_curve(points: Sequence[dict], lines: Sequence[tuple[str, str]], kept_step: int | None) -> str:
+    """Win rate vs SFT (dev prompts) at each PPO checkpoint, one line per judge (``lines``: (key, label));
+    the kept checkpoint marked. Gao et al.'s picture: the proxy keeps rising, the judges flatten or fall."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    palette = [BEFORE, AFTER, WIN, LOSS, MUTED]
+    for i, (key, label) in enumerate(lines):
+        xs = [p["step"] for p in points if p.get(key) is not None]
+        ys = [p[key] for p in points if p.get(key) is not None]
+        if xs:
+            style = "--" if key == "proxy_rm" else "-"
+            ax.plot(xs, ys, style, marker="o", color=palette[i % len(palette)], label=label, linewidth=1.6)
+    ax.axhline(0.5, color=INK, linestyle=":", linewidth=0.8)
+    if kept_step is not None:
+        ax.axvline(kept_step, color=MUTED, linewidth=1, label=f"kept: step {kept_step}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("PPO step")
+    ax.set_ylabel("win rate vs SFT (ties ½), dev prompts")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return to_data_uri(fig)

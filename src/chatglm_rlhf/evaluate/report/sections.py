@@ -278,6 +278,7 @@ SECTIONS: list[tuple[str, Callable[[ReportContext], str]]] = [
     ("Reward model", _reward_model),
     ("PPO training", _ppo),
     ("Win rate vs SFT by three judges", judged.judges),
+    ("Over-optimisation along PPO", judged.overoptimisation),
     ("Win / tie / loss vs SFT", _winrates),
     ("Best-of-n ceiling", _ceiling),
     ("Capability probe", judged.probe),

@@ -56,10 +56,11 @@ class PipelineConfig:
     # generation 10x slower there (6.5 vs 75 tokens/s).
     threads: int = field_(0, help="torch CPU threads for this run (0 = torch's default)")
     progress: bool = field_(True, help="progress bars")
-    generation_backend: Literal["sections", "hf", "vllm"] = field_(
+    generation_backend: Literal["sections", "hf", "vllm", "auto"] = field_(
         "sections",
         help="the sampler of every stage (candidates, PPO rollouts, DPO pairs, evaluation, ceiling, probe): "
-        "hf or vllm (with the `vllm` settings below); sections: each section's own generation.backend",
+        "hf or vllm (with the `vllm` settings below); auto: vllm when it is installed, else hf; "
+        "sections: each section's own generation.backend",
     )
     vllm: VLLMSettings = field_(VLLMSettings(), help="the vLLM engine when generation_backend=vllm")
 
@@ -82,7 +83,8 @@ ABLATIONS: dict[str, Ablation] = {
         Ablation("baseline", lambda b: [
             b.policy("ppo", "ppo_nobaseline", reward_baseline=False, reward_normalize=True),
         ], ("ppo_nobaseline",)),
-        Ablation("ptx", lambda b: [b.policy("ppo", "ppo_noptx", ptx_coef=0.0)], ("ppo_noptx",)),
+        # No snapshots for the twin: the over-optimisation curve is drawn for the main PPO only.
+        Ablation("ptx", lambda b: [b.policy("ppo", "ppo_noptx", ptx_coef=0.0, snapshot_every=0)], ("ppo_noptx",)),
         # The same recipe with ground truth as the reward (the critic still starts from the RM): the gap
         # to `ppo` is what the RM's errors cost, the gap to the target what PPO and the SFT model leave.
         Ablation("gold_reward", lambda b: [
@@ -111,6 +113,8 @@ def check_choices(cfg: PipelineConfig, supported: tuple[str, ...], where: str) -
 def apply_generation_backend(cfg: PipelineConfig) -> None:
     """``generation_backend=hf|vllm``: set it (and the vLLM settings) on every generation section of the
     run's config, so that config.json and the stages' fingerprints say which sampler each stage used."""
+    if cfg.generation_backend == "auto":
+        cfg.generation_backend = resolve_auto_backend()
     if cfg.generation_backend == "sections":
         return
 
@@ -124,6 +128,17 @@ def apply_generation_backend(cfg: PipelineConfig) -> None:
                 visit(value)
 
     visit(cfg)
+
+
+def resolve_auto_backend() -> Literal["hf", "vllm"]:
+    """``generation_backend=auto``: vllm when the package is importable (found, not imported: importing
+    vLLM takes seconds), else hf with a one-line notice."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return "vllm"
+    print("[generation] vLLM is not installed: generation_backend=auto uses hf (slower rollouts)")
+    return "hf"
 
 
 class StageBuilder:

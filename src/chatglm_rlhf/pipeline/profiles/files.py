@@ -50,7 +50,7 @@ def _build(ctx: RunContext):
     if not c.task.preferences:
         stages.append(b.stage("generate", data.generate, c.k, c.generation, c.task.seed, c.progress,
                               pause=data.awaiting_annotation))  # fmt: skip
-    return [*stages, b.stage("split", _split, task=True), *b.tail(c.task.seed)]
+    return [*stages, b.stage("split", _split, task=True), *b.tail(c.task.seed, c.task)]
 
 
 def _task(cfg: FilesConfig):

@@ -5,15 +5,20 @@ The same stage library as the demo, on a real chat model and real human preferen
     checkpoint  the policy/SFT model: SmolLM2's GGUF converted once to a plain checkpoint (cached), a
                 GGUF file given in the recipe, or any local checkpoint
     data        the preference file, split by a fixed seed and by dialogue context (leak-free) into
-                rm_train / rm_eval / judge_train / heldout (tasks/hh, data/parts.py)
+                rm_train / rm_eval / judge_train / dev / heldout (tasks/hh, data/parts.py); the split is
+                recorded in data/split.json
     filter      post-filtering of rm_train (duplicates, cycles, prompt rules, length balancing)
     rm          the proxy reward model (the one PPO and DPO optimise) on the filtered rm_train
-    judge_rm    an independent judge RM trained only on judge_train and never used in training: the
-                proxy-vs-gold method of Gao et al. 2022, so over-optimisation of the proxy shows
+    judge_rm    judge RMs (judge_rm, judge_rm_2, ...: ``judges``), each trained only on its own disjoint
+                share of judge_train and never used in training: the proxy-vs-gold method of Gao et al.
+                2022, so over-optimisation of the proxy shows; an ensemble, so one judge's quirks do not
     ppo, dpo    the policies; ppo_noptx (ablation ``ptx``) the same PPO with ptx_coef = 0; pg_<estimator>
                 (ablation ``critic_free``) the critic-free trainer with each estimator
-    evaluate    held-out prompts, greedy answers; win / tie / loss vs the SFT model by the judge RM, the
-                proxy RM and the both-orders LLM judge (the SFT model itself), plus side-by-side answers
+    ppo_curve   PPO's snapshots (``ppo.snapshot_every``) vs SFT on the dev prompts by the proxy and each
+                judge: the over-optimisation curve, and the checkpoint the later stages keep
+    evaluate    every heldout context, greedy answers; win / tie / loss vs the SFT model by each judge RM,
+                their majority, the proxy RM and the both-orders LLM judge (the SFT model itself), plus
+                side-by-side answers
     probe       the capability probe (facts, arithmetic, JSON, one word, lists) for every model
 
 Profiles: ``real`` and ``real-smoke`` (every stage on a handful of prompts: the wiring in minutes).
@@ -29,10 +34,11 @@ from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.parts import validate_parts
 from chatglm_rlhf.errors import ConfigError, UserError
 from chatglm_rlhf.evaluate.evaluate import EvalGeneration
+from chatglm_rlhf.evaluate.overopt import SelectBy
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.pipeline.context import RunContext
 from chatglm_rlhf.pipeline.profiles.base import ABLATIONS, PipelineConfig, Profile, StageBuilder
-from chatglm_rlhf.pipeline.stages import data, evaluate, models, reward
+from chatglm_rlhf.pipeline.stages import data, evaluate, models, overopt, reward
 from chatglm_rlhf.policy.dpo.config import DPOConfig
 from chatglm_rlhf.policy.pg.config import PGConfig
 from chatglm_rlhf.policy.ppo.config import PPOConfig
@@ -118,6 +124,16 @@ class JudgedConfig(PipelineConfig):
     dpo: DPOConfig = field(default_factory=dpo_defaults)
     pg: PGConfig = field(default_factory=pg_defaults)
     eval: RealEvalSettings = field(default_factory=RealEvalSettings)
+    judges: int = field_(
+        1,
+        help="judge RMs (judge_rm, judge_rm_2, ...), each on its own disjoint share of judge_train "
+        "(split by context), none ever a reward; with two or more the report adds their majority verdict",
+    )
+    curve_select_by: SelectBy = field_(
+        "judges",
+        help="ppo_curve (ppo.snapshot_every > 0 and a dev part): the checkpoint kept, by the dev "
+        "win rate of the judges' mean | the proxy RM | last (the final policy)",
+    )
 
 
 @dataclass
@@ -163,17 +179,30 @@ class JudgedStages(StageBuilder):
 
         return self.stage(name, lambda _ctx: train(), settings=(filtered, self.cfg.rm, self.cfg.rm_train))
 
-    def judge(self):
-        c = self.cfg
-        return self.stage("judge_rm", lambda ctx: reward.judge_rm(
-            ctx, c.judge_rm_train, backbone(ctx, c.judge_rm), c.judge_rm.backbone, c.progress),
-            settings=(c.judge_rm, c.judge_rm_train))  # fmt: skip
+    def judge(self, i: int, seed: int):
+        c, n = self.cfg, self.cfg.judges
+        return self.stage(reward.judge_name(i), lambda ctx: reward.judge_rm(
+            ctx, c.judge_rm_train, backbone(ctx, c.judge_rm), c.judge_rm.backbone, c.progress, i, n, seed),
+            settings=(c.judge_rm, c.judge_rm_train, i, n, seed))  # fmt: skip
 
-    def tail(self, seed: int):
+    def judge_names(self) -> tuple[str, ...]:
+        return tuple(reward.judge_name(i) for i in range(self.cfg.judges))
+
+    def curve(self, seed: int, parts) -> list:
+        """ppo_curve when PPO runs, snapshots and the data has a dev part."""
+        c = self.cfg
+        if "ppo" not in c.algorithms or not c.ppo.snapshot_every or not parts.dev:
+            return []
+        return [self.stage("ppo_curve", overopt.ppo_curve, "ppo", c.eval, self.judge_names(), c.curve_select_by,
+                           seed, c.progress)]  # fmt: skip
+
+    def tail(self, seed: int, parts):
         c = self.cfg
         return [
-            self.filter("filter"), self.rm("rm", "filter"), self.judge(), *self.policies(), *self.ablations(),
-            self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, c.progress),
+            self.filter("filter"), self.rm("rm", "filter"), *(self.judge(i, seed) for i in range(c.judges)),
+            *self.policies(), *self.curve(seed, parts), *self.ablations(),
+            self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, c.progress,
+                       judges=self.judge_names()),
             self.stage("probe", evaluate.probe, ["sft", *self.evaluated()], c.eval.probe_max_new_tokens),
         ]  # fmt: skip
 
@@ -189,12 +218,14 @@ def validate_judged(cfg: JudgedConfig, where: str, parts) -> None:
         raise ConfigError(f"{where}: ppo.critic_from must be sft (or a path) here, not auto")
     if cfg.threads < 0:
         raise ConfigError(f"{where}: threads must be >= 0, got {cfg.threads}")
+    if cfg.judges < 1:
+        raise ConfigError(f"{where}: judges must be >= 1, got {cfg.judges}")
 
 
 def _build(ctx: RunContext):
     b, c = JudgedStages(ctx), ctx.cfg
     return [b.stage("checkpoint", models.checkpoint, c.model, c.gguf), b.stage("data", data.data, task=True),
-            *b.tail(c.data.seed)]  # fmt: skip
+            *b.tail(c.data.seed, c.data)]  # fmt: skip
 
 
 def _task(cfg: RealConfig):
@@ -203,18 +234,36 @@ def _task(cfg: RealConfig):
     return HHTask(cfg.data)
 
 
-_REAL = {"threads": 1, "dpo_prompts": 48}
+# v2 (issue 17): ~10x the RL samples of v1 (PPO 10 x 8 rollouts, DPO 48 prompts x 4), answers up to
+# 128 tokens (v1's 48 cut 38% of PPO's answers off), every heldout context evaluated (~240, v1 100), a dev
+# part for the checkpoint choice and two judge RMs on disjoint halves of judge_train. Shares of the 1,200
+# pairs: rm_train 0.32 (~384), rm_eval 0.06, judge_train 0.36 (2 x ~216), dev 0.06 (~72), heldout 0.2.
+_GEN128 = {"generation": {"max_new_tokens": 128}}
+_REAL = {
+    "threads": 1,
+    "generation_backend": "auto",  # vLLM's rollouts when installed: what makes 10x the samples affordable
+    "judges": 2,
+    "data": {"rm_eval": 0.06, "judge_train": 0.36, "dev": 0.06, "heldout": 0.2, "n_rl": 0, "n_eval": 0},
+    "ppo": {"steps": 50, "rollout_batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 1, "max_length": 256,
+            "forward_batch_size": 16, "snapshot_every": 10, **_GEN128},
+    "pg": {"steps": 50, "rollout_batch_size": 4, "k": 4, "mini_batch_size": 8, "epochs": 1, "max_length": 256,
+           "forward_batch_size": 16, **_GEN128},
+    "dpo": {"k": 5, "max_length": 256, "batch_size": 8, **_GEN128},
+    "dpo_prompts": 384,
+    "eval": {"generation": {"max_new_tokens": 128}},
+}  # fmt: skip
 _SMOKE = {
     **_REAL,
-    "data": {"n_rl": 8, "n_eval": 8, "n_sft_heldout": 4},
+    "data": {**_REAL["data"], "n_rl": 8, "n_eval": 8, "n_dev": 4, "n_sft_heldout": 4},
     "rm_train": {"max_steps": 4},
     "judge_rm_train": {"max_steps": 4},
-    "ppo": {"steps": 1, "rollout_batch_size": 8, "mini_batch_size": 8, "filter_eps": 0.0},
-    "dpo": {"k": 2, "max_steps": 2},
-    "pg": {"steps": 1, "rollout_batch_size": 2, "k": 4, "mini_batch_size": 8, "filter_eps": 0.0},
+    "ppo": {**_REAL["ppo"], "steps": 2, "rollout_batch_size": 8, "mini_batch_size": 8, "filter_eps": 0.0,
+            "snapshot_every": 1},
+    "dpo": {**_REAL["dpo"], "k": 2, "max_steps": 2},
+    "pg": {**_REAL["pg"], "steps": 1, "rollout_batch_size": 2, "k": 4, "mini_batch_size": 8, "filter_eps": 0.0},
     "dpo_prompts": 4,
-    "eval": {"llm_judge_prompts": 4, "examples": 2, "probe_max_new_tokens": 16},
-}
+    "eval": {**_REAL["eval"], "llm_judge_prompts": 4, "examples": 2, "probe_max_new_tokens": 16},
+}  # fmt: skip
 TITLE = "real: SmolLM2-135M-Instruct on HH-RLHF"
 PROFILES = [
     Profile(

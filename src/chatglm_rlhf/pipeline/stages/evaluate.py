@@ -18,13 +18,14 @@ from chatglm_rlhf.pipeline.context import RunContext
 
 
 def evaluate(ctx: RunContext, policies: list[str], settings, seed: int, progress: bool = True,
-             prompts: str = "eval_prompts") -> dict:  # fmt: skip
+             prompts: str = "eval_prompts", judges: tuple[str, ...] = ("judge_rm",)) -> dict:  # fmt: skip
     """The gold judge's verdicts when the task has one (``settings``: the generation settings), else the
-    three judges' (``settings``: the profile's eval settings, see :func:`evaluate_judges`). ``prompts``:
-    the data file asked (``dev_prompts`` while tuning a recipe; tasks with a gold judge)."""
+    judges' (``settings``: the profile's eval settings, ``judges``: the judge RMs; see
+    :func:`evaluate_judges`). ``prompts``: the data file asked (``dev_prompts`` while tuning a recipe;
+    tasks with a gold judge)."""
     if ctx.gold() is not None:
         return evaluate_gold(ctx, policies, settings, seed, progress, prompts)
-    return evaluate_judges(ctx, policies, settings, seed, progress)
+    return evaluate_judges(ctx, policies, settings, seed, progress, judges)
 
 
 def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, progress: bool,
@@ -71,13 +72,36 @@ def _brief(summary: dict) -> dict:
     return out
 
 
-def evaluate_judges(ctx: RunContext, policies: list[str], ev, seed: int, progress: bool) -> dict:
-    """Judge RM, proxy RM and (for ``ev.llm_judge_policies``) the LLM judge; ``ev``: the profile's
-    eval settings (generation, max_prompt_tokens, tie_threshold, llm_judge*, examples)."""
+def rm_judges(ctx: RunContext, judges: tuple[str, ...], tie_threshold: float) -> dict[str, Any]:
+    """Every judge RM, then the proxy RM (``proxy_rm``), as judges."""
+    from chatglm_rlhf.evaluate.judges import RewardJudge
+
+    names = (*judges, "rm")
+    return {("proxy_rm" if n == "rm" else n): RewardJudge(ctx.scorer(n), tie_threshold) for n in names}
+
+
+def ensemble_summary(verdicts: dict[str, list[str]], seed: int) -> dict[str, Any]:
+    """The judge RMs as one judge: the majority verdict's win rate (winrate.summary), the judges'
+    pairwise agreement on the policy's pairs and the share where all agree."""
+    from chatglm_rlhf.evaluate import winrate
+    from chatglm_rlhf.evaluate.agreement import ensemble
+
+    e = ensemble(verdicts)
+    out = winrate.summary([winrate.to_outcome(v) for v in e["verdicts"]], seed=seed)
+    return {**{k: out[k] for k in ("win_rate", "ci", "win", "tie", "loss", "n")}, "rule": "majority",
+            "judges": list(verdicts), "pairwise_agreement": e["pairwise_agreement"],
+            "all_agree": e["all_agree"]}  # fmt: skip
+
+
+def evaluate_judges(ctx: RunContext, policies: list[str], ev, seed: int, progress: bool,
+                    judges: tuple[str, ...] = ("judge_rm",)) -> dict:  # fmt: skip
+    """The judge RMs (``judges``; with two or more also their majority, ``judges``), the proxy RM and (for
+    ``ev.llm_judge_policies``) the LLM judge; ``ev``: the profile's eval settings (generation,
+    max_prompt_tokens, tie_threshold, llm_judge*, examples)."""
     from chatglm_rlhf.data.io import write_jsonl
     from chatglm_rlhf.evaluate.agreement import refusal_rate
     from chatglm_rlhf.evaluate.evaluate import generate_responses, judge_responses, length_stats
-    from chatglm_rlhf.evaluate.judges import LLMJudge, RewardJudge
+    from chatglm_rlhf.evaluate.judges import LLMJudge
 
     prompts = ctx.samples("eval_prompts")
     sft, tok = ctx.load("sft")
@@ -88,10 +112,10 @@ def evaluate_judges(ctx: RunContext, policies: list[str], ev, seed: int, progres
     sft_resp, sft_fin = answers(sft)
     write_jsonl(ctx.out / "eval" / "sft_responses.jsonl",
                 [{"id": s.id, "prompt": s.prompt, "response": r} for s, r in zip(prompts, sft_resp)])  # fmt: skip
-    rm_judges = {"judge_rm": RewardJudge(ctx.scorer("judge_rm"), ev.tie_threshold),
-                 "proxy_rm": RewardJudge(ctx.scorer("rm"), ev.tie_threshold)}  # fmt: skip
+    scorers = rm_judges(ctx, judges, ev.tie_threshold)
     out: dict[str, Any] = {
         "n_prompts": len(prompts),
+        "judge_names": list(judges),
         "sft": {"lengths": length_stats(sft_resp, sft_fin), "refusal_rate": refusal_rate(sft_resp)},
     }
     responses: dict[str, list[str]] = {}
@@ -102,11 +126,16 @@ def evaluate_judges(ctx: RunContext, policies: list[str], ev, seed: int, progres
         gc.collect()
         responses[name] = pol_resp
         res: dict[str, Any] = {"refusal_rate": refusal_rate(pol_resp)}
-        for jname, judge in rm_judges.items():
+        verdicts: dict[str, list[str]] = {}
+        for jname, judge in scorers.items():
             r = judge_responses(prompts, pol_resp, sft_resp, judge, (pol_fin, sft_fin), seed=seed)
             r.save(ctx.out / "eval" / name / jname)
             res[jname] = _brief(r.summary)
             res["lengths"] = r.summary["lengths"]["policy"]
+            if jname != "proxy_rm":
+                verdicts[jname] = [rec["verdict"] for rec in r.records]
+        if len(verdicts) > 1:
+            res["judges"] = ensemble_summary(verdicts, seed)
         res["eval"] = str(Path("eval") / name / "judge_rm" / "eval.json")  # the report's main table
         if ev.llm_judge and name in ev.llm_judge_policies:
             n = min(len(prompts), ev.llm_judge_prompts)
@@ -116,9 +145,7 @@ def evaluate_judges(ctx: RunContext, policies: list[str], ev, seed: int, progres
             r.save(ctx.out / "eval" / name / "llm")
             res["llm"] = {**_brief(r.summary), **llm.describe()}
         out[name] = res
-    out["examples"] = _examples(
-        prompts, sft_resp, responses.get("ppo", []), rm_judges["judge_rm"], ev.examples
-    )
+    out["examples"] = _examples(prompts, sft_resp, responses.get("ppo", []), scorers["judge_rm"], ev.examples)
     return out
 
 

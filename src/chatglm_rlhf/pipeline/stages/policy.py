@@ -15,8 +15,10 @@ def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scor
     """Train ``algorithm`` into ``models/<name>`` on ``data/rl_prompts.jsonl`` (the first ``prompt_limit``
     when > 0) with ``cfg`` (its stage config) changed by ``changes``; the reward is ``models/<rm>`` unless
     a ``scorer`` is given (its critic, if any, still starts from that RM)."""
+    from chatglm_rlhf.pipeline.context import KEPT
     from chatglm_rlhf.policy.registry import PolicyInputs, train_policy
 
+    (ctx.models / name / KEPT).unlink(missing_ok=True)  # a new policy: the old choice of checkpoint is void
     heldout = ctx.sft_examples()[1]
     prompts = ctx.samples("rl_prompts")
     if prompt_limit:

@@ -78,16 +78,39 @@ def _scatter(ctx: RunContext, name: str, held) -> str:
     return str(path.relative_to(ctx.out))
 
 
-def judge_rm(ctx: RunContext, cfg, init: str | Path, backbone: str, progress: bool) -> dict[str, Any]:
-    """The judge RM: trained on ``data/judge_train.jsonl`` only and never optimised against; plus how
-    often it orders the rm_eval pairs like the proxy (low agreement: a genuinely different opinion)."""
+def judge_name(i: int) -> str:
+    """The i-th judge RM's model name (0-based): judge_rm, judge_rm_2, judge_rm_3, ..."""
+    return "judge_rm" if i == 0 else f"judge_rm_{i + 1}"
+
+
+def judge_share(comps: list, share: int, shares: int, seed: int) -> list:
+    """Judge ``share``'s part of judge_train: ``shares`` disjoint parts of about equal size, split by
+    dialogue context (no context in two judges' data), the same for every judge of a run."""
+    from chatglm_rlhf.data.splits import split_comparisons
+
+    parts = split_comparisons(comps, {str(i): 1.0 / shares for i in range(shares)}, seed=seed)
+    return parts[str(share)]
+
+
+def judge_rm(ctx: RunContext, cfg, init: str | Path, backbone: str, progress: bool, share: int = 0,
+             shares: int = 1, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """A judge RM, ``judge_name(share)``: trained on its share of ``data/judge_train.jsonl`` only (all of
+    it when ``shares`` is 1) and never optimised against; plus how often it orders the rm_eval pairs like
+    the proxy (low agreement: a genuinely different opinion)."""
+    from chatglm_rlhf.data.io import write_jsonl
     from chatglm_rlhf.evaluate.agreement import sign_agreement
 
-    m = rm(ctx, "judge_rm", "data/judge_train.jsonl", cfg, init, backbone=backbone, progress=progress)
+    name, train = judge_name(share), "data/judge_train.jsonl"
+    if shares > 1:
+        part = judge_share(ctx.comparisons("judge_train"), share, shares, seed)
+        train = f"{name}/train.jsonl"
+        write_jsonl(ctx.out / train, part)
+    m = rm(ctx, name, train, cfg, init, backbone=backbone, progress=progress)
+    m["judge_train_share"] = [share + 1, shares]
     pairs = ctx.comparisons("rm_eval")
     diffs = []
-    for name in ("rm", "judge_rm"):
-        r_a, r_b = ctx.scorer(name).score_comparisons(pairs)
+    for scorer in ("rm", name):
+        r_a, r_b = ctx.scorer(scorer).score_comparisons(pairs)
         diffs.append([a - b for a, b in zip(r_a, r_b)])
     m["agreement_with_proxy_rm_eval"] = sign_agreement(*diffs)
     return m

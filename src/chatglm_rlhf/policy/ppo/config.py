@@ -31,6 +31,11 @@ class PPOConfig(TrainerConfig):
     prompts: str = field_("", help="RL prompts: our samples JSONL (history + prompt)")
     sft_data: str = field_("", help="SFT data for the ptx loss (as `chatglm-rlhf sft data=`); empty = no ptx")
     steps: int = field_(100, help="PPO iterations (rollout + update)")
+    snapshot_every: int = field_(
+        0,
+        help="a loadable copy of the policy every N steps in output_dir/snapshots/step_N (the "
+        "over-optimisation curve; 0 = none)",
+    )
     rollout_batch_size: int = field_(16, help="prompts sampled per iteration")
     mini_batch_size: int = field_(8, help="rollouts per optimizer update")
     micro_batch_size: int = field_(

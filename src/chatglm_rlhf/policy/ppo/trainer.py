@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, replace
@@ -181,6 +182,7 @@ class PPOTrainer:
                 )
             for name in ("prompt_filter.jsonl", "reference_baseline.jsonl", "metrics.jsonl"):
                 (self.out / name).unlink(missing_ok=True)
+            shutil.rmtree(self.out / "snapshots", ignore_errors=True)  # an earlier run's policies
         acc.wait_for_everyone()  # no rank reads a cache before rank 0 has removed a stale one
         self.prompts = self.prepare_prompts()
         opt = self._optimizer()
@@ -210,6 +212,9 @@ class PPOTrainer:
                 log.log(step, metrics)
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                 ckpt.save(step, extra=self._state())
+            every = getattr(cfg, "snapshot_every", 0)  # PPO's key; the critic-free config has none
+            if every and step % every == 0 and step < cfg.steps:
+                self.save_policy(self.out / "snapshots" / f"step_{step}")
         bar.close()
         log.close()
         result = self._summary()
@@ -434,6 +439,13 @@ class PPOTrainer:
         self.opt.zero_grad(set_to_none=True)
 
     def save(self, result: dict[str, Any]) -> None:
+        if self.save_policy(self.out):
+            save_json(self.out / f"{self.NAME}_result.json", result)
+            (self.out / f"{self.NAME}_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+
+    def save_policy(self, out: Path) -> bool:
+        """The actor (merged if LoRA) and tokenizer in ``out``, loadable by ``from_pretrained``; True on
+        the rank that wrote it."""
         from chatglm_rlhf.policy.ppo.models import save_plain
 
         acc, m = self.acc, self.models
@@ -444,12 +456,11 @@ class PPOTrainer:
         if getattr(m, "shared", None) is not None:  # actor + value head: the actor's weights are "lm."
             state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
         if not acc.is_main_process:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_plain(acc.unwrap_model(m.actor), self.out, state)
-        m.tokenizer.save_pretrained(self.out)
-        save_json(self.out / f"{self.NAME}_result.json", result)
-        (self.out / f"{self.NAME}_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+            return False
+        out.mkdir(parents=True, exist_ok=True)
+        save_plain(acc.unwrap_model(m.actor), out, state)
+        m.tokenizer.save_pretrained(out)
+        return True
 
 
 def summarize(metrics_path: Path, filter_report=None) -> dict[str, Any]:

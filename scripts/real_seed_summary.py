@@ -1,0 +1,71 @@
+"""Means and spreads over seed runs of the real profile: each judge's PPO and DPO win rates vs SFT, the
+judges' majority, the proxy RM's, the unfinished rate, the probe and the kept PPO checkpoint.
+
+usage: python scripts/real_seed_summary.py RUN_DIR [RUN_DIR ...]   (writes seeds.json beside the first run)
+Every figure is read from the runs' metrics.json; nothing is tuned here.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+POLICIES = ("ppo", "dpo", "ppo_noptx")
+
+
+def one_run(run: Path) -> dict:
+    """The figures of one run: {policy: {judge: win_rate, ...}}, the probe and the kept step."""
+    m = json.loads((run / "metrics.json").read_text())
+    ev = m["evaluate"]
+    judges = [*ev.get("judge_names", ["judge_rm"]), "judges", "proxy_rm", "llm"]
+    out: dict = {
+        "run": str(run),
+        "n_prompts": ev.get("n_prompts"),
+        "sft_probe": m.get("probe", {}).get("sft", {}).get("overall"),
+    }
+    for p in POLICIES:
+        if p not in ev:
+            continue
+        row = {j: ev[p][j]["win_rate"] for j in judges if isinstance(ev[p].get(j), dict)}
+        row["unfinished_rate"] = (ev[p].get("lengths") or {}).get("unfinished_rate")
+        row["probe"] = (m.get("probe", {}).get(p) or {}).get("overall")
+        out[p] = row
+    out["kept_step"] = (m.get("ppo_curve") or {}).get("kept_step")
+    return out
+
+
+def mean_sd(xs: list) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values given (None where missing; sd 0 for one)."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def main(dirs: list[str]) -> None:
+    runs = [one_run(Path(d)) for d in dirs]
+    print(
+        f"{len(runs)} seeds, {runs[0]['n_prompts']} evaluation prompts: {', '.join(r['run'] for r in runs)}"
+    )
+    summary: dict = {"runs": runs}
+    for p in POLICIES:
+        if not all(p in r for r in runs):
+            continue
+        keys = [k for k in runs[0][p] if all(k in r[p] for r in runs)]
+        summary[p] = {}
+        for k in keys:
+            vals = [r[p][k] for r in runs]
+            mu, sd = mean_sd(vals)
+            summary[p][k] = {"mean": mu, "sd": sd, "values": vals}
+            shown = ", ".join("-" if v is None else f"{v:.3f}" for v in vals)
+            print(f"{p:10} {k:16} " + ("-" if mu is None else f"{mu:.3f} +- {sd:.3f}") + f"  ({shown})")
+    mu, sd = mean_sd([r["sft_probe"] for r in runs])
+    print(f"{'sft':10} {'probe':16} " + ("-" if mu is None else f"{mu:.3f} +- {sd:.3f}"))
+    print("kept PPO checkpoint (dev): " + ", ".join(str(r["kept_step"]) for r in runs))
+    (Path(dirs[0]) / "seeds.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
