@@ -252,17 +252,19 @@ _REAL = {
     "dpo_prompts": 384,
     "eval": {"generation": {"max_new_tokens": 128}},
 }  # fmt: skip
+_GEN32 = {"generation": {"max_new_tokens": 32}}  # smoke: the wiring, not the answers (< 5 min)
 _SMOKE = {
     **_REAL,
     "data": {**_REAL["data"], "n_rl": 8, "n_eval": 8, "n_dev": 4, "n_sft_heldout": 4},
     "rm_train": {"max_steps": 4},
     "judge_rm_train": {"max_steps": 4},
     "ppo": {**_REAL["ppo"], "steps": 2, "rollout_batch_size": 8, "mini_batch_size": 8, "filter_eps": 0.0,
-            "snapshot_every": 1},
-    "dpo": {**_REAL["dpo"], "k": 2, "max_steps": 2},
-    "pg": {**_REAL["pg"], "steps": 1, "rollout_batch_size": 2, "k": 4, "mini_batch_size": 8, "filter_eps": 0.0},
+            "snapshot_every": 1, "max_length": 192, **_GEN32},
+    "dpo": {**_REAL["dpo"], "k": 2, "max_steps": 2, "max_length": 192, **_GEN32},
+    "pg": {**_REAL["pg"], "steps": 1, "rollout_batch_size": 2, "k": 4, "mini_batch_size": 8, "filter_eps": 0.0,
+           "max_length": 192, **_GEN32},
     "dpo_prompts": 4,
-    "eval": {**_REAL["eval"], "llm_judge_prompts": 4, "examples": 2, "probe_max_new_tokens": 16},
+    "eval": {**_REAL["eval"], "llm_judge_prompts": 4, "examples": 2, "probe_max_new_tokens": 16, **_GEN32},
 }  # fmt: skip
 TITLE = "real: SmolLM2-135M-Instruct on HH-RLHF"
 PROFILES = [
