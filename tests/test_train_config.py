@@ -105,7 +105,7 @@ def test_help_shows_the_choices():
     assert "  lr_schedule = 'cosine'  [constant|linear|cosine]" in text
     assert "  report_to = 'none'  [none|tensorboard|wandb]" in text
     ppo = "\n".join(help_lines(PPOConfig))
-    assert "  generation.backend = 'hf'  [hf]" in ppo
+    assert "  generation.backend = 'hf'  [hf|vllm]" in ppo
     assert "  generation_backend  deprecated" in ppo
 
 
