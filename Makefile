@@ -8,7 +8,7 @@ PROFILE ?= default
 # every skipped test with its reason; SERVICES_INSTALL=1 (or `make services` once) installs them with apt.
 SERVICES_INSTALL ?= 0
 
-# VLLM_TESTS=0 skips the vLLM tests (tests/vllm), which run in their own .venv-vllm (vLLM's CPU build).
+# VLLM_TESTS=0 skips the vLLM tests (tests/vllm_engine), which run in their own .venv-vllm (vLLM's CPU build).
 VLLM_TESTS ?= 1
 
 .PHONY: env vllm-env demo smoke test test-vllm services lint format bench clean
@@ -33,7 +33,7 @@ test: env
 	@if [ "$(VLLM_TESTS)" = "1" ]; then $(MAKE) --no-print-directory test-vllm; fi
 
 test-vllm: vllm-env
-	.venv-vllm/bin/python -m pytest -q -rs -p no:cacheprovider tests/vllm
+	.venv-vllm/bin/python -m pytest -q -rs -p no:cacheprovider tests/vllm_engine
 
 services:
 	SERVICES_INSTALL=1 ./scripts/ci_annotate_services.sh

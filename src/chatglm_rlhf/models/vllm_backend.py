@@ -48,6 +48,8 @@ def import_vllm():
         import vllm
     except ImportError as e:
         raise UserError(f"{INSTALL_HINT} ({e})") from None
+    if not hasattr(vllm, "LLM"):  # a folder named vllm on sys.path, not the package
+        raise UserError(f"{INSTALL_HINT} (found {list(getattr(vllm, '__path__', []))}, not vLLM)")
     return vllm
 
 
@@ -130,7 +132,7 @@ class _Engine:
             kw.update(kv_cache_memory_bytes=int(opts.kv_cache_gb * 2**30))
             # A seeded request whose prompt is split over steps (chunked prefill) makes vLLM rewind its
             # torch generator's offset, which CPU generators do not have: "CPU Generator does not use
-            # offset" once a batch's prompts exceed one step's token budget (tests/vllm has the case).
+            # offset" once a batch's prompts exceed one step's token budget (tests/vllm_engine has the case).
             kw.update(enable_chunked_prefill=False)
             # As many cores as the run's torch threads (the real profile runs 1): by default the engine
             # would bind OpenMP threads to every core and fight the trainer's own threads for them.

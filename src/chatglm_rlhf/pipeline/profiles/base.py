@@ -135,7 +135,9 @@ def resolve_auto_backend() -> Literal["hf", "vllm"]:
     vLLM takes seconds), else hf with a one-line notice."""
     import importlib.util
 
-    if importlib.util.find_spec("vllm") is not None:
+    spec = importlib.util.find_spec("vllm")
+    # A folder named vllm on sys.path (a test folder, a checkout) is a namespace package: no origin.
+    if spec is not None and spec.origin not in (None, "namespace"):
         return "vllm"
     print("[generation] vLLM is not installed: generation_backend=auto uses hf (slower rollouts)")
     return "hf"
