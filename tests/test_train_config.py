@@ -119,7 +119,9 @@ def test_the_old_backend_key_is_an_alias():
     cfg = load_config(PPOConfig, None, ["generation_backend=hf", "generation.temperature=0.5"])
     assert cfg.generation.backend == "hf" and cfg.generation.temperature == 0.5
     assert not hasattr(cfg, "generation_backend")
-    with pytest.raises(ConfigError, match=r"generation\.backend must be one of \['hf', 'vllm'\], got 'sglang'"):
+    with pytest.raises(
+        ConfigError, match=r"generation\.backend must be one of \['hf', 'vllm'\], got 'sglang'"
+    ):
         load_config(PPOConfig, None, ["generation_backend=sglang"])
     data = {"generation_backend": "hf", "generation": {"backend": "other"}}
     with pytest.raises(ConfigError, match="disagree"):
@@ -129,7 +131,9 @@ def test_the_old_backend_key_is_an_alias():
 
 def test_make_generator_builds_the_backend_or_names_the_key():
     assert isinstance(make_generator(object(), _Tok(), GenerationSettings()), HFGenerator)
-    with pytest.raises(ConfigError, match=r"generation\.backend must be one of \['hf', 'vllm'\], got 'sglang'"):
+    with pytest.raises(
+        ConfigError, match=r"generation\.backend must be one of \['hf', 'vllm'\], got 'sglang'"
+    ):
         make_generator(object(), _Tok(), GenerationSettings(backend="sglang"))
 
 
