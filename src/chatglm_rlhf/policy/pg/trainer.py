@@ -20,13 +20,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from chatglm_rlhf.data.schema import DialogueSample
-from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.models.generation import Generated, Generator, decode_response, make_generator
 from chatglm_rlhf.policy.pg import losses as PG
 from chatglm_rlhf.policy.pg.config import PGConfig, validate
@@ -42,8 +40,7 @@ from chatglm_rlhf.policy.ppo.models import (
 from chatglm_rlhf.policy.ppo.rollout import score_checked, whiten_across
 from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
 from chatglm_rlhf.reward.protocol import Scorer
-from chatglm_rlhf.utils.distributed import Ranks
-from chatglm_rlhf.utils.training import check_finite, make_accelerator, set_seed
+from chatglm_rlhf.utils.training import check_finite
 
 
 @dataclass
@@ -101,19 +98,7 @@ class PGTrainer(PPOTrainer):
         generator: Generator | None = None,
     ):
         validate(cfg)
-        self.cfg, self.models, self.scorer = cfg, models, scorer
-        set_seed(cfg.seed)
-        self.acc = make_accelerator(cfg.mixed_precision, 1, cpu=cfg.cpu)
-        self.ranks = Ranks.of(self.acc)
-        for key in ("rollout_batch_size", "mini_batch_size"):
-            if getattr(cfg, key) % self.ranks.count:
-                raise ConfigError(
-                    f"pg: {key} ({getattr(cfg, key)}) must be a multiple of the number of processes "
-                    f"({self.ranks.count}): every rank takes an equal share of each batch"
-                )
-        self.out = Path(cfg.output_dir)
-        if models.reference is not None:  # frozen, so never prepared: place it by hand
-            models.reference.to(self.acc.device)
+        self._setup(cfg, models, scorer)
         self.generator = generator or make_generator(models.actor, models.tokenizer, cfg.generation)
         self.raw_prompts = prompts
         self.ptx = self._encode_ptx(sft_examples or [])

@@ -75,19 +75,7 @@ class PPOTrainer:
         generator: Generator | None = None,
     ):
         validate(cfg)
-        self.cfg, self.models, self.scorer = cfg, models, scorer
-        set_seed(cfg.seed)
-        self.acc = make_accelerator(cfg.mixed_precision, 1, cpu=cfg.cpu)
-        self.ranks = Ranks.of(self.acc)
-        for key in ("rollout_batch_size", "mini_batch_size"):
-            if getattr(cfg, key) % self.ranks.count:
-                raise ConfigError(
-                    f"ppo: {key} ({getattr(cfg, key)}) must be a multiple of the number of processes "
-                    f"({self.ranks.count}): every rank takes an equal share of each batch"
-                )
-        self.out = Path(cfg.output_dir)
-        if models.reference is not None:  # frozen, so never prepared: place it by hand
-            models.reference.to(self.acc.device)
+        self._setup(cfg, models, scorer)
         # fsdp=true: our own FSDP2 sharding (accelerate gives DDP on CPU even with an FSDP plugin).
         # Sharded before anything runs, so the filter and baseline see the layout training uses.
         self.fsdp = cfg.fsdp and self.ranks.count > 1
@@ -108,6 +96,23 @@ class PPOTrainer:
         self.filter_report = None
 
     # --- setup ---------------------------------------------------------------------------------------
+
+    def _setup(self, cfg, models, scorer: Scorer) -> None:
+        """What every trainer on this loop sets up first (PPO, the critic-free one): seed, accelerator,
+        ranks (batch sizes must split evenly over them), output folder, the frozen reference's device."""
+        self.cfg, self.models, self.scorer = cfg, models, scorer
+        set_seed(cfg.seed)
+        self.acc = make_accelerator(cfg.mixed_precision, 1, cpu=cfg.cpu)
+        self.ranks = Ranks.of(self.acc)
+        for key in ("rollout_batch_size", "mini_batch_size"):
+            if getattr(cfg, key) % self.ranks.count:
+                raise ConfigError(
+                    f"{self.NAME}: {key} ({getattr(cfg, key)}) must be a multiple of the number of processes "
+                    f"({self.ranks.count}): every rank takes an equal share of each batch"
+                )
+        self.out = Path(cfg.output_dir)
+        if models.reference is not None:  # frozen, so never prepared: place it by hand
+            models.reference.to(self.acc.device)
 
     def _encode_ptx(self, examples: list[tuple[DialogueSample, str]]) -> list:
         if not examples or self.cfg.ptx_coef == 0:
