@@ -9,9 +9,8 @@ from dataclasses import replace
 from typing import Any
 
 from chatglm_rlhf.data.schema import DialogueSample
-from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.policy.pg.config import PGConfig, validate
-from chatglm_rlhf.policy.ppo.stage import _device, heldout_sft_loss, reference_heldout_loss
+from chatglm_rlhf.policy.ppo.stage import _device, cli_inputs, heldout_sft_loss, reference_heldout_loss
 from chatglm_rlhf.reward.protocol import Scorer
 
 
@@ -26,22 +25,10 @@ def load_pg_models(cfg: PGConfig, device: str):
 
 def run_pg(cfg: PGConfig) -> dict[str, Any]:
     """``chatglm-rlhf pg``: load the SFT model, the reward model, prompts and SFT data; train; save."""
-    from chatglm_rlhf.data.io import read_samples
     from chatglm_rlhf.policy.pg.trainer import PGTrainer
-    from chatglm_rlhf.policy.sft import load_sft_examples
-    from chatglm_rlhf.reward.scorer import RewardScorer
 
     validate(cfg)
-    missing = [k for k in ("model", "reward_model", "prompts") if not getattr(cfg, k)]
-    if missing:
-        raise UserError(f"pg: {', '.join(k + '=...' for k in missing)} required")
-    prompts, report = read_samples(cfg.prompts, strict=cfg.strict)
-    report.print()
-    sft_examples = load_sft_examples(cfg.sft_data, cfg.strict) if cfg.sft_data else []
-    device = _device(cfg)
-    scorer = RewardScorer.from_pretrained(
-        cfg.reward_model, device=device, trust_remote_code=cfg.trust_remote_code, key="reward_model"
-    )
+    prompts, sft_examples, scorer, device = cli_inputs(cfg, "pg")
     return PGTrainer(cfg, load_pg_models(cfg, device), scorer, prompts, sft_examples).train()
 
 

@@ -53,26 +53,31 @@ def reference_heldout_loss(models, examples: list[tuple[DialogueSample, str]], m
         return heldout_sft_loss(ref, models.tokenizer, examples, max_length)
 
 
-def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
-    """``chatglm-rlhf ppo``: load the SFT model, the reward model, prompts and SFT data; train; save."""
+def cli_inputs(cfg, name: str) -> tuple[list[DialogueSample], list, Any, str]:
+    """What a command on PPO's loop (``ppo``, ``pg``) reads from its config: (prompts, SFT examples,
+    the reward model as a scorer, the device); a missing required key is an error naming it."""
     from chatglm_rlhf.data.io import read_samples
     from chatglm_rlhf.policy.sft import load_sft_examples
+    from chatglm_rlhf.reward.scorer import RewardScorer
 
-    validate(cfg)
     missing = [k for k in ("model", "reward_model", "prompts") if not getattr(cfg, k)]
     if missing:
-        raise UserError(f"ppo: {', '.join(k + '=...' for k in missing)} required")
+        raise UserError(f"{name}: {', '.join(k + '=...' for k in missing)} required")
     prompts, report = read_samples(cfg.prompts, strict=cfg.strict)
     report.print()
     sft_examples = load_sft_examples(cfg.sft_data, cfg.strict) if cfg.sft_data else []
-    from chatglm_rlhf.reward.scorer import RewardScorer
-
     device = _device(cfg)
     scorer = RewardScorer.from_pretrained(
         cfg.reward_model, device=device, trust_remote_code=cfg.trust_remote_code, key="reward_model"
     )
-    models = _load_models(cfg, device)
-    return PPOTrainer(cfg, models, scorer, prompts, sft_examples).train()
+    return prompts, sft_examples, scorer, device
+
+
+def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
+    """``chatglm-rlhf ppo``: load the SFT model, the reward model, prompts and SFT data; train; save."""
+    validate(cfg)
+    prompts, sft_examples, scorer, device = cli_inputs(cfg, "ppo")
+    return PPOTrainer(cfg, _load_models(cfg, device), scorer, prompts, sft_examples).train()
 
 
 def run_ppo_stage(
