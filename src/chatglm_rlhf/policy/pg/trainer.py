@@ -17,7 +17,6 @@ of 1.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -212,24 +211,8 @@ class PGTrainer(PPOTrainer):
 
     # --- updates -------------------------------------------------------------------------------------
 
-    def _epochs(self, rollout: PGRollout, step: int) -> tuple[dict[str, float], int]:
-        """``epochs`` passes over this rank's rows in minibatches of ``mini_batch_size`` over all ranks."""
-        cfg = self.cfg
-        B = rollout.batch.input_ids.shape[0]
-        mini = cfg.mini_batch_size // self.ranks.count
-        sums: dict[str, float] = {}
-        n_updates, tokens = 0, 0
-        for epoch in range(cfg.epochs):
-            g = torch.Generator().manual_seed(self.ranks.seed(cfg.seed * 1_000_003 + step * 101 + epoch))
-            perm = torch.randperm(B, generator=g)
-            for start in range(0, B, mini):
-                update = (step * cfg.epochs + epoch) * math.ceil(B / mini) + start // mini
-                stats, n_tok = self._update(rollout, perm[start : start + mini], update, step)
-                tokens += n_tok
-                n_updates += 1
-                for key, v in stats.items():
-                    sums[key] = sums.get(key, 0.0) + v
-        return {key: v / max(n_updates, 1) for key, v in sums.items()}, tokens
+    def _num_epochs(self) -> int:
+        return self.cfg.epochs
 
     def _update(
         self, rollout: PGRollout, rows: torch.Tensor, update: int, step: int

@@ -288,7 +288,7 @@ class PPOTrainer:
         if gap is not None:  # this rank's rows: logged as the mean over ranks below
             rollout.stats["health/engine_logprob_gap"] = self.ranks.mean_dict({"g": gap})["g"]
         t1 = time.perf_counter()
-        train_stats, train_tokens = self._ppo_epochs(rollout, step)
+        train_stats, train_tokens = self._epochs(rollout, step)
         t_train = time.perf_counter() - t1
         kl_coef = self.kl_ctl.value
         self.kl_ctl.update(rollout.stats["kl"], cfg.rollout_batch_size)  # the KL over all ranks' rows
@@ -311,19 +311,23 @@ class PPOTrainer:
             "tokens_per_s/train": train_tokens / max(t_train, 1e-9),
         }
 
-    def _ppo_epochs(self, rollout: Rollout, step: int) -> tuple[dict[str, float], int]:
-        """``ppo_epochs`` passes over this rank's rows; a minibatch is ``mini_batch_size`` rows over all
-        ranks (each rank's equal share), so every rank makes the same number of updates."""
-        cfg = self.cfg
+    def _num_epochs(self) -> int:
+        return self.cfg.ppo_epochs
+
+    def _epochs(self, rollout, step: int) -> tuple[dict[str, float], int]:
+        """``_num_epochs()`` passes over this rank's rows; a minibatch is ``mini_batch_size`` rows over all
+        ranks (each rank's equal share), so every rank makes the same number of updates. Shared with the
+        critic-free trainer, whose ``_update`` differs."""
+        cfg, n_epochs = self.cfg, self._num_epochs()
         B = rollout.batch.input_ids.shape[0]
         mini = cfg.mini_batch_size // self.ranks.count
         sums: dict[str, float] = {}
         n_updates, tokens = 0, 0
-        for epoch in range(cfg.ppo_epochs):
+        for epoch in range(n_epochs):
             g = torch.Generator().manual_seed(self.ranks.seed(cfg.seed * 1_000_003 + step * 101 + epoch))
             perm = torch.randperm(B, generator=g)
             for start in range(0, B, mini):
-                update = (step * cfg.ppo_epochs + epoch) * math.ceil(B / mini) + start // mini
+                update = (step * n_epochs + epoch) * math.ceil(B / mini) + start // mini
                 stats, n_tok = self._update(rollout, perm[start : start + mini], update, step)
                 tokens += n_tok
                 n_updates += 1
