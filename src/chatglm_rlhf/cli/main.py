@@ -103,6 +103,9 @@ def _shutdown_distributed() -> None:
     a rank ("terminate called without an active exception") after the work is done."""
     if "torch" not in sys.modules:
         return
+    engines = sys.modules.get("chatglm_rlhf.models.vllm_backend")
+    if engines is not None:  # vLLM's groups first, while the default group they hang on still exists
+        engines.shutdown_engines()
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

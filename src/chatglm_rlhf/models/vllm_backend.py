@@ -53,6 +53,17 @@ def import_vllm():
     return vllm
 
 
+def shutdown_engines() -> None:
+    """Tear vLLM's process groups down while the default group still exists: the CLI destroys that group
+    before exit, after which vLLM's own exit hook failed on its stale groups ("Invalid process group
+    specified", a traceback printed after a finished run). vLLM's hook then finds nothing left to do."""
+    if not _ENGINES:
+        return
+    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+    cleanup_dist_env_and_memory()
+
+
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's complete weights under its ``from_pretrained`` names: LoRA merged, shards gathered.
 
