@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import replace
 from typing import Any
 
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.policy.pg.config import PGConfig, validate
-from chatglm_rlhf.policy.ppo.stage import _device, cli_inputs, heldout_sft_loss, reference_heldout_loss
+from chatglm_rlhf.policy.ppo.stage import cli_inputs, train_from_sft
 from chatglm_rlhf.reward.protocol import Scorer
 
 
@@ -45,18 +43,9 @@ def run_pg_stage(
     ``kl_final``, ``prompt_filter``, the held-out SFT loss before / after, ...) plus ``estimator``."""
     from chatglm_rlhf.policy.pg.trainer import PGTrainer
 
-    cfg = replace(copy.deepcopy(cfg), model=str(sft_model_dir), output_dir=str(out_dir))
-    t0 = time.time()
-    models = load_pg_models(cfg, _device(cfg))
-    before = reference_heldout_loss(models, heldout_examples, cfg.max_length) if heldout_examples else None
-    result = PGTrainer(cfg, models, scorer, prompts, sft_examples).train()
-    if heldout_examples:
-        result["sft_heldout_loss_before"] = before
-        result["sft_heldout_loss"] = heldout_sft_loss(
-            models.actor, models.tokenizer, heldout_examples, cfg.max_length
-        )
-    result.update(estimator=cfg.estimator, wall_seconds=time.time() - t0)
-    return result
+    result = train_from_sft(PGTrainer, load_pg_models, sft_model_dir, out_dir, prompts, sft_examples, scorer, cfg,
+                            heldout_examples)  # fmt: skip
+    return {**result, "estimator": cfg.estimator}
 
 
 def train(inputs, cfg: PGConfig) -> dict[str, Any]:

@@ -99,11 +99,20 @@ def run_ppo_stage(
     ``reward_train_within_step_std``, ``kl_series`` / ``kl_final``, ``prompt_filter`` counts,
     throughput means, ``steps`` and ``seconds``.
     """
+    return train_from_sft(PPOTrainer, _load_models, sft_model_dir, out_dir, prompts, sft_examples, scorer, cfg,
+                          heldout_examples)  # fmt: skip
+
+
+def train_from_sft(trainer_class, load_models, sft_model_dir: str, out_dir: str, prompts, sft_examples,
+                   scorer: Scorer, cfg, heldout_examples=None) -> dict[str, Any]:  # fmt: skip
+    """A pipeline stage of a trainer on PPO's loop (PPO, the critic-free one): ``cfg`` with the SFT model
+    and the output folder set, models from ``load_models(cfg, device)``, the trainer's summary plus the
+    held-out SFT loss of the SFT policy and of the trained one (with ``heldout_examples``) and the wall time."""
     cfg = replace(copy.deepcopy(cfg), model=str(sft_model_dir), output_dir=str(out_dir))
     t0 = time.time()
-    models = _load_models(cfg, _device(cfg))
+    models = load_models(cfg, _device(cfg))
     before = reference_heldout_loss(models, heldout_examples, cfg.max_length) if heldout_examples else None
-    result = PPOTrainer(cfg, models, scorer, prompts, sft_examples).train()
+    result = trainer_class(cfg, models, scorer, prompts, sft_examples).train()
     if heldout_examples:
         result["sft_heldout_loss_before"] = before
         result["sft_heldout_loss"] = heldout_sft_loss(
