@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from chatglm_rlhf.cli.main import main
 from chatglm_rlhf.evaluate.report.ablations import ablation_rows
 from chatglm_rlhf.evaluate.report.context import ReportContext
@@ -85,8 +87,13 @@ def test_gold_reward_ablation_trains_ppo_on_the_judge(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "models" / "ppo_goldreward" / "config.json").exists()
     assert not (out / "models" / "ppo_noptx").exists() and "ceiling" not in metrics
-    # The gold total lies in [0, 1]: the raw reward PPO logged is the judge's, not an RM's.
-    assert all(0.0 <= r <= 1.0 for r in metrics["ppo_goldreward"]["reward_series"])
+    # The gold total lies in [0, 1] and PPO sees it times the RM-matched scale: the raw reward PPO
+    # logged is the judge's, not an RM's.
+    scale = metrics["ppo_goldreward"]["reward_scale"]
+    assert scale["scale"] > 0 and scale["n"] > 1
+    if "note" not in scale:  # the smoke's SFT model may give the gold judge nothing to spread
+        assert scale["reference_std"] == pytest.approx(scale["scale"] * scale["scorer_std"])
+    assert all(0.0 <= r / scale["scale"] <= 1.0 for r in metrics["ppo_goldreward"]["reward_series"])
     rows = [r for r in table_rows(out, metrics) if r["name"] == "PPO reward"]
     assert [r["setting"] for r in rows] == ["reward model", "gold judge"]
     assert rows[1]["gold_win_rate"] == metrics["evaluate"]["ppo_goldreward"]["gold_win_rate_vs_sft"]

@@ -31,8 +31,8 @@ from chatglm_rlhf.reward.filtering import FilterConfig
 
 ABLATIONS_HELP = (
     "the paper's ablations to run, each a twin of the main run with one setting changed: length_balance "
-    "(filter + RM + PPO without length balancing), baseline (PPO with reward normalisation instead of the "
-    "reference baseline), ptx (PPO without the ptx loss), gold_reward (PPO on the gold judge's score: "
+    "(filter + RM + PPO without length balancing), baseline (PPO on the raw RM score instead of "
+    "the reference baseline r - r_ref), ptx (PPO without the ptx loss), gold_reward (PPO on the gold judge's score: "
     "what a perfect RM would give; tasks with a gold judge), critic_free (the critic-free trainer `pg` with "
     "each estimator: grpo, dr_grpo, rloo, reinforce_pp, ref_baseline, next to PPO)"
 )
@@ -81,14 +81,16 @@ ABLATIONS: dict[str, Ablation] = {
             b.policy("ppo", "ppo_nobalance", rm="rm_nobalance"),
         ], ("ppo_nobalance",)),
         Ablation("baseline", lambda b: [
-            b.policy("ppo", "ppo_nobaseline", reward_baseline=False, reward_normalize=True),
+            # The raw RM score instead of r - r_ref, nothing else changed: the reward fed to GAE stays on
+            # one scale both ways, so its spread compares (a normalised twin would not).
+            b.policy("ppo", "ppo_nobaseline", reward_baseline=False),
         ], ("ppo_nobaseline",)),
         # No snapshots for the twin: the over-optimisation curve is drawn for the main PPO only.
         Ablation("ptx", lambda b: [b.policy("ppo", "ppo_noptx", ptx_coef=0.0, snapshot_every=0)], ("ppo_noptx",)),
-        # The same recipe with ground truth as the reward (the critic still starts from the RM): the gap
-        # to `ppo` is what the RM's errors cost, the gap to the target what PPO and the SFT model leave.
+        # The same recipe with ground truth as the reward (the critic still starts from the RM), put on the
+        # RM's scale so that kl_coef prices drift alike: the gap to `ppo` is what the RM's errors cost.
         Ablation("gold_reward", lambda b: [
-            b.policy("ppo", "ppo_goldreward", scorer=b.ctx.task.gold_reward()),
+            b.policy("ppo", "ppo_goldreward", scorer=b.ctx.task.gold_reward(), match_scale=True),
         ], ("ppo_goldreward",), needs_gold=True),
         # No value model: every estimator of the critic-free trainer with the profile's `pg` settings,
         # the same responses per iteration as PPO (pg.rollout_batch_size * pg.k = ppo.rollout_batch_size).

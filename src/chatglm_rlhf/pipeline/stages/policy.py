@@ -11,10 +11,12 @@ from chatglm_rlhf.pipeline.context import RunContext
 
 
 def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scorer=None,
-           prompt_limit: int = 0, progress: bool = True, **changes: Any) -> dict[str, Any]:  # fmt: skip
+           prompt_limit: int = 0, progress: bool = True, match_scale: bool = False,
+           **changes: Any) -> dict[str, Any]:  # fmt: skip
     """Train ``algorithm`` into ``models/<name>`` on ``data/rl_prompts.jsonl`` (the first ``prompt_limit``
     when > 0) with ``cfg`` (its stage config) changed by ``changes``; the reward is ``models/<rm>`` unless
-    a ``scorer`` is given (its critic, if any, still starts from that RM)."""
+    a ``scorer`` is given (its critic, if any, still starts from that RM). ``match_scale``: the scorer is
+    first rescaled to the RM's spread on the SFT model's candidate answers (reward/scale.py says why)."""
     from chatglm_rlhf.pipeline.context import KEPT
     from chatglm_rlhf.policy.registry import PolicyInputs, train_policy
 
@@ -23,6 +25,9 @@ def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scor
     prompts = ctx.samples("rl_prompts")
     if prompt_limit:
         prompts = prompts[:prompt_limit]
+    scale_info = None
+    if scorer is not None and match_scale:
+        scorer, scale_info = _scaled_to_rm(ctx, scorer, rm)
     inputs = PolicyInputs(
         sft_path=str(ctx.sft_path), output_dir=str(ctx.models / name), prompts=prompts, sft_examples=ctx.ptx_examples(),
         heldout_examples=heldout, scorer=scorer if scorer is not None else ctx.scorer(rm),
@@ -31,4 +36,21 @@ def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scor
     result = train_policy(algorithm, inputs, dataclasses.replace(cfg, **changes) if changes else cfg)
     if (ctx.models / name / "metrics.jsonl").exists():  # the per-step log: the report's curves
         result["metrics_path"] = str(Path("models") / name / "metrics.jsonl")
+    if scale_info is not None:
+        result["reward_scale"] = scale_info
     return result
+
+
+CALIBRATION_RESPONSES = 600  # the SFT model's candidate answers the two spreads are measured on
+
+
+def _scaled_to_rm(ctx: RunContext, scorer, rm: str):
+    from chatglm_rlhf.errors import UserError
+    from chatglm_rlhf.reward.scale import calibration_pairs, match_scale
+
+    samples, responses = calibration_pairs(ctx.prompt_file("candidates"), CALIBRATION_RESPONSES)
+    if len(responses) < 2:
+        raise UserError(
+            f"{ctx.data / 'candidates.jsonl'}: match_scale needs the SFT model's candidate answers"
+        )
+    return match_scale(scorer, ctx.scorer(rm), samples, responses)
