@@ -96,3 +96,30 @@ def test_filter_balances_and_records_drops():
     assert res.counts() == {"length_balance": 30}
     res = filter_labels(labels, FilterConfig(spam_threshold=0.0, bucket_edges=[3, 10], balance="reweight"))
     assert len(res.kept) == 60 and {round(c.meta["weight"], 3) for c in res.kept} == {0.667, 2.0}
+
+
+def test_balance_within_slight_leaves_clear_preferences_alone():
+    # 8 slight preferences where the longer answer always wins (a rater's length taste) and 8 clear
+    # ones where the shorter always wins (quality): the whole bucket is already 50/50, so balancing
+    # everything changes nothing, while balancing within the slight ones evens the biased side out.
+    labels = []
+    for i in range(16):
+        slight = i < 8
+        c = Comparison(f"s{i}", f"Prompt number {i} please?", "ok more more more more", "ok",
+                       "a" if slight else "b", strength=1.0 if slight else 2.0)  # fmt: skip
+        labels.append(Label(c, f"f:{i + 1}"))
+    cfg = dict(spam_threshold=0.0, bucket_edges=[3, 10], balance="reweight")
+    every = filter_labels(labels, FilterConfig(**cfg))
+    assert {c.meta.get("weight", 1.0) for c in every.kept} == {1.0}
+    res = filter_labels(labels, FilterConfig(**cfg, balance_within="slight"))
+    weights = {c.sample_id: c.meta.get("weight", 1.0) for c in res.kept}
+    # Slight: all 8 on the longer side, none shorter: one side only, kept at weight 1 (nothing to balance
+    # against); so give the slight group both sides and check the clear ones stay at 1.
+    assert all(weights[f"s{i}"] == 1.0 for i in range(8, 16))
+    labels.append(Label(Comparison("s16", "Prompt number 16 please?", "ok more more more more", "ok", "b",
+                                   strength=1.0), "f:17"))  # fmt: skip
+    res = filter_labels(labels, FilterConfig(**cfg, balance_within="slight"))
+    weights = {c.sample_id: c.meta.get("weight", 1.0) for c in res.kept}
+    assert weights["s0"] == pytest.approx(9 / 16) and weights["s16"] == pytest.approx(9 / 2)
+    assert all(weights[f"s{i}"] == 1.0 for i in range(8, 16))
+    assert sum(r.n_before for r in res.balance_rows) == 9  # the clear pairs are in no bucket row

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Balance = Literal["none", "downsample", "reweight"]  # FilterConfig.balance
+BalanceWithin = Literal["all", "slight"]  # FilterConfig.balance_within
 METHODS = typing.get_args(Balance)
 
 
@@ -71,23 +72,27 @@ def balance(
     edges: Sequence[int],
     method: str = "downsample",
     seed: int = 0,
+    balanced: Sequence[bool] | None = None,
 ) -> tuple[list[float], list[BucketRow]]:
     """Weights per pair (0 = drop, 1 = keep, other = re-weighted) and the per-bucket table.
 
     ``lengths[i] = (len_chosen, len_rejected)`` in tokens. With ``downsample`` the kept pairs of the
     larger side are a seeded random sample of size ``min(n_longer, n_shorter)``; with ``reweight`` each
     side's weights sum to half the bucket size, so the total weight of the bucket is unchanged.
+    ``balanced[i] = False`` leaves pair i out of the buckets (weight 1, in no row): see ``slight_only``.
     """
     if method not in METHODS:
         raise ValueError(f"balance method must be one of {METHODS}, got {method!r}")
     weights = [1.0] * len(lengths)
     sides: dict[str, tuple[list[int], list[int]]] = {b: ([], []) for b in bucket_labels(edges)}
-    for i, (lc, lr) in enumerate(lengths):
+    chosen = [i for i in range(len(lengths)) if balanced is None or balanced[i]]
+    for i in chosen:
+        lc, lr = lengths[i]
         b = bucket_of(abs(lc - lr), edges)
         if b != "0":
             sides[b][0 if lc > lr else 1].append(i)
     rng = random.Random(seed)
-    n_equal = sum(lc == lr for lc, lr in lengths)
+    n_equal = sum(lengths[i][0] == lengths[i][1] for i in chosen)
     rows = [BucketRow("0", n_equal, 0, n_equal, 0)]
     for b, (longer, shorter) in sides.items():
         n = len(longer) + len(shorter)
@@ -115,6 +120,20 @@ def balance(
                 BucketRow(b, n, len(longer), after_long + sum(weights[i] for i in shorter), after_long)
             )
     return weights, rows
+
+
+SLIGHT = 1.5  # mean strength below this: "slightly better" (1 = slightly, 2 = much better)
+
+
+def slight_only(strengths: Sequence[float | None]) -> list[bool]:
+    """Which pairs ``balance_within=slight`` balances: the slight preferences, and pairs without a strength.
+
+    Why: a rater's taste for the longer answer acts where the two answers are about equally good (a
+    clear preference follows quality), so a bias hides among the slight preferences while the clear ones
+    may rightly favour the shorter answer (a one-word task). Balancing every pair evens the marginal
+    rate out of both and can leave the bias in place; data without strengths is balanced as a whole.
+    """
+    return [s is None or s < SLIGHT for s in strengths]
 
 
 def format_table(rows: Sequence[BucketRow]) -> str:

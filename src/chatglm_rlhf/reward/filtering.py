@@ -32,7 +32,7 @@ from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.formats import InputFormat
 from chatglm_rlhf.data.schema import Comparison
 from chatglm_rlhf.reward import aggregation as agg
-from chatglm_rlhf.reward.balancing import Balance, BucketRow, balance, word_length
+from chatglm_rlhf.reward.balancing import Balance, BalanceWithin, BucketRow, balance, slight_only, word_length
 
 REASONS = (
     "unreadable",
@@ -85,6 +85,11 @@ class FilterConfig:
     spam_min_items: int = field_(10, help="judge an annotator only after this many scored labels")
     min_agreement: float = field_(0.0, help="drop aggregated pairs whose majority share is below this")
     balance: Balance = field_("downsample", help="length balancing of the kept pairs")
+    balance_within: BalanceWithin = field_(
+        "all",
+        help="pairs the length buckets balance: all (the paper) | slight (only slight preferences, mean "
+        "strength < 1.5, and pairs without one; clear preferences kept as they are)",
+    )
     bucket_edges: list[int] = field_([3, 10, 30, 100], help="length-difference bucket lower bounds (tokens)")
     tokenizer: str | None = field_(None, help="tokenizer path for lengths (default: whitespace words)")
     seed: int = field_(0, help="seed for down-sampling")
@@ -238,7 +243,6 @@ class Pair:
 
     def to_comparison(self) -> Comparison:
         first = self.voters[0].comparison
-        strengths = [v.comparison.strength for v in self.voters if v.comparison.strength is not None]
         annotators = sorted({str(v.comparison.annotator) for v in self.voters if v.comparison.annotator})
         label = agg.oriented_label(self.canon, first)
         a_is_lo = first.response_a <= first.response_b
@@ -258,7 +262,7 @@ class Pair:
             response_b=first.response_b,
             label=label,
             history=list(first.history),
-            strength=sum(strengths) / len(strengths) if strengths else None,
+            strength=_strength(self),
             scores=first.scores,
             annotator=annotators[0] if len(annotators) == 1 else None,
             time=first.time,
@@ -328,6 +332,12 @@ def _drop_cycles(pairs: list[Pair], dropped: list[Dropped]) -> list[Pair]:
     return _drop_pairs(pairs, bad, "cycle", "on a preference cycle of its prompt", dropped)
 
 
+def _strength(pair: Pair) -> float | None:
+    """The mean strength of a pair's voters (None when no voter gave one)."""
+    values = [v.comparison.strength for v in pair.voters if v.comparison.strength is not None]
+    return sum(values) / len(values) if values else None
+
+
 def _balance(
     pairs: list[Pair], cfg: FilterConfig, length_fn: Callable[[str], int], dropped: list[Dropped]
 ) -> tuple[list[Pair], list[BucketRow]]:
@@ -337,7 +347,10 @@ def _balance(
         _, lo, hi = pairs[i].key
         chosen, rejected = (lo, hi) if pairs[i].canon == agg.LO else (hi, lo)
         lengths.append((length_fn(chosen), length_fn(rejected)))
-    weights, rows = balance(lengths, cfg.bucket_edges, cfg.balance, seed=cfg.seed)
+    within = None
+    if cfg.balance_within == "slight":
+        within = slight_only([_strength(pairs[i]) for i in decided])
+    weights, rows = balance(lengths, cfg.bucket_edges, cfg.balance, seed=cfg.seed, balanced=within)
     bad = set()
     for i, w in zip(decided, weights):
         if w == 0.0:
