@@ -5,7 +5,7 @@ import random
 import pytest
 
 from chatglm_rlhf.data.schema import Comparison
-from chatglm_rlhf.reward.balancing import balance, bucket_labels, bucket_of, format_table
+from chatglm_rlhf.reward.balancing import balance, bucket_labels, bucket_of, format_table, strength_strata
 from chatglm_rlhf.reward.filtering import FilterConfig, Label, filter_labels
 
 
@@ -123,3 +123,20 @@ def test_balance_within_slight_leaves_clear_preferences_alone():
     assert weights["s0"] == pytest.approx(9 / 16) and weights["s16"] == pytest.approx(9 / 2)
     assert all(weights[f"s{i}"] == 1.0 for i in range(8, 16))
     assert sum(r.n_before for r in res.balance_rows) == 9  # the clear pairs are in no bucket row
+
+
+def test_strata_are_balanced_each_on_its_own():
+    # Group x: 3 longer wins, 1 shorter (same bucket); group y: 1 longer, 3 shorter; one pair unbalanced.
+    lengths = [(5, 1)] * 3 + [(1, 5)] + [(5, 1)] + [(1, 5)] * 3 + [(9, 1)]
+    strata = ["x"] * 4 + ["y"] * 4 + [None]
+    w, rows = balance(lengths, [3, 10], "reweight", strata=strata)
+    # Each side carries half its group's bucket: 4 / (2 * 3) and 4 / (2 * 1).
+    assert w[:4] == pytest.approx([2 / 3] * 3 + [2.0]) and w[4:8] == pytest.approx([2.0] + [2 / 3] * 3)
+    assert w[8] == 1.0  # in no group
+    assert [r.bucket for r in rows if r.n_before] == ["x [3,10)", "y [3,10)"]
+    # One group, no labels: the paper's table, unchanged.
+    w_all, rows_all = balance(lengths[:8], [3, 10], "reweight")
+    assert w_all == [1.0] * 8 and [r.bucket for r in rows_all][:2] == ["0", "[1,3)"]
+    assert strength_strata([1.0, 2.0, None], "strength") == ["slight", "clear", "slight"]
+    assert strength_strata([1.0, 2.0, None], "slight") == ["slight", None, "slight"]
+    assert strength_strata([1.0, 2.0], "all") is None

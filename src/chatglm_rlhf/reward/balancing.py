@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Balance = Literal["none", "downsample", "reweight"]  # FilterConfig.balance
-BalanceWithin = Literal["all", "slight"]  # FilterConfig.balance_within
+BalanceWithin = Literal["all", "slight", "strength"]  # FilterConfig.balance_within
+BALANCE_WITHIN = typing.get_args(BalanceWithin)
 METHODS = typing.get_args(Balance)
 
 
@@ -72,34 +73,45 @@ def balance(
     edges: Sequence[int],
     method: str = "downsample",
     seed: int = 0,
-    balanced: Sequence[bool] | None = None,
+    strata: Sequence[str | None] | None = None,
 ) -> tuple[list[float], list[BucketRow]]:
     """Weights per pair (0 = drop, 1 = keep, other = re-weighted) and the per-bucket table.
 
     ``lengths[i] = (len_chosen, len_rejected)`` in tokens. With ``downsample`` the kept pairs of the
     larger side are a seeded random sample of size ``min(n_longer, n_shorter)``; with ``reweight`` each
     side's weights sum to half the bucket size, so the total weight of the bucket is unchanged.
-    ``balanced[i] = False`` leaves pair i out of the buckets (weight 1, in no row): see ``slight_only``.
+    ``strata[i]`` puts pair i in a group balanced on its own (rows labelled "<group> <bucket>"); None
+    leaves it out of every bucket (weight 1, in no row). See :func:`strength_strata`.
     """
     if method not in METHODS:
         raise ValueError(f"balance method must be one of {METHODS}, got {method!r}")
     weights = [1.0] * len(lengths)
+    labels = [""] * len(lengths) if strata is None else list(strata)
+    rng = random.Random(seed)
+    rows: list[BucketRow] = []
+    for group in sorted({g for g in labels if g is not None}):
+        members = [i for i, g in enumerate(labels) if g == group]
+        rows += _balance_group(members, lengths, edges, method, rng, weights, f"{group} " if group else "")
+    return weights, rows
+
+
+def _balance_group(members: list[int], lengths: Sequence[tuple[int, int]], edges: Sequence[int], method: str,
+                   rng: random.Random, weights: list[float], prefix: str) -> list[BucketRow]:  # fmt: skip
+    """Balance the pairs ``members`` in place (``weights``); their bucket rows."""
     sides: dict[str, tuple[list[int], list[int]]] = {b: ([], []) for b in bucket_labels(edges)}
-    chosen = [i for i in range(len(lengths)) if balanced is None or balanced[i]]
-    for i in chosen:
+    for i in members:
         lc, lr = lengths[i]
         b = bucket_of(abs(lc - lr), edges)
         if b != "0":
             sides[b][0 if lc > lr else 1].append(i)
-    rng = random.Random(seed)
-    n_equal = sum(lengths[i][0] == lengths[i][1] for i in chosen)
-    rows = [BucketRow("0", n_equal, 0, n_equal, 0)]
+    n_equal = sum(lengths[i][0] == lengths[i][1] for i in members)
+    rows = [BucketRow(prefix + "0", n_equal, 0, n_equal, 0)]
     for b, (longer, shorter) in sides.items():
-        n = len(longer) + len(shorter)
+        n, label = len(longer) + len(shorter), prefix + b
         if b == "0":
             continue
         if method == "none" or n == 0:
-            rows.append(BucketRow(b, n, len(longer), n, len(longer)))
+            rows.append(BucketRow(label, n, len(longer), n, len(longer)))
             continue
         if method == "downsample":
             k = min(len(longer), len(shorter))
@@ -108,7 +120,7 @@ def balance(
                     weights[i] = 0.0
                 for i in rng.sample(side, k):
                     weights[i] = 1.0
-            rows.append(BucketRow(b, n, len(longer), 2 * k, k))
+            rows.append(BucketRow(label, n, len(longer), 2 * k, k))
         else:
             for side in (longer, shorter):
                 for i in side:
@@ -117,23 +129,32 @@ def balance(
                     weights[i] = n / (2 * len(side)) if other else 1.0
             after_long = sum(weights[i] for i in longer)
             rows.append(
-                BucketRow(b, n, len(longer), after_long + sum(weights[i] for i in shorter), after_long)
+                BucketRow(label, n, len(longer), after_long + sum(weights[i] for i in shorter), after_long)
             )
-    return weights, rows
+    return rows
 
 
 SLIGHT = 1.5  # mean strength below this: "slightly better" (1 = slightly, 2 = much better)
 
 
-def slight_only(strengths: Sequence[float | None]) -> list[bool]:
-    """Which pairs ``balance_within=slight`` balances: the slight preferences, and pairs without a strength.
+def strength_strata(strengths: Sequence[float | None], within: str) -> list[str | None] | None:
+    """The groups ``balance_within`` balances separately: all (one group: the paper), slight (only the
+    slight preferences, mean strength < 1.5, and pairs without a strength; clear ones left alone) or
+    strength (slight and clear preferences each balanced on their own).
 
-    Why: a rater's taste for the longer answer acts where the two answers are about equally good (a
-    clear preference follows quality), so a bias hides among the slight preferences while the clear ones
-    may rightly favour the shorter answer (a one-word task). Balancing every pair evens the marginal
-    rate out of both and can leave the bias in place; data without strengths is balanced as a whole.
+    Why: a rater's taste for the longer answer acts where the two answers are about equally good, while a
+    clear preference follows quality and may rightly favour the shorter answer (a one-word task). Balancing
+    every pair at once evens the *marginal* rate, which two opposite groups can already have, and leaves
+    the bias in place. Data without strengths falls in one group (the paper's buckets).
     """
-    return [s is None or s < SLIGHT for s in strengths]
+    if within == "all":
+        return None
+    slight = ["slight" if s is None or s < SLIGHT else "clear" for s in strengths]
+    if within == "slight":
+        return [g if g == "slight" else None for g in slight]
+    if within == "strength":
+        return slight
+    raise ValueError(f"balance_within must be one of {BALANCE_WITHIN}, got {within!r}")
 
 
 def format_table(rows: Sequence[BucketRow]) -> str:

@@ -32,7 +32,14 @@ from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.formats import InputFormat
 from chatglm_rlhf.data.schema import Comparison
 from chatglm_rlhf.reward import aggregation as agg
-from chatglm_rlhf.reward.balancing import Balance, BalanceWithin, BucketRow, balance, slight_only, word_length
+from chatglm_rlhf.reward.balancing import (
+    Balance,
+    BalanceWithin,
+    BucketRow,
+    balance,
+    strength_strata,
+    word_length,
+)
 
 REASONS = (
     "unreadable",
@@ -88,7 +95,8 @@ class FilterConfig:
     balance_within: BalanceWithin = field_(
         "all",
         help="pairs the length buckets balance: all (the paper) | slight (only slight preferences, mean "
-        "strength < 1.5, and pairs without one; clear preferences kept as they are)",
+        "strength < 1.5, and pairs without one; clear ones kept as they are) | strength (slight and clear "
+        "preferences each balanced on their own)",
     )
     bucket_edges: list[int] = field_([3, 10, 30, 100], help="length-difference bucket lower bounds (tokens)")
     tokenizer: str | None = field_(None, help="tokenizer path for lengths (default: whitespace words)")
@@ -347,10 +355,8 @@ def _balance(
         _, lo, hi = pairs[i].key
         chosen, rejected = (lo, hi) if pairs[i].canon == agg.LO else (hi, lo)
         lengths.append((length_fn(chosen), length_fn(rejected)))
-    within = None
-    if cfg.balance_within == "slight":
-        within = slight_only([_strength(pairs[i]) for i in decided])
-    weights, rows = balance(lengths, cfg.bucket_edges, cfg.balance, seed=cfg.seed, balanced=within)
+    strata = strength_strata([_strength(pairs[i]) for i in decided], cfg.balance_within)
+    weights, rows = balance(lengths, cfg.bucket_edges, cfg.balance, seed=cfg.seed, strata=strata)
     bad = set()
     for i, w in zip(decided, weights):
         if w == 0.0:

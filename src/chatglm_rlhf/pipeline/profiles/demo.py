@@ -152,7 +152,7 @@ class DemoStages(StageBuilder):
     def rm(self, name: str, filtered: str):
         c = self.cfg
         return self.stage(name, reward.rm, name, f"{filtered}/filtered.jsonl", c.rm, self.ctx.models / "sft",
-                          eval_fraction=0.15, seed=c.world.seed)  # fmt: skip
+                          eval_fraction=0.15, seed=c.world.seed, progress=c.progress)  # fmt: skip
 
     def build(self):
         c, seed, progress = self.cfg, self.cfg.world.seed, self.cfg.progress
