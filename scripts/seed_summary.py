@@ -42,7 +42,7 @@ def one_run(run: Path) -> dict:
         sh = shares(run, p)
         collapsed = [c for c, s in sh.items() if c != "harmful" and s["policy"] > max(s["sft"] + 0.05, 0.10)]
         out[p] = {"win_rate": ev[p]["gold_win_rate_vs_sft"], "min_category": min(cats.values()), "per_category": cats,
-                  "collapsed_categories": collapsed, "words": ev[p]["mean_response_length"],
+                  "collapsed_categories": collapsed, "shares": sh, "words": ev[p]["mean_response_length"],
                   "gold": ev[p]["gold_score"], "probe": (probe.get(p) or {}).get("overall")}  # fmt: skip
     out["sft_probe"] = (probe.get("sft") or {}).get("overall")
     out["sft_words"] = ev["ppo"]["sft_mean_response_length"]
@@ -51,9 +51,13 @@ def one_run(run: Path) -> dict:
             out[rm] = {"length_corr_eval_ties": m[rm]["length_correlation"], "ties": m[rm]["length_probe"]["n"],
                        "filler_corr": (m[rm].get("filler_probe") or {}).get("pearson"),
                        "filler_pairs": (m[rm].get("filler_probe") or {}).get("n"), "gold_accuracy": m[rm]["gold_accuracy"]}  # fmt: skip
-    for p in ("ppo", "ppo_nobaseline"):
-        if p in m:
+    for p in ("ppo", "ppo_nobaseline", "ppo_goldreward"):
+        if p in m and p in out:
             out[p]["reward_train_std"] = m[p]["reward_train_std"]
+            out[p]["reward_train_within_step_std"] = m[p].get("reward_train_within_step_std")
+            out[p]["kl_final"] = m[p].get("kl_final")
+            if m[p].get("reward_scale"):
+                out[p]["reward_scale"] = m[p]["reward_scale"]
     for p in POLICIES:  # time per iteration of the RL trainers (PPO and the critic-free ones)
         if p in out and isinstance(m.get(p), dict) and m[p].get("steps"):
             out[p]["s_per_iteration"] = m[p]["seconds"] / m[p]["steps"]
@@ -81,6 +85,14 @@ def main(dirs: list[str]) -> None:
             print(f"{p:<15} win {mean_sd([x['win_rate'] for x in rows])}; min category "
                   f"{mean_sd([x['min_category'] for x in rows])}; collapsed {[x['collapsed_categories'] for x in rows]}; "
                   f"words {mean_sd([x['words'] for x in rows])}; probe {mean_sd([x['probe'] for x in rows])}")  # fmt: skip
+    for p in POLICIES:  # the target's reading: each category's 3-seed mean, and the mean top-answer share
+        if all(p in r for r in runs):
+            cats = runs[0][p]["per_category"]
+            means = {c: statistics.mean(r[p]["per_category"][c] for r in runs) for c in cats}
+            top = {c: (statistics.mean(r[p]["shares"][c]["policy"] for r in runs),
+                       statistics.mean(r[p]["shares"][c]["sft"] for r in runs)) for c in cats}  # fmt: skip
+            print(f"{p:<15} category means " + ", ".join(f"{c} {v:.3f}" for c, v in means.items())
+                  + "; top-answer share policy/sft " + ", ".join(f"{c} {a:.2f}/{b:.2f}" for c, (a, b) in top.items()))  # fmt: skip
     print(
         f"sft             probe {mean_sd([r['sft_probe'] for r in runs])}; words {mean_sd([r['sft_words'] for r in runs])}"
     )
@@ -88,11 +100,14 @@ def main(dirs: list[str]) -> None:
         if all(rm in r for r in runs):
             print(f"{rm:<15} length corr (eval gold ties) {mean_sd([r[rm]['length_corr_eval_ties'] for r in runs])}; "
                   f"filler pairs {mean_sd([r[rm]['filler_corr'] for r in runs])}; gold acc {mean_sd([r[rm]['gold_accuracy'] for r in runs])}")  # fmt: skip
-    for p in ("ppo", "ppo_nobaseline"):
+    for p in ("ppo", "ppo_nobaseline", "ppo_goldreward"):
         if all(p in r and "reward_train_std" in r[p] for r in runs):
-            print(
-                f"{p:<15} std over steps of the reward fed to GAE {mean_sd([r[p]['reward_train_std'] for r in runs])}"
-            )
+            print(f"{p:<15} reward fed to GAE: std over steps {mean_sd([r[p]['reward_train_std'] for r in runs])}; "
+                  f"within a step {mean_sd([r[p]['reward_train_within_step_std'] for r in runs])}; "
+                  f"final KL {mean_sd([r[p]['kl_final'] for r in runs])}")  # fmt: skip
+        if all(p in r and "reward_scale" in r[p] for r in runs):
+            print(f"{p:<15} reward scale (RM std / gold std on SFT candidates) "
+                  f"{mean_sd([r[p]['reward_scale']['scale'] for r in runs])}")  # fmt: skip
     timed = [p for p in POLICIES if all(p in r and "s_per_iteration" in r[p] for r in runs)]
     if "ppo" in timed and len(timed) > 1:  # the critic-free comparison: win rate and time vs PPO's
         ppo_win = statistics.mean(r["ppo"]["win_rate"] for r in runs)

@@ -134,8 +134,9 @@ def test_step_updates_actor_and_critic_not_reference(tok, tmp_path):
                 "policy/approx_kl", "loss/value", "response_len", "tokens_per_s/generate", "tokens_per_s/train"):  # fmt: skip
         assert key in rows[0], key
     assert rows[0]["kl_k3"] >= 0.0  # the report's KL curve: the k3 estimate cannot go negative
-    # The reference baseline was generated once and cached beside the outputs.
-    assert len((tmp_path / "reference_baseline.jsonl").read_text().splitlines()) == len(prompts())
+    # The reference baseline was generated once and cached beside the outputs, for the 1 x 4 prompts
+    # this run draws (of 6).
+    assert len((tmp_path / "reference_baseline.jsonl").read_text().splitlines()) == 4 < len(prompts())
     assert (tmp_path / "config.json").exists() and (tmp_path / "ppo_result.json").exists()
 
 
@@ -236,7 +237,8 @@ def test_ptx_is_mixed_into_the_actor_loss(tok, tmp_path):
 
 def test_prompt_filter_drops_flat_prompts_and_reports(tok, tmp_path):
     actor = build_tiny_model(tok, hidden_size=32, num_heads=4, num_kv_heads=2, seed=0)
-    cfg = make_cfg(tmp_path, prompt_filter=True, filter_k=3, filter_eps=1e-6, steps=1)
+    # 2 steps x 4 prompts: the run uses all 7, so every one is decided.
+    cfg = make_cfg(tmp_path, prompt_filter=True, filter_k=3, filter_eps=1e-6, steps=2)
     tr = PPOTrainer(cfg, build_models(actor, tok), FakeScorer(), prompts(n=4, flat=3))
     result = tr.train()
     assert result["prompt_filter"]["dropped"] >= 3
@@ -245,6 +247,28 @@ def test_prompt_filter_drops_flat_prompts_and_reports(tok, tmp_path):
     assert len(rows) == 7
     flat = [r for r in rows if r["id"].startswith("flat")]
     assert all(not r["kept"] and "variance" in r["reason"] for r in flat)
+
+
+def test_prompt_filter_samples_only_what_the_run_needs(tok, tmp_path):
+    from chatglm_rlhf.utils.training import epoch_order
+
+    actor = build_tiny_model(tok, hidden_size=32, num_heads=4, num_kv_heads=2, seed=0)
+    # 1 step x 2 prompts of 7 (3 flat): prompts are decided in the seeded order until 2 are kept.
+    cfg = make_cfg(tmp_path, prompt_filter=True, filter_k=3, filter_eps=1e-6, steps=1, rollout_batch_size=2)
+    scorer, pool = FakeScorer(), prompts(n=4, flat=3)
+    tr = PPOTrainer(cfg, build_models(actor, tok), scorer, pool)
+    kept = tr.prepare_prompts()
+    rep = tr.filter_report
+    rows = [json.loads(x) for x in (tmp_path / "prompt_filter.jsonl").read_text().splitlines()]
+    order = [pool[i].id for i in epoch_order(7, cfg.seed, 0)]
+    assert rep.kept == 2 and len(rows) == rep.kept + rep.dropped == 7 - rep.unused
+    assert [r["id"] for r in rows] == order[: len(rows)]  # a prefix of the seeded order
+    assert rep.dropped == sum(i.startswith("flat") for i in order[: len(rows)])
+    assert [s.id for s in kept.samples] == [r["id"] for r in rows if r["kept"]]
+    assert len(tr.baseline) == 2  # the reference answer only for the prompts the run uses
+    calls = scorer.calls
+    tr.prepare_prompts()  # resumed: the decisions and baselines come from the files
+    assert scorer.calls == calls and tr.filter_report.kept == 2
 
 
 def test_baseline_cache_is_reused(tok, tmp_path):

@@ -120,7 +120,8 @@ def test_ptx_and_prompt_filter(tok, tmp_path):
                       filter_k=2, filter_eps=0.0)  # fmt: skip
     result = tr.train()
     assert math.isfinite(rows(tmp_path)[0]["loss/ptx"])
-    assert result["prompt_filter"] == {"kept": 4, "dropped": 0}
+    # 1 step x 2 prompts of 4: the filter stops once the run has its 2 (eps 0 keeps every prompt).
+    assert result["prompt_filter"] == {"kept": 2, "dropped": 0, "unused": 2}
 
 
 def test_same_seed_same_run(tok, tmp_path):

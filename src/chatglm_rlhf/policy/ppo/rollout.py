@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from chatglm_rlhf.policy.ppo import losses as L
 from chatglm_rlhf.policy.ppo.models import PPOModels, SeqBatch, build_seq_batch, response_logprobs
 from chatglm_rlhf.reward.protocol import Scorer
 from chatglm_rlhf.utils.distributed import Ranks
+from chatglm_rlhf.utils.training import epoch_order
 
 
 def score_checked(scorer: Scorer, samples: list[DialogueSample], responses: list[str]) -> torch.Tensor:
@@ -330,13 +332,33 @@ class FilterReport:
     dropped: int
     threshold: float
     k: int
+    unused: int = 0  # prompts never sampled: the run had enough kept ones before reaching them
 
     def summary(self) -> str:
         total = self.kept + self.dropped
-        return (
+        text = (
             f"prompt filter: dropped {self.dropped} of {total} prompts whose {self.k} sampled responses "
             f"had reward variance < {self.threshold:g}; kept {self.kept}"
         )
+        if self.unused:
+            text += f"; {self.unused} more prompts not needed by this run's steps were left unsampled"
+        return text
+
+
+def subset(prompts: PromptSet, rows: Sequence[int]) -> PromptSet:
+    return PromptSet(
+        [prompts.samples[i] for i in rows], [prompts.ids[i] for i in rows], [prompts.keys[i] for i in rows]
+    )
+
+
+def prompts_for_run(prompts: PromptSet, needed: int, seed: int, filtered: bool) -> PromptSet:
+    """A run that draws fewer prompts than it has takes them in a seeded order, and the filter and the
+    reference baseline sample only as many as it uses (the rest would cost generations for nothing):
+    the first ``needed``, or, with the filter, all of them in that order for it to stop early."""
+    if needed >= len(prompts.keys):
+        return prompts
+    order = epoch_order(len(prompts.keys), seed, 0)
+    return subset(prompts, order if filtered else order[:needed])
 
 
 def filter_prompts(
@@ -350,47 +372,49 @@ def filter_prompts(
     seed: int,
     progress: bool = False,
     ranks: Ranks | None = None,
+    limit: int = 0,
 ) -> tuple[PromptSet, FilterReport]:
     """Drop prompts whose ``k`` responses from the current policy have reward variance below ``eps``.
 
-    The decision for every prompt (kept or dropped, with its variance and the k scores) is written to
-    ``out_path``; if that file already lists every prompt, its decisions are reused (resume). With
-    several ``ranks`` each samples its share of the prompts; all get every decision; the main process
-    alone writes the file.
+    With ``limit`` > 0 the prompts are decided in order, in rounds, until ``limit`` are kept (a run of
+    10 steps x 8 prompts need not sample 400 prompts); the rest stay unsampled and unused. The decision
+    for every decided prompt (kept or dropped, with its variance and the k scores) is written to
+    ``out_path`` and reused when a rerun finds it there (resume). With several ``ranks`` each samples
+    its share of a round; all get every decision; the main process alone writes the file.
     """
     ranks = ranks or Ranks()
     decided = _cache_rows(out_path)
-    if not all(key in decided for key in prompts.keys):
-        mine, rows = ranks.share(list(range(len(prompts.keys)))), []
-        if mine:
-            _, _, scores = _sample_and_score(
-                models.actor,
-                models.tokenizer,
-                prompts,
-                mine,
-                scorer,
-                k,
-                settings,
-                ranks.seed(seed),
-                progress and ranks.is_main,
-            )
-            var = scores.var(dim=1, unbiased=False) if k > 1 else torch.zeros(len(mine))
-            for j, i in enumerate(mine):
-                keep = bool(var[j] >= eps)
-                reason = None if keep else f"reward variance {float(var[j]):.3g} < {eps:g} over {k} samples"
-                row = {"key": prompts.keys[i], "id": prompts.samples[i].id, "kept": keep}
-                rows.append(
-                    {**row, "variance": float(var[j]), "scores": scores[j].tolist(), "reason": reason}
-                )
-        decided = {row["key"]: row for row in ranks.gather_objects(rows)}
-        if ranks.is_main:  # one writer; every rank holds the same decisions
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            out_path.write_text("".join(json.dumps(decided[key]) + "\n" for key in prompts.keys))
-    keep_idx = [i for i, key in enumerate(prompts.keys) if decided[key]["kept"]]
-    kept = PromptSet(
-        [prompts.samples[i] for i in keep_idx],
-        [prompts.ids[i] for i in keep_idx],
-        [prompts.keys[i] for i in keep_idx],
-    )
-    report = FilterReport(kept=len(keep_idx), dropped=len(prompts.keys) - len(keep_idx), threshold=eps, k=k)
-    return kept, report
+    n = len(prompts.keys)
+    target = limit if 0 < limit < n else n
+    end = target
+    while True:
+        todo = [i for i in range(end) if prompts.keys[i] not in decided]
+        if todo:
+            decided.update(_decide(models, prompts, todo, scorer, settings, k, eps, seed, progress, ranks))
+        n_kept = sum(decided[key]["kept"] for key in prompts.keys[:end])
+        if n_kept >= target or end == n:
+            break
+        end = min(n, end + target - n_kept)  # as many more as were dropped
+    if ranks.is_main:  # one writer; every rank holds the same decisions
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text("".join(json.dumps(decided[key]) + "\n" for key in prompts.keys[:end]))
+    keep_idx = [i for i in range(end) if decided[prompts.keys[i]]["kept"]]
+    report = FilterReport(kept=len(keep_idx), dropped=end - len(keep_idx), threshold=eps, k=k, unused=n - end)
+    return subset(prompts, keep_idx), report
+
+
+def _decide(models: PPOModels, prompts: PromptSet, todo: list[int], scorer: Scorer, settings: GenerationSettings,
+            k: int, eps: float, seed: int, progress: bool, ranks: Ranks) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Sample and score ``k`` responses to each of the prompts ``todo`` (this rank's share): every
+    rank's decisions, keyed by prompt key."""
+    mine, rows = ranks.share(todo), []
+    if mine:
+        _, _, scores = _sample_and_score(models.actor, models.tokenizer, prompts, mine, scorer, k, settings,
+                                         ranks.seed(seed), progress and ranks.is_main)  # fmt: skip
+        var = scores.var(dim=1, unbiased=False) if k > 1 else torch.zeros(len(mine))
+        for j, i in enumerate(mine):
+            keep = bool(var[j] >= eps)
+            reason = None if keep else f"reward variance {float(var[j]):.3g} < {eps:g} over {k} samples"
+            row = {"key": prompts.keys[i], "id": prompts.samples[i].id, "kept": keep}
+            rows.append({**row, "variance": float(var[j]), "scores": scores[j].tolist(), "reason": reason})
+    return {row["key"]: row for row in ranks.gather_objects(rows)}

@@ -38,6 +38,7 @@ from chatglm_rlhf.policy.ppo.rollout import (
     filter_prompts,
     make_rollout,
     prompt_key,
+    prompts_for_run,
     reference_baseline,
 )
 from chatglm_rlhf.reward.protocol import Scorer
@@ -138,12 +139,14 @@ class PPOTrainer:
         prompts = PromptSet(
             list(self.raw_prompts), ids, [prompt_key(s, i) for s, i in zip(self.raw_prompts, ids)]
         )
+        needed = cfg.steps * cfg.rollout_batch_size  # the prompts a run draws
+        prompts = prompts_for_run(prompts, needed, cfg.seed, cfg.prompt_filter)
         if cfg.prompt_filter:
             with F.full_params(self.models.sampler):  # every rank, also one with no prompts to sample
                 prompts, self.filter_report = filter_prompts(
                     self.models, prompts, self.scorer, cfg.generation, cfg.filter_k, cfg.filter_eps,
                     self.out / "prompt_filter.jsonl", seed=cfg.seed + 1, progress=cfg.progress,
-                    ranks=self.ranks,
+                    ranks=self.ranks, limit=needed,
                 )  # fmt: skip
             self.acc.print(self.filter_report.summary() + f" (details: {self.out / 'prompt_filter.jsonl'})")
             if not prompts.keys:
@@ -490,5 +493,5 @@ def summarize(metrics_path: Path, filter_report=None) -> dict[str, Any]:
         if vals:
             out[key.replace("/", "_") + "_mean"] = sum(vals) / len(vals)
     if filter_report is not None:
-        out["prompt_filter"] = {"kept": filter_report.kept, "dropped": filter_report.dropped}
+        out["prompt_filter"] = {k: getattr(filter_report, k) for k in ("kept", "dropped", "unused")}
     return out
