@@ -37,9 +37,11 @@ def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
                          "ppo_response_length": c.policy(ppo).get("mean_response_length"), **_wins(c, ppo)})  # fmt: skip
     if c.get("ppo_nobaseline") is not None:
         for setting, ppo in (("on", "ppo"), ("off", "ppo_nobaseline")):
-            # The std over steps of the mean raw RM score: comparable both ways (the optimised reward
-            # is r - r_ref with the baseline and a normalised r without it, on different scales).
+            # The reward fed to GAE is r - r_ref with the baseline and the raw r without it: one scale,
+            # so its spread over steps (of the step means) and within a step compare.
             rows.append({"name": "reference baseline", "setting": setting,
+                         "fed_reward_std_over_steps": c.get(f"{ppo}.reward_train_std"),
+                         "fed_reward_std_within_step": c.get(f"{ppo}.reward_train_within_step_std"),
                          "reward_std": c.get(f"{ppo}.reward_std"), **_wins(c, ppo)})  # fmt: skip
     if c.get("ppo_noptx") is not None:
         for setting, ppo in (("on", "ppo"), ("off", "ppo_noptx")):
@@ -48,7 +50,8 @@ def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
     if c.get("ppo_goldreward") is not None:
         for setting, ppo in (("reward model", "ppo"), ("gold judge", "ppo_goldreward")):
             rows.append({"name": "PPO reward", "setting": setting, **_wins(c, ppo),
-                         "top_response_share": c.policy(ppo).get("top_response_share")})  # fmt: skip
+                         "top_response_share": c.policy(ppo).get("top_response_share"),
+                         "reward_scale": c.get(f"{ppo}.reward_scale.scale")})  # fmt: skip
     rows += critic_free_rows(c)
     for name in ("ppo", "dpo"):
         pol = c.get(f"evaluate.{name}")
