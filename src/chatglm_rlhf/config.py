@@ -31,9 +31,13 @@ from chatglm_rlhf.errors import ConfigError
 C = TypeVar("C")
 
 
-def field_(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:  # noqa: A002
-    """A dataclass field with a help text. Mutable defaults (lists, dicts, dataclasses) are copied."""
-    meta = {"help": help}
+def field_(default: Any = dataclasses.MISSING, help: str = "", added: bool = False, **kw: Any) -> Any:  # noqa: A002
+    """A dataclass field with a help text. Mutable defaults (lists, dicts, dataclasses) are copied.
+
+    ``added``: a field added after runs were made whose default keeps the old behaviour; at its default
+    it is left out of stage fingerprints (pipeline/fingerprint.py), so upgrading redoes no finished stage.
+    """
+    meta = {"help": help, "added": added}
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
         value = default
         return dataclasses.field(default_factory=lambda: _copy(value), metadata=meta, **kw)

@@ -24,6 +24,15 @@ def test_canonical_drops_cosmetic_keys_and_changes_names_the_leaf():
     assert F.fingerprint(a, {}, "x") != F.fingerprint(a, {}, "")  # an upstream change reaches this stage
 
 
+def test_a_field_added_later_is_left_out_at_its_default():
+    from chatglm_rlhf.reward.filtering import FilterConfig
+
+    # Runs made before balance_within existed have no such key: at its default the tree is theirs.
+    assert "balance_within" not in F.canonical(FilterConfig())
+    assert F.canonical(FilterConfig(balance_within="slight"))["balance_within"] == "slight"
+    assert "balance" in F.canonical(FilterConfig())  # an ordinary field stays at its default too
+
+
 def test_external_inputs_hash_files_outside_the_run(tmp_path):
     f = tmp_path / "prefs.jsonl"
     f.write_text("a\n")

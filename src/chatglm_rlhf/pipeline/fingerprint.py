@@ -26,7 +26,7 @@ def canonical(value: Any) -> Any:
         return {
             f.name: canonical(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if f.name not in COSMETIC and f.name not in unused
+            if f.name not in COSMETIC and f.name not in unused and not _added_at_default(value, f)
         }
     if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in value.items() if k not in COSMETIC}
@@ -37,6 +37,17 @@ def canonical(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return type(value).__name__  # an object (a scorer, a judge): its class is what is known of it
+
+
+def _added_at_default(value: Any, f: dataclasses.Field) -> bool:
+    """A field marked ``added`` (config.field_) at its default: what runs made before it did."""
+    if not f.metadata.get("added"):
+        return False
+    if f.default is not dataclasses.MISSING:
+        return getattr(value, f.name) == f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return getattr(value, f.name) == f.default_factory()
+    return False
 
 
 def _strings(tree: Any) -> list[str]:

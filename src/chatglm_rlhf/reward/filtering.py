@@ -94,6 +94,7 @@ class FilterConfig:
     balance: Balance = field_("downsample", help="length balancing of the kept pairs")
     balance_within: BalanceWithin = field_(
         "all",
+        added=True,
         help="pairs the length buckets balance: all (the paper) | slight (only slight preferences, mean "
         "strength < 1.5, and pairs without one; clear ones kept as they are) | strength (slight and clear "
         "preferences each balanced on their own)",
