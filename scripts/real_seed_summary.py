@@ -1,5 +1,5 @@
-"""Means and spreads over seed runs of the real profile: each judge's PPO and DPO win rates vs SFT, the
-judges' majority, the proxy RM's, the unfinished rate, the probe and the kept PPO checkpoint.
+"""Means and spreads over seed runs of the real profile: each judge's PPO, DPO and critic-free (pg_*) win
+rates vs SFT, the judges' majority, the proxy RM's, the unfinished rate, the probe and the kept PPO checkpoint.
 
 usage: python scripts/real_seed_summary.py RUN_DIR [RUN_DIR ...]   (writes seeds.json beside the first run)
 Every figure is read from the runs' metrics.json; nothing is tuned here.
@@ -12,7 +12,17 @@ import statistics
 import sys
 from pathlib import Path
 
-POLICIES = ("ppo", "dpo", "ppo_noptx")
+POLICIES = (
+    "ppo",
+    "dpo",
+    "ppo_noptx",
+    "pg",
+    "pg_grpo",
+    "pg_dr_grpo",
+    "pg_rloo",
+    "pg_reinforce_pp",
+    "pg_ref_baseline",
+)
 
 
 def one_run(run: Path) -> dict:
@@ -31,6 +41,9 @@ def one_run(run: Path) -> dict:
         row = {j: ev[p][j]["win_rate"] for j in judges if isinstance(ev[p].get(j), dict)}
         row["unfinished_rate"] = (ev[p].get("lengths") or {}).get("unfinished_rate")
         row["probe"] = (m.get("probe", {}).get(p) or {}).get("overall")
+        trained = m.get(p) or {}
+        if p.startswith(("ppo", "pg")) and trained.get("steps") and trained.get("seconds"):  # s / iteration
+            row["s_per_iteration"] = trained["seconds"] / trained["steps"]
         out[p] = row
     out["kept_step"] = (m.get("ppo_curve") or {}).get("kept_step")
     return out
