@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real profile over three seeds, one run at a time (2 CPU cores: ~45 min each, see docs/results.md).
+# The real profile over three seeds, one run at a time (2 CPU cores: ~2 h each, see docs/results.md).
 # A seed varies the proxy RM's init and data order and PPO's and DPO's (rm_train.seed, ppo.seed, dpo.seed);
 # the split (data.seed) and the judge RMs stay fixed, so the three runs are judged by the same judges on
 # the same prompts and the spread is the policies'. Then scripts/real_seed_summary.py prints means and

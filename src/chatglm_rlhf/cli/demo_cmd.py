@@ -35,7 +35,7 @@ def register(sub) -> None:
         "--profile",
         choices=list(profiles),
         default=None,
-        help="smoke (< 3 min), default, real (SmolLM2 on HH-RLHF, < 45 min on 2 CPU cores), real-smoke, "
+        help="smoke (< 3 min), default, real (SmolLM2 on HH-RLHF, ~2 h on 2 CPU cores), real-smoke, "
         "files (your prompts, SFT data and preferences)",
     )
     p.add_argument("--config", metavar="RECIPE", help="YAML recipe overriding the profile")
