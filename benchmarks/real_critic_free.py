@@ -21,31 +21,34 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def flat(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from flat(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
 
 
 def one(run: Path, algo: str, out: Path, args) -> dict:
     cfg = json.loads((run / "config.json").read_text())
     ptx = run / "data" / "ptx.jsonl"
-    section = {**dict(flat(cfg[algo])), "model": json.loads((run / "data/checkpoint.json").read_text())["path"],
+    section = {**cfg[algo], "model": json.loads((run / "data/checkpoint.json").read_text())["path"],
                "reward_model": str(run / "models/rm"), "prompts": str(run / "data/rl_prompts.jsonl"),
                "sft_data": str(ptx if ptx.exists() else run / "data/sft.jsonl"), "steps": args.steps,
                "progress": False, "threads": args.threads, "report_to": "none", "output_dir": str(out)}  # fmt: skip
     if algo == "pg":
         section["estimator"] = args.estimator
-    # JSON for strings too: "no" must stay a string, not YAML's false.
-    kv = [f"{k}={json.dumps(v) if isinstance(v, (list, bool, str)) else v}" for k, v in section.items()]
+    recipe = out.with_suffix(".yaml")  # the run's section as the command's recipe (its `ppo:` / `pg:` part)
+    recipe.write_text(yaml.safe_dump({algo: section}))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": str(args.threads)}
-    p = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "chatglm_rlhf.cli.main", algo, *kv],
-                       capture_output=True, text=True, env=env)  # fmt: skip
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "chatglm_rlhf.cli.main",
+        algo,
+        "--config",
+        str(recipe),
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
         raise SystemExit(f"{algo} failed:\n{p.stderr[-3000:]}")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
