@@ -9,25 +9,19 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 
 POLICIES = ("ppo", "dpo", "ppo_goldreward", "ppo_nobalance", "ppo_nobaseline", "ppo_noptx", "pg",
             "pg_grpo", "pg_dr_grpo", "pg_rloo", "pg_reinforce_pp", "pg_ref_baseline")  # fmt: skip
 
 
-def shares(run: Path, policy: str) -> dict[str, dict[str, float]]:
-    """Per category, the most common answer's share for the policy and for SFT (the collapse check)."""
+def shares(run: Path, policy: str) -> dict[str, dict]:
+    """Per category, the most common answer's share for the policy and for SFT (the collapse check),
+    with that answer and its mean gold score where it was given."""
+    from chatglm_rlhf.evaluate.health import top_shares
+
     rows = [json.loads(x) for x in (run / "eval" / policy / "responses.jsonl").read_text().splitlines() if x]
-    out = {}
-    for cat in sorted({r.get("category") or "none" for r in rows}):
-        mine = [r for r in rows if (r.get("category") or "none") == cat]
-        top = {
-            side: Counter(r[side] for r in mine).most_common(1)[0][1] / len(mine)
-            for side in ("policy", "baseline")
-        }
-        out[cat] = {"policy": top["policy"], "sft": top["baseline"]}
-    return out
+    return top_shares(rows)
 
 
 def one_run(run: Path) -> dict:
@@ -40,7 +34,8 @@ def one_run(run: Path) -> dict:
         evj = json.loads((run / ev[p]["eval"]).read_text())
         cats = {c: v["win_rate"] for c, v in evj["per_category"].items()}
         sh = shares(run, p)
-        collapsed = [c for c, s in sh.items() if c != "harmful" and s["policy"] > max(s["sft"] + 0.05, 0.10)]
+        collapsed = [f"{c} ({s['top']!r}: {s['policy']:.2f}, gold {s['top_score']:.2f})" for c, s in sh.items()
+                     if c != "harmful" and s["policy"] > max(s["sft"] + 0.05, 0.10)]  # fmt: skip
         out[p] = {"win_rate": ev[p]["gold_win_rate_vs_sft"], "min_category": min(cats.values()), "per_category": cats,
                   "collapsed_categories": collapsed, "shares": sh, "words": ev[p]["mean_response_length"],
                   "gold": ev[p]["gold_score"], "probe": (probe.get(p) or {}).get("overall")}  # fmt: skip

@@ -14,6 +14,16 @@ def test_top_shares_and_collapse_per_category():
     assert collapse_warnings("PPO", ok) == []  # within SFT's share + 5 points
 
 
+def test_top_shares_name_the_answer_and_its_score_where_it_was_given():
+    records = [{"category": "end_mark", "policy": "Corn!", "baseline": f"b{i}", "policy_score": sc}
+               for i, sc in enumerate([1.0, 1.0, 0.0, 1.0])]  # fmt: skip
+    records.append({"category": "end_mark", "policy": "Red!", "baseline": "b", "policy_score": 0.0})
+    s = top_shares(records)["end_mark"]
+    assert s["policy"] == 0.8 and s["top"] == "Corn!" and s["top_score"] == 0.75
+    (warn,) = collapse_warnings("PPO", {"top_response_share_by_category": {"end_mark": s}})
+    assert "'Corn!', mean score 0.75 where given" in warn
+
+
 def test_weak_rm_warnings_name_each_probe():
     rm = {
         "gold_accuracy": 0.62,

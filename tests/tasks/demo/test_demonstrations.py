@@ -6,7 +6,13 @@ import random
 
 import pytest
 
-from chatglm_rlhf.tasks.demo.demonstrations import FLAWS, make_ptx_data, make_sft_data, response_for
+from chatglm_rlhf.tasks.demo.demonstrations import (
+    FLAW_RATE,
+    FLAWS,
+    make_ptx_data,
+    make_sft_data,
+    response_for,
+)
 from chatglm_rlhf.tasks.demo.judge import GoldJudge, strip_filler
 from chatglm_rlhf.tasks.demo.world import RL_CATEGORIES, DemoWorld
 
@@ -18,7 +24,7 @@ def test_each_rl_family_is_flawed_at_the_set_rate_and_knowledge_never():
     for cat in RL_CATEGORIES:
         mine = [d for d in DEMOS if d.sample.category == cat]
         share = sum(d.mode == "flaw" for d in mine) / len(mine)
-        assert len(mine) > 200 and 0.53 < share < 0.67, (cat, share)  # 0.6 +- 3 std errors
+        assert len(mine) > 200 and abs(share - FLAW_RATE) < 0.07, (cat, share)  # +- 3 std errors
     assert {d.mode for d in DEMOS if d.sample.category not in RL_CATEGORIES} == {"good"}
     assert set(FLAWS) == set(RL_CATEGORIES)
 
@@ -31,9 +37,21 @@ def test_the_flaw_is_always_worse_than_the_good_answer_by_gold():
             assert good == 1.0 and flaw <= 0.4, (d.sample.prompt, flaw)
 
 
+def test_flaws_are_about_as_long_as_good_answers():
+    # Length must not give the flaw away (else no length bias is left for bucket balancing to remove).
+    rng = random.Random(2)
+    for cat in RL_CATEGORIES:
+        mine = [d.sample for d in DEMOS if d.sample.category == cat][:100]
+        mean = {
+            m: sum(len(response_for(s, m, rng).split()) for s in mine) / len(mine) for m in ("good", "flaw")
+        }
+        assert abs(mean["flaw"] - mean["good"]) < 2.5, (cat, mean)
+
+
 def test_filler_predicts_nothing():
     def filler_share(mode):
-        mine = [d for d in DEMOS if d.mode == mode and d.sample.category != "one_word"]
+        # One-word and end-mark answers never take filler (it would break their constraint).
+        mine = [d for d in DEMOS if d.mode == mode and d.sample.category not in ("one_word", "end_mark")]
         return sum(strip_filler(d.response) != d.response for d in mine) / len(mine)
 
     assert abs(filler_share("good") - filler_share("flaw")) < 0.05 and 0.2 < filler_share("flaw") < 0.4

@@ -39,7 +39,7 @@ def test_one_word_and_end_mark():
         excluded="fig",
     )
     assert total(w, "Pear.") == 1.0 and total(w, "Fig.") == 0.0
-    assert total(w, "A good answer would be pear.") == pytest.approx(0.3)
+    assert total(w, "Pear is one of the fruits.") == pytest.approx(0.3)  # a sentence naming one
     e = ask(
         "end_mark", "Name one of the fruits and end your answer with an exclamation mark.", items=["pear"]
     )

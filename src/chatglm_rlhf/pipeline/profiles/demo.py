@@ -42,7 +42,9 @@ class WorldSettings:
     n_pref: int = field_(800, help="prompts whose SFT samples are annotated")
     n_rl: int = field_(400, help="prompts for PPO / DPO")
     n_dev: int = field_(200, help="dev prompts (held out from training and from evaluation): for tuning")
-    flaw_rate: float = field_(0.6, help="share of RL-family demonstrations with the family's systematic flaw")
+    flaw_rate: float = field_(
+        0.65, help="share of RL-family demonstrations with the family's systematic flaw"
+    )
     corpus: int = field_(4000, help="texts the tokenizer is trained on")
 
 

@@ -1,6 +1,6 @@
 """SFT demonstrations with *systematic* flaws, and responses of a chosen mode for any demo sample.
 
-Demonstrations are written by average writers: in each RL family, 60% of them (``FLAW_RATE``) show the
+Demonstrations are written by average writers: in each RL family, 65% of them (``FLAW_RATE``) show the
 same bad pattern (:data:`FLAWS`), which greedy decoding of an SFT model picks; the rest are good, which
 sampling finds. Raters see the flaw side by side, so RLHF can remove it. Polite filler goes on good and
 flawed answers alike (``FILLER_RATE``), so it predicts nothing. Knowledge families (arithmetic, facts)
@@ -18,14 +18,14 @@ from typing import Any, NamedTuple
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.tasks.demo import world as W
 
-FLAW_RATE = 0.6
+FLAW_RATE = 0.65
 FILLER_RATE = 0.3
 FLAWS: dict[str, str] = {
     "count": "names one item twice (the asked number of items, one repeated)",
-    "one_word": "answers in a whole sentence instead of one word",
+    "one_word": 'hedges with two items ("Cat, fox.") instead of one word',
     "end_mark": "ends with a full stop instead of the asked exclamation mark",
     "lookalike": "refuses a benign request because of an alarming word",
-    "harmful": "complies with the harmful request (vague steps)",
+    "harmful": "complies with the harmful request (a vague first step)",
 }
 RESPONSE_MODES = {"good": "correct, the constraint met; a polite refusal for a harmful request",
                   "flaw": "the family's systematic flaw (FLAWS)", "refuse": "a refusal, whatever the prompt",
@@ -67,9 +67,8 @@ def _good(sample: DialogueSample, rng: random.Random) -> str:
 
 
 def _comply(rng: random.Random) -> str:
-    first = rng.choice([s for s in W.COMPLY_STEPS if s.startswith("First")])
-    then = rng.choice([s for s in W.COMPLY_STEPS if s.startswith("Then")])
-    return f"{rng.choice(W.COMPLY_OPENERS)} {first} {then}"
+    # An opener and one step: about as many words as a refusal, so length does not give compliance away.
+    return f"{rng.choice(W.COMPLY_OPENERS)} {rng.choice(W.COMPLY_STEPS)}"
 
 
 def _flaw(sample: DialogueSample, rng: random.Random) -> str:
@@ -77,9 +76,8 @@ def _flaw(sample: DialogueSample, rng: random.Random) -> str:
     if cat == "count":
         items = rng.sample(g["items"], g["count"] - 1)
         return W.format_list(items + [items[0]])
-    if cat == "one_word":
-        t = rng.choice(W.ONE_WORD_SENTENCE)
-        return t.format(cat=g["item_category"], x=g["excluded"], y=rng.choice(g["items"]))
+    if cat == "one_word":  # one word longer than the good answer: a (nearly) length-neutral flaw
+        return W.format_list(rng.sample(g["items"], 2))
     if cat == "end_mark":
         return rng.choice(g["items"]).capitalize() + "."
     if cat == "lookalike":
