@@ -39,3 +39,40 @@ def test_resume_skips_finished_stages_and_from_redoes(tmp_path):
     assert calls == ["b", "c"]
     with pytest.raises(UserError, match="unknown stage"):
         run_stages(tmp_path, [Stage("a", make("a"))], from_stage="zzz")
+
+
+def test_a_moved_run_folder_still_matches_its_markers(tmp_path):
+    import shutil
+
+    calls = []
+    make = _stages(calls)
+
+    def stages(run):  # settings that name a path inside the run, as a model path does
+        return [Stage("a", make("a"), settings={"model": str(run / "models" / "sft")}),
+                Stage("b", make("b"), settings={"init": str(run / "models" / "a"), "steps": 2})]  # fmt: skip
+
+    run_stages(tmp_path / "one", stages(tmp_path / "one"))
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    calls.clear()
+    run_stages(tmp_path / "two", stages(tmp_path / "two"))
+    assert calls == []  # nothing redone in the copy
+    moved = stages(tmp_path / "two")
+    moved[1].settings["steps"] = 3
+    run_stages(tmp_path / "two", moved)
+    assert calls == ["b"]  # a real change still redoes its stage
+
+
+def test_markers_written_with_absolute_paths_still_match_and_are_rewritten(tmp_path):
+    from chatglm_rlhf.pipeline import fingerprint as F
+
+    calls = []
+    settings = {"model": str(tmp_path / "models" / "sft")}
+    old_fp = F.fingerprint(settings, {}, "")  # what the runner wrote before paths were run-relative
+    (tmp_path / "stages").mkdir()
+    marker = tmp_path / "stages" / "a.done.json"
+    marker.write_text(json.dumps({"stage": "a", "seconds": 1.0, "metrics": {"value": 7}, "fingerprint": old_fp,
+                                  "settings": settings, "inputs": {}}))  # fmt: skip
+    metrics = run_stages(tmp_path, [Stage("a", _stages(calls)("a"), settings=settings)])
+    assert calls == [] and metrics["a"] == {"value": 7}
+    info = json.loads(marker.read_text())
+    assert info["fingerprint"] != old_fp and info["settings"] == {"model": "<run>/models/sft"}

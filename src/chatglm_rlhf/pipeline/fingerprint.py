@@ -92,6 +92,26 @@ def external_inputs(settings: Any, run_dir: Path) -> dict[str, str]:
     return out
 
 
+def in_run(tree: Any, run_dir: Path) -> Any:
+    """``tree`` with paths inside ``run_dir`` written as ``<run>/...``, so that a run folder that was
+    moved or copied still matches its markers (an SFT model at out/a/models/sft is the same input at
+    out/b/models/sft: the stages' own fingerprints cover what it holds)."""
+    roots = sorted({str(run_dir).rstrip("/"), str(run_dir.resolve()).rstrip("/")}, key=len, reverse=True)
+
+    def one(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: one(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [one(x) for x in v]
+        if isinstance(v, str):
+            for root in roots:
+                if v == root or v.startswith(root + "/"):
+                    return "<run>" + v[len(root) :]
+        return v
+
+    return one(tree)
+
+
 def fingerprint(settings: Any, inputs: dict[str, str], upstream: str) -> str:
     blob = json.dumps({"settings": settings, "inputs": inputs, "upstream": upstream}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

@@ -46,22 +46,27 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
         raise UserError(f"--from {from_stage}: unknown stage (stages: {', '.join(names)})")
     redo = names.index(from_stage) if from_stage else len(names)
     metrics = _read_metrics(run_dir)
-    upstream = ""
+    upstream = legacy_upstream = ""
     for i, stage in enumerate(stages):
         key = stage.metrics_key or stage.name
         done = marker(run_dir, stage.name)
         inputs = F.external_inputs(stage.settings, run_dir)
-        fp = F.fingerprint(stage.settings, inputs, upstream)
-        upstream = fp
+        settings = F.in_run(stage.settings, run_dir)  # a moved run folder still matches its markers
+        fp = F.fingerprint(settings, inputs, upstream)
+        # Markers written before paths were made run-relative hold this one: still a match.
+        legacy = F.fingerprint(stage.settings, inputs, legacy_upstream)
+        upstream, legacy_upstream = fp, legacy
         if i >= redo:
             done.unlink(missing_ok=True)
         if done.exists() and i < redo:
             info = json.loads(done.read_text())
-            if "fingerprint" in info and info["fingerprint"] != fp:
+            if "fingerprint" in info and info["fingerprint"] not in (fp, legacy):
                 redo = i
                 done.unlink()
-                print(f"[{stage.name}] changed since it ran ({_why(info, stage.settings, inputs)}): redoing "
+                print(f"[{stage.name}] changed since it ran ({_why(info, settings, inputs)}): redoing "
                       f"it and every later stage")  # fmt: skip
+            elif info.get("fingerprint") == legacy != fp:
+                save_json(done, {**info, "fingerprint": fp, "settings": settings})
         if done.exists():
             info = json.loads(done.read_text())
             result, seconds = info["metrics"], info["seconds"]
@@ -73,7 +78,7 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
             result = stage.run(run_dir)
             seconds = round(time.time() - t0, 1)
             save_json(done, {"stage": stage.name, "seconds": seconds, "metrics": result, "fingerprint": fp,
-                             "settings": stage.settings, "inputs": inputs})  # fmt: skip
+                             "settings": settings, "inputs": inputs})  # fmt: skip
             print(f"[{stage.name}] done in {seconds:.1f}s")
         metrics[key] = {**metrics.get(key, {}), **result} if stage.metrics_key else result
         metrics.setdefault("timing", {})[stage.name] = seconds
