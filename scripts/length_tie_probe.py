@@ -31,7 +31,9 @@ def tie_pairs(world, judge, sft, tok, generation, seed: int):
             key = (s.id, *sorted((a, b)))
             if len(a.split()) != len(b.split()) and key not in seen and judge.compare(s, a, b) == "tie":
                 seen.add(key)
-                pairs.append(Comparison(s.id, s.prompt, a, b, "tie", history=list(s.history), category=s.category))
+                pairs.append(
+                    Comparison(s.id, s.prompt, a, b, "tie", history=list(s.history), category=s.category)
+                )
     return pairs
 
 
@@ -47,11 +49,15 @@ def one(run: Path) -> dict:
     gen = {k: v for k, v in cfg["generation"].items() if k != "vllm"} | {"backend": "hf"}
     sft_dir = str(run / "models" / "sft")
     sft, tok = load_causal_lm(sft_dir, dtype="fp32", device="cpu"), load_tokenizer(sft_dir)
-    pairs = tie_pairs(DemoWorld(cfg["world"]["seed"]), GoldJudge(), sft, tok, GenerationSettings(**gen), seed=17)
+    pairs = tie_pairs(
+        DemoWorld(cfg["world"]["seed"]), GoldJudge(), sft, tok, GenerationSettings(**gen), seed=17
+    )
     out = {"run": str(run), "prompts": N_PROMPTS, "k": K}
     for rm in ("rm", "rm_nobalance"):
         if (run / "models" / rm).exists():
-            out[rm] = length_tie_probe(RewardScorer.from_pretrained(str(run / "models" / rm), device="cpu"), pairs)
+            out[rm] = length_tie_probe(
+                RewardScorer.from_pretrained(str(run / "models" / rm), device="cpu"), pairs
+            )
     (run / "length_tie_probe.json").write_text(json.dumps(out, indent=1))
     return out
 
