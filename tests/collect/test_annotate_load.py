@@ -9,20 +9,10 @@ by scripts/ci_annotate_services.sh); otherwise that case skips with the reason.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "annotate_load.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("annotate_load_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _check(result: dict, tmp_path: Path, bench) -> None:
@@ -37,14 +27,14 @@ def _check(result: dict, tmp_path: Path, bench) -> None:
 
 
 @pytest.mark.load
-def test_load_sqlite(tmp_path):
-    bench = _bench()
+def test_load_sqlite(tmp_path, repo_script):
+    bench = repo_script("benchmarks/annotate_load.py")
     _check(bench.run(str(tmp_path / "load.db")), tmp_path, bench)
 
 
 @pytest.mark.load
-def test_load_postgresql(tmp_path):
-    bench = _bench()
+def test_load_postgresql(tmp_path, repo_script):
+    bench = repo_script("benchmarks/annotate_load.py")
     url = bench.pg_url_from_env()
     if not url:
         pytest.skip(
@@ -63,9 +53,9 @@ def test_load_postgresql(tmp_path):
         ctx.__exit__(None, None, None)
 
 
-def test_sigkill_during_submissions_loses_nothing_acknowledged(tmp_path):
+def test_sigkill_during_submissions_loses_nothing_acknowledged(tmp_path, repo_script):
     """Kill the server while 6 annotators are mid-flight, restart it, and let them finish."""
-    bench = _bench()
+    bench = repo_script("benchmarks/annotate_load.py")
     from chatglm_rlhf.collect.annotate.process import start_server
 
     db_url = str(tmp_path / "crash.db")

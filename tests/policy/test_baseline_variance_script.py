@@ -1,23 +1,12 @@
 """scripts/baseline_variance.py on a hand-made PPO folder."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "baseline_variance.py"
 
-
-def load():
-    spec = importlib.util.spec_from_file_location("baseline_variance", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_decomposition_by_hand(tmp_path):
+def test_decomposition_by_hand(tmp_path, repo_script):
     # Prompt A: samples 1, 3 and reference 2; prompt B: 5, 7 and 6. Between-prompt variance 4 (means 2, 6),
     # within 1: share 0.8. std r = std(1, 3, 5, 7) = sqrt(5); r - r_ref = (-1, 1, -1, 1): std 1.
     (tmp_path / "prompt_filter.jsonl").write_text(
@@ -29,7 +18,7 @@ def test_decomposition_by_hand(tmp_path):
     (tmp_path / "reference_baseline.jsonl").write_text(
         json.dumps({"key": "a", "score": 2.0}) + "\n" + json.dumps({"key": "b", "score": 6.0}) + "\n"
     )
-    out = load().one(tmp_path)
+    out = repo_script("scripts/baseline_variance.py").one(tmp_path)
     assert out["prompts"] == 2 and out["k"] == 2
     assert out["between_prompt_share"] == pytest.approx(0.8)
     assert out["std_r"] == pytest.approx(math.sqrt(5)) and out["std_r_minus_ref"] == pytest.approx(1.0)

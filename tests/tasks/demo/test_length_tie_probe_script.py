@@ -1,25 +1,14 @@
 """scripts/length_tie_probe.py's pair builder on hand-picked answers (no model: generation is replaced)."""
 
-import importlib.util
 import random
-from pathlib import Path
 
 from chatglm_rlhf.tasks.demo.demonstrations import response_for
 from chatglm_rlhf.tasks.demo.judge import GoldJudge
 from chatglm_rlhf.tasks.demo.world import DemoWorld
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "length_tie_probe.py"
 
-
-def load():
-    spec = importlib.util.spec_from_file_location("length_tie_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_pairs_are_gold_ties_of_different_lengths_each_once(monkeypatch):
-    mod = load()
+def test_pairs_are_gold_ties_of_different_lengths_each_once(monkeypatch, repo_script):
+    mod = repo_script("scripts/length_tie_probe.py")
     world, judge = DemoWorld(0), GoldJudge()
     prompts = [s for s in world.prompts("eval", mod.N_PROMPTS) if s.category == "lookalike"][:3]
     monkeypatch.setattr(world, "prompts", lambda split, n: prompts)
