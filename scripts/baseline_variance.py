@@ -5,7 +5,11 @@ Reads a PPO run's prompt_filter.jsonl (k scores of the SFT policy's samples per 
 reference_baseline.jsonl (the reference answer's score per prompt), both written before the first step,
 and prints the share of the score variance that lies between prompts, the std of r and of r - r_ref over
 the same samples. Subtracting one reference answer's score removes the prompt's level but adds that
-answer's own noise: it lowers the spread only when cov(r, r_ref) > var(r_ref) / 2.
+answer's own noise: it lowers the spread only when cov(r, r_ref) > var(r_ref) / 2. The mean of k sampled
+answers (`ppo.baseline_k=k ppo.baseline_greedy=false`) adds only 1/k of the within-prompt variance.
+Two shares are printed: the plain one (variance of the k-sample prompt means over the total) and the
+unbiased one (one-way ANOVA: the means' variance less their own sampling noise w/k, w the within-prompt
+variance with the n - 1 denominator), which is what a baseline can remove at best.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ def rows(path: Path) -> list[dict]:
 
 
 def one(run: Path) -> dict:
-    ref = {r["key"]: r["score"] for r in rows(run / "reference_baseline.jsonl")}
+    ref_rows = rows(run / "reference_baseline.jsonl")
+    ref = {r["key"]: r["score"] for r in ref_rows}
     sampled = [r for r in rows(run / "prompt_filter.jsonl") if r["key"] in ref and len(r["scores"]) > 1]
     if not sampled:
         raise SystemExit(f"{run}: no prompt with both k > 1 filter samples and a reference score")
@@ -29,8 +34,14 @@ def one(run: Path) -> dict:
     minus = [s - ref[r["key"]] for r in sampled for s in r["scores"]]
     between = statistics.pvariance([statistics.fmean(r["scores"]) for r in sampled])
     within = statistics.fmean(statistics.pvariance(r["scores"]) for r in sampled)
-    return {"run": str(run), "prompts": len(sampled), "k": len(sampled[0]["scores"]),
-            "between_prompt_share": between / (between + within), "std_r": statistics.pstdev(raw),
+    k = len(sampled[0]["scores"])
+    w_true = statistics.fmean(statistics.variance(r["scores"]) for r in sampled)
+    b_true = max(0.0, between - w_true / k)
+    ref_k = len(ref_rows[0].get("scores") or [0])  # older caches hold only the mean
+    return {"run": str(run), "prompts": len(sampled), "k": k, "reference_answers": ref_k,
+            "between_prompt_share": between / (between + within),
+            "between_prompt_share_unbiased": b_true / (b_true + w_true) if b_true + w_true else 0.0,
+            "std_r": statistics.pstdev(raw),
             "std_r_minus_ref": statistics.pstdev(minus)}  # fmt: skip
 
 
@@ -38,7 +49,9 @@ def main(dirs: list[str]) -> None:
     for d in dirs:
         o = one(Path(d))
         print(f"{o['run']}: {o['prompts']} prompts x {o['k']} samples; between-prompt share of the variance "
-              f"{o['between_prompt_share']:.2f}; std r {o['std_r']:.3f}, std r - r_ref {o['std_r_minus_ref']:.3f}")  # fmt: skip
+              f"{o['between_prompt_share']:.2f} (unbiased {o['between_prompt_share_unbiased']:.2f}); std r "
+              f"{o['std_r']:.3f}, std r - r_ref {o['std_r_minus_ref']:.3f} (r_ref: mean of "
+              f"{o['reference_answers']} answer(s))")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -21,4 +21,7 @@ def test_decomposition_by_hand(tmp_path, repo_script):
     out = repo_script("scripts/baseline_variance.py").one(tmp_path)
     assert out["prompts"] == 2 and out["k"] == 2
     assert out["between_prompt_share"] == pytest.approx(0.8)
+    # Unbiased: within variance 2 (n - 1 denominator); the means' variance 4 less 2 / k = 1 leaves 3: 3 / 5.
+    assert out["between_prompt_share_unbiased"] == pytest.approx(0.6)
+    assert out["reference_answers"] == 1
     assert out["std_r"] == pytest.approx(math.sqrt(5)) and out["std_r_minus_ref"] == pytest.approx(1.0)
