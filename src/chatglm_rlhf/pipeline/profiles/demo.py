@@ -94,9 +94,14 @@ def _rm_defaults() -> RMConfig:
 
 
 def _ppo_defaults() -> PPOConfig:
+    # The baseline is the mean score of 8 sampled reference answers, not the paper's one greedy answer:
+    # the SFT model's answers to one prompt differ far more than prompts do here (between-prompt share of
+    # the RM score ~0.3, scripts/baseline_variance.py), so one answer's score is a noisy level that added
+    # spread instead of removing it (docs/results.md, "The reference baseline's estimate").
     return PPOConfig(
         steps=40, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, lr=5e-5, critic_lr=1e-3,
         kl_coef=0.05, ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True, generation=_sampling(),
+        baseline_k=8, baseline_greedy=False,
     )  # fmt: skip
 
 
