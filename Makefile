@@ -26,8 +26,8 @@ smoke: env
 	$(VENV)/bin/chatglm-rlhf demo --out out/smoke --profile smoke
 
 test: env
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	-SERVICES_INSTALL=$(SERVICES_INSTALL) ./scripts/ci_annotate_services.sh
 	$(PY) -m pytest -q -m "not slow" -rs
 	@if [ "$(VLLM_TESTS)" = "1" ]; then $(MAKE) --no-print-directory test-vllm; fi
@@ -39,8 +39,8 @@ services:
 	SERVICES_INSTALL=1 ./scripts/ci_annotate_services.sh
 
 format: env
-	$(VENV)/bin/ruff format src tests benchmarks
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

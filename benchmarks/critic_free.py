@@ -65,21 +65,27 @@ def make_trainer(args, mode: str, out: str):
     if mode == "pg":
         import copy
 
-        from chatglm_rlhf.policy.pg.config import PGConfig
-        from chatglm_rlhf.policy.pg.trainer import PGTrainer
-        from chatglm_rlhf.policy.ppo.models import ActorWithReference
+        from chatglm_rlhf.policy.models import ActorWithReference
+        from chatglm_rlhf.policy.online.config import PGConfig
+        from chatglm_rlhf.policy.online.loop import OnlineTrainer
 
         cfg = PGConfig(
-            estimator=args.estimator, rollout_batch_size=args.batch // args.k, k=args.k, epochs=2, **common
+            estimator=args.estimator,
+            rollout_batch_size=args.batch // args.k,
+            k=args.k,
+            update_epochs=2,
+            **common,
         )
         models = ActorWithReference(policy, tok, reference=copy.deepcopy(policy))
-        return PGTrainer(cfg, models, scorer, prompts)
-    from chatglm_rlhf.policy.ppo.config import PPOConfig
-    from chatglm_rlhf.policy.ppo.models import build_models
-    from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+        return OnlineTrainer(cfg, models, scorer, prompts)
+    from chatglm_rlhf.policy.online.config import PPOConfig
+    from chatglm_rlhf.policy.online.critic import build_models
+    from chatglm_rlhf.policy.online.loop import OnlineTrainer
 
-    cfg = PPOConfig(rollout_batch_size=args.batch, ppo_epochs=2, reward_baseline=False, **common)
-    return PPOTrainer(cfg, build_models(policy, tok, shared_backbone=mode == "ppo_shared"), scorer, prompts)
+    cfg = PPOConfig(rollout_batch_size=args.batch, update_epochs=2, reward_baseline=False, **common)
+    return OnlineTrainer(
+        cfg, build_models(policy, tok, shared_backbone=mode == "ppo_shared"), scorer, prompts
+    )
 
 
 def child(args) -> dict:

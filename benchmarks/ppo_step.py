@@ -3,7 +3,7 @@ shared vs separate actor/critic backbones.
 
 1. **Time split** of a PPO iteration (separate critic, the default): generate (``HFGenerator``),
    score (decode + reward model), forward (old log-probs, reference log-probs, values; no grad) and
-   train (``ppo_epochs`` of minibatch updates). The first ``--warmup`` iterations are excluded; the
+   train (``update_epochs`` of minibatch updates). The first ``--warmup`` iterations are excluded; the
    rest are averaged.
 2. **Generation overhead**: our ``HFGenerator.generate`` (length-sorted batches, left padding, eos cut)
    against one raw ``model.generate`` call on the same left-padded prompts with the same sampling
@@ -34,9 +34,9 @@ import torch
 
 from chatglm_rlhf.models.generation import GenerationSettings, HFGenerator, _left_pad
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
-from chatglm_rlhf.policy.ppo.config import PPOConfig
-from chatglm_rlhf.policy.ppo.models import build_models
-from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+from chatglm_rlhf.policy.online.config import PPOConfig
+from chatglm_rlhf.policy.online.critic import build_models
+from chatglm_rlhf.policy.online.loop import OnlineTrainer
 from chatglm_rlhf.tasks.demo import DemoWorld
 from chatglm_rlhf.tasks.demo.demonstrations import tokenizer_corpus
 from chatglm_rlhf.utils.training import read_metrics, rss_mb
@@ -62,7 +62,7 @@ def make_scorer(policy, tok, device):
 def ppo_config(args, out: str, steps: int) -> PPOConfig:
     return PPOConfig(
         output_dir=out, steps=steps, rollout_batch_size=args.batch, mini_batch_size=args.batch // 2,
-        forward_batch_size=args.batch, ppo_epochs=2, lr=1e-5, prompt_filter=False, ptx_coef=0.0,
+        forward_batch_size=args.batch, update_epochs=2, lr=1e-5, prompt_filter=False, ptx_coef=0.0,
         generation=GenerationSettings(max_new_tokens=args.new_tokens, batch_size=args.batch),
         cpu=args.device == "cpu", mixed_precision="no", progress=False, seed=0,
     )  # fmt: skip
@@ -73,7 +73,7 @@ def time_split(args) -> dict:
     scorer = make_scorer(policy, tok, args.device)
     with tempfile.TemporaryDirectory() as out:
         models = build_models(policy, tok, shared_backbone=False)
-        PPOTrainer(ppo_config(args, out, args.warmup + args.iters), models, scorer, prompts).train()
+        OnlineTrainer(ppo_config(args, out, args.warmup + args.iters), models, scorer, prompts).train()
         rows = read_metrics(Path(out) / "metrics.jsonl")[args.warmup :]
     keys = ("time/generate", "time/score", "time/forward", "time/train")
     split = {k.split("/")[1]: sum(r[k] for r in rows) / len(rows) for k in keys}
@@ -133,7 +133,7 @@ def memory_child(args) -> dict:
     models = build_models(policy, tok, shared_backbone=args.memory_child == "shared")
     params = sum(p.numel() for mod in models.trainable for p in mod.parameters())
     with tempfile.TemporaryDirectory() as out:
-        PPOTrainer(ppo_config(args, out, 1), models, scorer, prompts).train()
+        OnlineTrainer(ppo_config(args, out, 1), models, scorer, prompts).train()
     if args.device.startswith("cuda"):
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
         how = "cuda max_memory_allocated above the RM + policy"

@@ -6,7 +6,7 @@ where the time goes, full fine-tuning vs LoRA, and our generation vs raw ``model
    the adapter disabled), each in a fresh subprocess so the peak RSS (``ru_maxrss``) is that mode's own;
    actor and critic share one backbone as in the profile (``--separate-critic`` gives the critic its own).
    The split is the trainer's own log: generate (``HFGenerator``), score (decode + reward model),
-   forward (old log-probs, reference log-probs, values; no grad) and train (``ppo_epochs`` of minibatch
+   forward (old log-probs, reference log-probs, values; no grad) and train (``update_epochs`` of minibatch
    updates, ptx included). The first ``--warmup`` iterations are excluded; the rest are averaged.
 2. **Generation**: tokens/s of our ``HFGenerator.generate`` (length-sorted batches, left padding, eos
    cut) and of one raw ``model.generate`` call on the same left-padded prompts; the ratio is ours / raw
@@ -63,11 +63,11 @@ def prompts(n: int):
 
 def ppo_config(args, model: str, out: str, lora_r: int):
     from chatglm_rlhf.models.generation import GenerationSettings
-    from chatglm_rlhf.policy.ppo.config import PPOConfig
+    from chatglm_rlhf.policy.online.config import PPOConfig
 
     return PPOConfig(
         model=model, output_dir=out, steps=args.warmup + args.iters, rollout_batch_size=args.batch,
-        mini_batch_size=args.mini_batch, forward_batch_size=args.batch, ppo_epochs=1, lr=1e-5,
+        mini_batch_size=args.mini_batch, forward_batch_size=args.batch, update_epochs=1, lr=1e-5,
         prompt_filter=False, reward_baseline=False, ptx_coef=args.ptx_coef, ptx_batch_size=args.ptx_batch,
         max_prompt_tokens=args.prompt_tokens, max_length=args.prompt_tokens + args.new_tokens,
         shared_backbone=not args.separate_critic, critic_from="sft", lora_r=lora_r, lora_alpha=2 * max(lora_r, 1),
@@ -79,8 +79,8 @@ def ppo_config(args, model: str, out: str, lora_r: int):
 def mode_child(args) -> dict:
     """PPO iterations in one mode (``--child full|lora``); prints the time split and peak RSS as JSON."""
     from chatglm_rlhf.models.gguf import smollm2_checkpoint
-    from chatglm_rlhf.policy.ppo.stage import _load_models
-    from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+    from chatglm_rlhf.policy.online.loop import OnlineTrainer
+    from chatglm_rlhf.policy.online.stage import load_models as _load_models
     from chatglm_rlhf.reward.scorer import RewardScorer
     from chatglm_rlhf.utils.training import read_metrics, rss_mb
 
@@ -95,7 +95,7 @@ def mode_child(args) -> dict:
         models = _load_models(cfg, "cpu")
         trainable = sum(p.numel() for mod in models.trainable for p in mod.parameters() if p.requires_grad)
         t0 = time.perf_counter()
-        PPOTrainer(cfg, models, scorer, samples, sft).train()
+        OnlineTrainer(cfg, models, scorer, samples, sft).train()
         wall = time.perf_counter() - t0
         rows = read_metrics(Path(out) / "metrics.jsonl")[args.warmup :]
     keys = ("time/generate", "time/score", "time/forward", "time/train")

@@ -94,8 +94,8 @@ def iteration_child(args) -> dict:
     """PPO iterations on ``--child`` (hf | vllm); prints the time split, start-up and peak RSS as JSON."""
     from chatglm_rlhf.models.generation import make_generator
     from chatglm_rlhf.models.gguf import smollm2_checkpoint
-    from chatglm_rlhf.policy.ppo.stage import _load_models
-    from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+    from chatglm_rlhf.policy.online.loop import OnlineTrainer
+    from chatglm_rlhf.policy.online.stage import load_models as _load_models
     from chatglm_rlhf.reward.scorer import RewardScorer
     from chatglm_rlhf.utils.training import read_metrics, rss_mb
 
@@ -110,7 +110,7 @@ def iteration_child(args) -> dict:
         t0 = time.perf_counter()
         gen = make_generator(models.actor, models.tokenizer, cfg.generation)
         start = time.perf_counter() - t0
-        PPOTrainer(cfg, models, scorer, samples, sft, generator=gen).train()
+        OnlineTrainer(cfg, models, scorer, samples, sft, generator=gen).train()
         rows = read_metrics(Path(out) / "metrics.jsonl")[args.warmup :]
     keys = ("generate", "score", "forward", "train", "sync")
     split = {k: statistics.mean(r.get(f"time/{k}", 0.0) for r in rows) for k in keys}

@@ -14,7 +14,7 @@ prefix=${1:-out/cf_seed}; shift || true
 run() {
   local s=$1; shift
   OMP_NUM_THREADS=1 .venv/bin/chatglm-rlhf pipeline --config recipes/demo_critic_free.yaml --out "${prefix}$s" \
-    progress=false world.seed=$s rm.seed=$s ppo.seed=$s dpo.seed=$s pg.seed=$s "$@" > "${prefix}$s.log" 2>&1
+    progress=false task.seed=$s rm.seed=$s ppo.seed=$s dpo.seed=$s pg.seed=$s "$@" > "${prefix}$s.log" 2>&1
 }
 run 0 "$@" & run 1 "$@" & wait
 run 2 "$@"

@@ -50,7 +50,12 @@ def one(run: Path) -> dict:
     sft_dir = str(run / "models" / "sft")
     sft, tok = load_causal_lm(sft_dir, dtype="fp32", device="cpu"), load_tokenizer(sft_dir)
     pairs = tie_pairs(
-        DemoWorld(cfg["world"]["seed"]), GoldJudge(), sft, tok, GenerationSettings(**gen), seed=17
+        DemoWorld((cfg.get("task") or cfg["world"])["seed"]),
+        GoldJudge(),
+        sft,
+        tok,
+        GenerationSettings(**gen),
+        seed=17,
     )
     out = {"run": str(run), "prompts": N_PROMPTS, "k": K}
     for rm in ("rm", "rm_nobalance"):

@@ -12,18 +12,6 @@ import statistics
 import sys
 from pathlib import Path
 
-POLICIES = (
-    "ppo",
-    "dpo",
-    "ppo_noptx",
-    "pg",
-    "pg_grpo",
-    "pg_dr_grpo",
-    "pg_rloo",
-    "pg_reinforce_pp",
-    "pg_ref_baseline",
-)
-
 
 def one_run(run: Path) -> dict:
     """The figures of one run: {policy: {judge: win_rate, ...}}, the probe and the kept step."""
@@ -35,17 +23,22 @@ def one_run(run: Path) -> dict:
         "n_prompts": ev.get("n_prompts"),
         "sft_probe": m.get("probe", {}).get("sft", {}).get("overall"),
     }
-    for p in POLICIES:
+    from chatglm_rlhf.evaluate.report.context import run_policies
+
+    out["policies"] = run_policies(m)
+    for p in out["policies"]:
         if p not in ev:
             continue
         row = {j: ev[p][j]["win_rate"] for j in judges if isinstance(ev[p].get(j), dict)}
         row["unfinished_rate"] = (ev[p].get("lengths") or {}).get("unfinished_rate")
         row["probe"] = (m.get("probe", {}).get(p) or {}).get("overall")
         trained = m.get(p) or {}
-        if p.startswith(("ppo", "pg")) and trained.get("steps") and trained.get("seconds"):  # s / iteration
+        if (
+            trained.get("estimator") and trained.get("steps") and trained.get("seconds")
+        ):  # online: s / iteration
             row["s_per_iteration"] = trained["seconds"] / trained["steps"]
         out[p] = row
-    out["kept_step"] = (m.get("ppo_curve") or {}).get("kept_step")
+    out["kept_step"] = (m.get("ppo_curve") or {}).get("kept_step")  # the over-optimisation curve's choice
     return out
 
 
@@ -63,7 +56,7 @@ def main(dirs: list[str]) -> None:
         f"{len(runs)} seeds, {runs[0]['n_prompts']} evaluation prompts: {', '.join(r['run'] for r in runs)}"
     )
     summary: dict = {"runs": runs}
-    for p in POLICIES:
+    for p in dict.fromkeys(p for r in runs for p in r["policies"]):
         if not all(p in r for r in runs):
             continue
         keys = [k for k in runs[0][p] if all(k in r[p] for r in runs)]

@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--policy-lora-r", type=int, default=16)
     ap.add_argument("--policy-lr", type=float, default=2e-4)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("overrides", nargs="*", help="real-profile key=value (e.g. data.seed=1)")
+    ap.add_argument("overrides", nargs="*", help="real-profile key=value (e.g. task.seed=1)")
     a = ap.parse_args()
 
     import torch

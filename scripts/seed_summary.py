@@ -11,8 +11,12 @@ import statistics
 import sys
 from pathlib import Path
 
-POLICIES = ("ppo", "dpo", "ppo_goldreward", "ppo_nobalance", "ppo_nobaseline", "ppo_noptx", "pg",
-            "pg_grpo", "pg_dr_grpo", "pg_rloo", "pg_reinforce_pp", "pg_ref_baseline")  # fmt: skip
+
+def policies_of(metrics: dict) -> list[str]:
+    """The run's trained policies in stage order (``run.policies``; older runs: the evaluation's)."""
+    from chatglm_rlhf.evaluate.report.context import run_policies
+
+    return run_policies(metrics)
 
 
 def shares(run: Path, policy: str) -> dict[str, dict]:
@@ -27,8 +31,8 @@ def shares(run: Path, policy: str) -> dict[str, dict]:
 def one_run(run: Path) -> dict:
     m = json.loads((run / "metrics.json").read_text())
     ev, probe = m["evaluate"], m.get("probe", {})
-    out: dict = {"run": str(run)}
-    for p in POLICIES:
+    out: dict = {"run": str(run), "policies": policies_of(m)}
+    for p in out["policies"]:
         if p not in ev:
             continue
         evj = json.loads((run / ev[p]["eval"]).read_text())
@@ -40,7 +44,8 @@ def one_run(run: Path) -> dict:
                   "collapsed_categories": collapsed, "shares": sh, "words": ev[p]["mean_response_length"],
                   "gold": ev[p]["gold_score"], "probe": (probe.get(p) or {}).get("overall")}  # fmt: skip
     out["sft_probe"] = (probe.get("sft") or {}).get("overall")
-    out["sft_words"] = ev["ppo"]["sft_mean_response_length"]
+    first = next((p for p in out["policies"] if p in ev), None)
+    out["sft_words"] = ev[first]["sft_mean_response_length"] if first else None
     for rm in ("rm", "rm_nobalance"):
         if rm in m:
             out[rm] = {"length_corr_eval_ties": m[rm]["length_correlation"], "ties": m[rm]["length_probe"]["n"],
@@ -53,7 +58,7 @@ def one_run(run: Path) -> dict:
             out[p]["kl_final"] = m[p].get("kl_final")
             if m[p].get("reward_scale"):
                 out[p]["reward_scale"] = m[p]["reward_scale"]
-    for p in POLICIES:  # time per iteration of the RL trainers (PPO and the critic-free ones)
+    for p in out["policies"]:  # time per iteration of the online trainers (PPO and the critic-free ones)
         if p in out and isinstance(m.get(p), dict) and m[p].get("steps"):
             out[p]["s_per_iteration"] = m[p]["seconds"] / m[p]["steps"]
     if "ceiling" in m:
@@ -74,13 +79,14 @@ def mean_sd(xs: list[float]) -> str:
 def main(dirs: list[str]) -> None:
     runs = [one_run(Path(d)) for d in dirs]
     print(f"{len(runs)} seeds: {', '.join(r['run'] for r in runs)}")
-    for p in POLICIES:
+    policies = list(dict.fromkeys(p for r in runs for p in r["policies"]))  # every run's, in stage order
+    for p in policies:
         if all(p in r for r in runs):
             rows = [r[p] for r in runs]
             print(f"{p:<15} win {mean_sd([x['win_rate'] for x in rows])}; min category "
                   f"{mean_sd([x['min_category'] for x in rows])}; collapsed {[x['collapsed_categories'] for x in rows]}; "
                   f"words {mean_sd([x['words'] for x in rows])}; probe {mean_sd([x['probe'] for x in rows])}")  # fmt: skip
-    for p in POLICIES:  # the target's reading: each category's 3-seed mean, and the mean top-answer share
+    for p in policies:  # the target's reading: each category's 3-seed mean, and the mean top-answer share
         if all(p in r for r in runs):
             cats = runs[0][p]["per_category"]
             means = {c: statistics.mean(r[p]["per_category"][c] for r in runs) for c in cats}
@@ -103,7 +109,7 @@ def main(dirs: list[str]) -> None:
         if all(p in r and "reward_scale" in r[p] for r in runs):
             print(f"{p:<15} reward scale (RM std / gold std on SFT candidates) "
                   f"{mean_sd([r[p]['reward_scale']['scale'] for r in runs])}")  # fmt: skip
-    timed = [p for p in POLICIES if all(p in r and "s_per_iteration" in r[p] for r in runs)]
+    timed = [p for p in policies if all(p in r and "s_per_iteration" in r[p] for r in runs)]
     if "ppo" in timed and len(timed) > 1:  # the critic-free comparison: win rate and time vs PPO's
         ppo_win = statistics.mean(r["ppo"]["win_rate"] for r in runs)
         ppo_s = statistics.mean(r["ppo"]["s_per_iteration"] for r in runs)

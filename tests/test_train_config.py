@@ -10,7 +10,7 @@ from chatglm_rlhf.config import default_, field_, from_dict, help_lines, inherit
 from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.models.generation import GenerationSettings, HFGenerator, make_generator
 from chatglm_rlhf.policy.dpo.config import DPOConfig
-from chatglm_rlhf.policy.ppo.config import PPOConfig
+from chatglm_rlhf.policy.online.config import PPOConfig
 from chatglm_rlhf.policy.sft import SFTConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 from chatglm_rlhf.reward.rm_config import RMConfig

@@ -216,6 +216,12 @@ def _apply_aliases(cls: type, data: dict[str, Any], where: str, prefix: str) -> 
                 raise ConfigError(
                     f"{where}: {prefix}{old} is an alias of {prefix}{new}, but {p} is not a section"
                 )
+        _deprecated(f"{prefix}{old}", f"{prefix}{new}")
+        if isinstance(value, dict) and isinstance(node.get(last), dict):
+            # A renamed section (world -> task): the old name's keys come from the user's layer (the
+            # profiles use the new name), so they override the section's defaults key by key.
+            node[last] = _merge(node[last], value)
+            continue
         if last in node and node[last] != value:
             raise ConfigError(
                 f"{where}: {prefix}{old} (an old name of {prefix}{new}) and {prefix}{new} disagree: "
@@ -223,6 +229,18 @@ def _apply_aliases(cls: type, data: dict[str, Any], where: str, prefix: str) -> 
             )
         node[last] = value
     return data
+
+
+_NOTICED: set[tuple[str, str]] = set()
+
+
+def _deprecated(old: str, new: str) -> None:
+    """One line on stderr, once per process and key, when an old key name is used."""
+    import sys
+
+    if (old, new) not in _NOTICED:
+        _NOTICED.add((old, new))
+        print(f"note: {old} is deprecated, an old name of {new}; it still works", file=sys.stderr)
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -327,6 +345,8 @@ def help_lines(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
                 help_lines(base, prefix + f.name + ".", None if default is dataclasses.MISSING else default)
             )
             continue
+        if prefix and f.name in getattr(cls, "PIPELINE_FILLED", ()):
+            continue  # a section of a pipeline config: the run fills it in (an error if given)
         if default is dataclasses.MISSING:
             default = "(required)"
         lines.append(f"  {prefix}{f.name} = {default!r}  [{_type_name(tp)}]  {f.metadata.get('help', '')}")

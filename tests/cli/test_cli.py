@@ -66,7 +66,7 @@ def test_top_level_help_imports_no_heavy_stage_module():
 
     code = (
         "import sys; from chatglm_rlhf.cli.main import build_parser; build_parser(['--help']); "
-        "print('torch' in sys.modules, 'chatglm_rlhf.policy.ppo.trainer' in sys.modules)"
+        "print('torch' in sys.modules, 'chatglm_rlhf.policy.online.loop' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

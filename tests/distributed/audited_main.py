@@ -36,11 +36,11 @@ def _record_sharding() -> list[dict]:
     import torch
     from torch.distributed.fsdp import FSDPModule
 
-    from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+    from chatglm_rlhf.policy.online.loop import OnlineTrainer
     from chatglm_rlhf.utils.fsdp import is_sharded, sharded_fraction
 
     seen: list[dict] = []
-    step = PPOTrainer.step
+    step = OnlineTrainer.step
 
     def recording_step(self, *args, **kwargs):
         if not seen:
@@ -57,7 +57,7 @@ def _record_sharding() -> list[dict]:
                 })  # fmt: skip
         return step(self, *args, **kwargs)
 
-    PPOTrainer.step = recording_step
+    OnlineTrainer.step = recording_step
     return seen
 
 

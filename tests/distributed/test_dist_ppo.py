@@ -19,7 +19,7 @@ def ppo_args(world, out, **overrides) -> list[str]:
     args = {
         "model": world["policy"], "reward_model": world["rm"], "prompts": world["prompts"],
         "output_dir": out, "steps": STEPS, "rollout_batch_size": ROLLOUT, "mini_batch_size": 2,
-        "ppo_epochs": 1, "forward_batch_size": 4, "generation.max_new_tokens": 6,
+        "update_epochs": 1, "forward_batch_size": 4, "generation.max_new_tokens": 6,
         "generation.batch_size": 16, "prompt_filter": "true", "filter_k": 2, "filter_eps": 0.0,
         "reward_baseline": "true", "baseline_greedy": "true", "ptx_coef": 0.0, "lr": 1e-3,
         "critic_lr": 1e-3, "seed": 3, "cpu": "true", "progress": "false", "save_every": 1,

@@ -17,7 +17,7 @@ def tiny_lm(world):
 
 
 def test_block_modules_are_the_decoder_layers(tiny_lm):
-    from chatglm_rlhf.policy.ppo.models import ValueModel
+    from chatglm_rlhf.policy.online.critic import ValueModel
     from chatglm_rlhf.utils.fsdp import block_modules
 
     assert [type(b).__name__ for b in block_modules(tiny_lm)] == ["GlmDecoderLayer"] * 2

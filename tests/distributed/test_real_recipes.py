@@ -26,7 +26,7 @@ def stage_class(stage: str):
         from chatglm_rlhf.policy.dpo.config import DPOConfig
 
         return DPOConfig
-    from chatglm_rlhf.policy.ppo.config import PPOConfig
+    from chatglm_rlhf.policy.online.config import PPOConfig
 
     return PPOConfig
 

@@ -44,7 +44,7 @@ def tiny_chat_model(out: Path) -> Path:
 
 # Everything at the smallest size that still runs each stage once.
 TINY = [
-    "data.n_rl=8", "data.n_eval=6", "data.n_sft_heldout=4", "rm.backbone=policy", "judge_rm.backbone=policy",
+    "task.n_rl=8", "task.n_eval=6", "task.n_sft_heldout=4", "rm.backbone=policy", "judge_rm.backbone=policy",
     "rm_train.max_steps=2", "rm_train.batch_size=4", "judge_rm_train.max_steps=2", "judge_rm_train.batch_size=4",
     "ppo.steps=1", "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4", "ppo.filter_eps=0",
     "ppo.generation.max_new_tokens=6", "ppo.max_prompt_tokens=96", "ppo.max_length=128",

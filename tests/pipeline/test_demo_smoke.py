@@ -15,11 +15,11 @@ def table_rows(out, metrics):
 
 
 TINY = [
-    "world.n_sft=120",
-    "world.n_eval=8",
-    "world.n_pref=8",
-    "world.n_rl=8",
-    "world.corpus=400",
+    "task.n_sft=120",
+    "task.n_eval=8",
+    "task.n_pref=8",
+    "task.n_rl=8",
+    "task.corpus=400",
     "model.hidden_size=32",
     "model.num_layers=1",
     "sft.steps=4",

@@ -10,7 +10,7 @@ from real_fixtures import ASKS, SAFE, TINY, tiny_chat_model, write_hh_file
 from chatglm_rlhf.cli.main import main
 
 # The real profile's tiny sizes under the files profile's key for the split (task.* instead of data.*).
-FILES_TINY = [o.replace("data.", "task.", 1) if o.startswith("data.") else o for o in TINY]
+FILES_TINY = TINY
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ def test_defaults_are_the_documented_choices():
     assert cfg.rm.backbone == "minilm" and cfg.judge_rm.backbone == "minilm"
     assert cfg.ppo.lora_r > 0 and cfg.ppo.reward_baseline and cfg.ppo.prompt_filter and cfg.ppo.ptx_coef > 0
     assert cfg.dpo.pairs_from == "data"  # the DPO stage sets pairs_from=rm itself
-    assert cfg.data.path.startswith("../shared/data/")
+    assert cfg.task.path.startswith("../shared/data/")
     assert cfg.ablations == []
 
 
@@ -31,7 +31,7 @@ def test_recipe_then_overrides_then_profile(tmp_path):
     recipe.write_text("profile: real-smoke\nppo:\n  steps: 3\n")
     cfg = load_real_config(str(recipe), ["ppo.lr=0.001", "ablations=[ptx]"])
     assert cfg.profile == "real-smoke" and cfg.ppo.steps == 3 and cfg.ppo.lr == 0.001
-    assert cfg.data.n_rl == 8  # from the real-smoke profile
+    assert cfg.task.n_rl == 8  # from the real-smoke profile
     assert cfg.ablations == ["ptx"]
 
 
@@ -39,12 +39,12 @@ def test_recipe_then_overrides_then_profile(tmp_path):
     "overrides, key",
     [
         (["ppo.stepz=3"], "stepz"),
-        (["data.heldout=1.5"], "data.heldout"),
-        (["data.rm_eval=0.4", "data.judge_train=0.4", "data.heldout=0.1"], "leaves under 10%"),
+        (["task.heldout=1.5"], "task.heldout"),
+        (["task.rm_eval=0.4", "task.judge_train=0.4", "task.heldout=0.1"], "leaves under 10%"),
         (["ablations=[length_balance]"], "ablations"),
         (["eval.llm_judge_policies=[ppo_noptx]"], "llm_judge_policies"),
         (["ppo.shared_backbone=false", "ppo.critic_from=auto"], "critic_from"),
-        (["data.n_rl=-1"], "data.n_rl"),
+        (["task.n_rl=-1"], "task.n_rl"),
         (["profile=huge"], "profile"),
     ],
 )

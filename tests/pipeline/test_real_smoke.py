@@ -32,7 +32,7 @@ def test_data_split_is_deterministic_order_free_and_leak_free(tiny, tmp_path):
     shuffled.write_text("\n".join(lines) + "\n")
     results = []
     for i, path in enumerate((hh, hh, shuffled)):
-        cfg = load_real_config(None, [f"data.path={path}", "data.n_eval=0", "data.n_rl=0"])
+        cfg = load_real_config(None, [f"task.path={path}", "task.n_eval=0", "task.n_rl=0"])
         run = real_ctx(cfg, tmp_path / f"run{i}")
         results.append((data.data(run), _parts(run.out), run))
     (m0, p0, run0), (m1, p1, _), (_, p2, _) = results
@@ -50,7 +50,7 @@ def test_data_split_is_deterministic_order_free_and_leak_free(tiny, tmp_path):
     # ptx data = rm_train's chosen responses
     sft = [json.loads(x) for x in (run0.data / "sft.jsonl").read_text().splitlines()]
     assert {s["responses"][0] for s in sft} <= {c.chosen for c in run0.comparisons("rm_train")}
-    other = load_real_config(None, [f"data.path={hh}", "data.seed=5"])
+    other = load_real_config(None, [f"task.path={hh}", "task.seed=5"])
     run5 = real_ctx(other, tmp_path / "seed5")
     data.data(run5)
     assert _parts(run5.out) != p0  # the seed matters
@@ -59,7 +59,7 @@ def test_data_split_is_deterministic_order_free_and_leak_free(tiny, tmp_path):
 def test_real_profile_end_to_end_on_a_tiny_model_then_resumes(tiny, tmp_path, capsys):
     model, hh = tiny
     out = tmp_path / "run"
-    args = ["demo", "--profile", "real", "--out", str(out), f"model={model}", f"data.path={hh}",
+    args = ["demo", "--profile", "real", "--out", str(out), f"model={model}", f"task.path={hh}",
             "ablations=[ptx]", *TINY, "ppo.steps=2", "ppo.snapshot_every=1"]  # fmt: skip
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())

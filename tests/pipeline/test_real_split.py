@@ -16,7 +16,7 @@ from chatglm_rlhf.tasks.hh.task import HH_DEFAULT, REPO_ROOT
 
 
 def _split_run(tmp_path, path, overrides=()):
-    cfg = load_real_config(None, [f"data.path={path}", *overrides])
+    cfg = load_real_config(None, [f"task.path={path}", *overrides])
     run = real_ctx(cfg, tmp_path / "run")
     return cfg, run, data.data(run)
 
@@ -27,7 +27,7 @@ def _assert_no_leak(cfg, run):
     evaluation = {context_key(s) for s in run.samples("eval_prompts")}
     dev = {context_key(s) for s in run.samples("dev_prompts")}
     rl = {context_key(s) for s in run.samples("rl_prompts")}
-    shares = [{context_key(c) for c in judge_share(run.comparisons("judge_train"), i, cfg.judges, cfg.data.seed)}
+    shares = [{context_key(c) for c in judge_share(run.comparisons("judge_train"), i, cfg.judges, cfg.task.seed)}
               for i in range(cfg.judges)]  # fmt: skip
     assert evaluation and dev and rl
     for trained in (rl, ctx["rm_train"], ctx["judge_train"], *shares, dev):
@@ -45,7 +45,7 @@ def _assert_no_leak(cfg, run):
 def test_tiny_split_has_dev_and_leaks_nothing(tmp_path):
     hh = write_hh_file(tmp_path / "hh.jsonl", n=120)
     cfg, run, m = _split_run(tmp_path, hh)
-    assert cfg.judges == 2 and cfg.data.dev > 0 and cfg.data.n_eval == 0
+    assert cfg.judges == 2 and cfg.task.dev > 0 and cfg.task.n_eval == 0
     evaluation, ctx = _assert_no_leak(cfg, run)
     assert len(evaluation) == len(ctx["heldout"]) == m["eval_prompts"]  # every heldout context
     assert m["eval_contexts_seen_in_training"] == 0 and m["dev_prompts"] == len(ctx["dev"]) > 0
@@ -64,7 +64,22 @@ def test_the_shared_hh_file_gives_at_least_200_eval_prompts(tmp_path):
 def test_dev_share_is_checked():
     from chatglm_rlhf.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"data\.dev"):
-        load_real_config(None, ["data.dev=1.5"])
+    with pytest.raises(ConfigError, match=r"task\.dev"):
+        load_real_config(None, ["task.dev=1.5"])
     with pytest.raises(ConfigError, match="judges"):
         load_real_config(None, ["judges=0"])
+
+
+def test_the_checkout_is_found_at_any_depth_and_a_wheel_gets_a_one_line_error(tmp_path, monkeypatch):
+    from chatglm_rlhf.errors import UserError
+    from chatglm_rlhf.tasks.hh import task
+
+    deep = tmp_path / "a" / "b" / "c" / "d" / "e" / "f"
+    deep.mkdir(parents=True)
+    (tmp_path / "a" / "pyproject.toml").write_text('[project]\nname = "chatglm-rlhf"\n')
+    assert task.find_checkout(deep / "task.py") == tmp_path / "a"
+    assert task.find_checkout(tmp_path / "elsewhere" / "task.py") is None  # an installed wheel: none
+    monkeypatch.setattr(task, "REPO_ROOT", None)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"task\.path: \.\./shared/.* not found .* set task\.path=FILE"):
+        task.resolve_data_path(task.HH_DEFAULT)

@@ -15,9 +15,9 @@ from chatglm_rlhf.models.generation import GenerationSettings, HFGenerator
 from chatglm_rlhf.policy.dpo.config import DPOConfig
 from chatglm_rlhf.policy.dpo.pairs import pairs_from_policy
 from chatglm_rlhf.policy.dpo.trainer import DPOTrainer
-from chatglm_rlhf.policy.ppo.config import PPOConfig
-from chatglm_rlhf.policy.ppo.models import build_models
-from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+from chatglm_rlhf.policy.online.config import PPOConfig
+from chatglm_rlhf.policy.online.critic import build_models
+from chatglm_rlhf.policy.online.loop import OnlineTrainer
 
 
 class LetterScorer:
@@ -37,11 +37,11 @@ def test_ppo_on_vllm_syncs_every_step(tok, tmp_path):
     before = greedy(HFGenerator(actor, tok), ps)
     gen = GenerationSettings(max_new_tokens=8, batch_size=8, backend="vllm")
     cfg = PPOConfig(
-        output_dir=str(tmp_path), steps=3, rollout_batch_size=4, mini_batch_size=2, ppo_epochs=2,
+        output_dir=str(tmp_path), steps=3, rollout_batch_size=4, mini_batch_size=2, update_epochs=2,
         forward_batch_size=4, generation=gen, lr=3e-3, critic_lr=1e-3, prompt_filter=False, ptx_coef=0.0,
         progress=False, seed=3, log_every=1,
     )  # fmt: skip
-    trainer = PPOTrainer(cfg, build_models(actor, tok), LetterScorer(), samples())
+    trainer = OnlineTrainer(cfg, build_models(actor, tok), LetterScorer(), samples())
     result = trainer.train()
     assert result["steps"] == 3
     after = greedy(HFGenerator(actor, tok), ps)
@@ -102,29 +102,34 @@ def test_two_ranks_each_sync_their_engine(tmp_path):
     assert reports[0]["after"] == reports[1]["after"]  # one model, trained in step on both ranks
 
 
-def test_pg_on_vllm_follows_the_updates(tmp_path):
-    """The critic-free trainer (k samples per prompt from the engine) syncs the engine each iteration."""
+@pytest.mark.parametrize("estimator", ["rloo", "remax"])
+def test_pg_on_vllm_follows_the_updates(tmp_path, estimator):
+    """A critic-free estimator (k samples per prompt from the engine; remax also the engine's greedy
+    answer) syncs the engine each iteration and logs the engine's log-prob gap, as PPO does."""
     import copy
 
     from vllm_fixtures import TEXTS
 
     from chatglm_rlhf.models.tiny import train_tokenizer
-    from chatglm_rlhf.policy.pg.config import PGConfig
-    from chatglm_rlhf.policy.pg.trainer import PGTrainer
-    from chatglm_rlhf.policy.ppo.models import ActorWithReference
+    from chatglm_rlhf.policy.models import ActorWithReference
+    from chatglm_rlhf.policy.online.config import PGConfig
+    from chatglm_rlhf.policy.online.loop import OnlineTrainer
 
     tok = train_tokenizer(TEXTS, vocab_size=300)
     actor = tiny_llama(tok)
     ps = prompts(tok)
     before = greedy(HFGenerator(actor, tok), ps)
     cfg = PGConfig(
-        output_dir=str(tmp_path), steps=3, rollout_batch_size=4, k=4, mini_batch_size=8, epochs=1,
+        output_dir=str(tmp_path), steps=3, rollout_batch_size=4, k=4, mini_batch_size=8, update_epochs=1,
         forward_batch_size=8, generation=GenerationSettings(max_new_tokens=8, batch_size=16, backend="vllm"),
-        lr=3e-3, prompt_filter=False, ptx_coef=0.0, progress=False, seed=3, estimator="rloo",
+        lr=3e-3, prompt_filter=False, ptx_coef=0.0, progress=False, seed=3, estimator=estimator,
     )  # fmt: skip
     models = ActorWithReference(actor, tok, reference=copy.deepcopy(actor))
-    trainer = PGTrainer(cfg, models, LetterScorer(), samples())
+    trainer = OnlineTrainer(cfg, models, LetterScorer(), samples())
     trainer.train()
     after = greedy(HFGenerator(actor, tok), ps)
     assert after != before
     assert greedy(trainer.generator, ps) == after
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    gaps = [r["health/engine_logprob_gap"] for r in rows]
+    assert len(gaps) == 3 and max(gaps) < 1e-3, gaps  # a synced engine: the log-probs agree (as PPO's)

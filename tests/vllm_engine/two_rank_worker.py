@@ -11,9 +11,9 @@ from vllm_fixtures import QUESTIONS, TEXTS, greedy, prompts, tiny_llama
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.models.generation import GenerationSettings, HFGenerator
 from chatglm_rlhf.models.tiny import train_tokenizer
-from chatglm_rlhf.policy.ppo.config import PPOConfig
-from chatglm_rlhf.policy.ppo.models import build_models
-from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+from chatglm_rlhf.policy.online.config import PPOConfig
+from chatglm_rlhf.policy.online.critic import build_models
+from chatglm_rlhf.policy.online.loop import OnlineTrainer
 
 
 class LetterScorer:
@@ -29,12 +29,12 @@ def main(out: Path) -> None:
     before = greedy(HFGenerator(actor, tok), ps)
     gen = GenerationSettings(max_new_tokens=8, batch_size=8, backend="vllm")
     cfg = PPOConfig(
-        output_dir=str(out / "ppo"), steps=2, rollout_batch_size=4, mini_batch_size=2, ppo_epochs=1,
+        output_dir=str(out / "ppo"), steps=2, rollout_batch_size=4, mini_batch_size=2, update_epochs=1,
         forward_batch_size=4, generation=gen, lr=3e-3, critic_lr=1e-3, prompt_filter=False, ptx_coef=0.0,
         progress=False, seed=3, log_every=1, cpu=True,
     )  # fmt: skip
     samples = [DialogueSample(id=f"q{i}", prompt=q) for i, q in enumerate(QUESTIONS)]
-    trainer = PPOTrainer(cfg, build_models(actor, tok), LetterScorer(), samples)
+    trainer = OnlineTrainer(cfg, build_models(actor, tok), LetterScorer(), samples)
     trainer.train()
     rank = torch.distributed.get_rank()
     after = greedy(HFGenerator(actor, tok), ps)

@@ -14,8 +14,10 @@ def register(sub) -> None:
 
     profiles = all_profiles()
     shown = {}  # one listing per config class, with the first profile's defaults
+    from chatglm_rlhf.policy.registry import with_algorithm_sections
+
     for name, p in profiles.items():
-        shown.setdefault(p.config, name)
+        shown.setdefault(with_algorithm_sections(p.config), name)
     epilog = "\n\n".join(
         f"settings of --profile {name}, given as key=value:\n"
         + "\n".join(help_lines(cls, instance=default_config(name)))

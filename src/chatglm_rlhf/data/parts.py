@@ -37,7 +37,7 @@ class PartSettings:
     n_sft_heldout: int = field_(32, help="rm_eval's chosen responses for the held-out SFT loss")
 
 
-def validate_parts(d: PartSettings, where: str, prefix: str = "data.") -> None:
+def validate_parts(d: PartSettings, where: str, prefix: str = "task.") -> None:
     for key in ("rm_eval", "judge_train", "heldout"):
         share = getattr(d, key)
         if not 0.0 < share < 1.0:

@@ -23,8 +23,10 @@ def canonical(value: Any) -> Any:
         # A section may name fields that change nothing at their current values (vLLM settings under
         # backend=hf): left out, so that adding such a field does not redo finished runs.
         unused = set(value.unused_fields()) if hasattr(value, "unused_fields") else set()
+        # A field renamed since runs were made enters under its old name (``FINGERPRINT_NAMES``).
+        names = getattr(value, "FINGERPRINT_NAMES", {})
         return {
-            f.name: canonical(getattr(value, f.name))
+            names.get(f.name, f.name): canonical(getattr(value, f.name))
             for f in dataclasses.fields(value)
             if f.name not in COSMETIC and f.name not in unused and not _added_at_default(value, f)
         }

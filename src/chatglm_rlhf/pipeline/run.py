@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from chatglm_rlhf.pipeline.profiles import all_profiles
-from chatglm_rlhf.pipeline.profiles.base import Profile, apply_generation_backend, check_choices
+from chatglm_rlhf.pipeline.profiles.base import Profile, StageBuilder, apply_generation_backend, check_choices
 
 
 def load_pipeline_config(recipe: str | None, overrides: list[str], profile: str | None = None,
@@ -15,11 +15,16 @@ def load_pipeline_config(recipe: str | None, overrides: list[str], profile: str 
 
     The profile comes from the argument, a ``profile=`` override, the recipe's ``profile:`` or
     ``default``, in that order."""
-    from chatglm_rlhf.config import load_profiled_config
+    from chatglm_rlhf.config import load_profiled_config, parse_overrides, read_yaml
+    from chatglm_rlhf.policy.registry import check_not_filled, with_algorithm_sections
 
     name = profile_name(recipe, overrides, profile, default)
     p = get_profile(name)
-    cfg, where = load_profiled_config(p.config, {name: p.defaults}, name, recipe, overrides, name)
+    if recipe:
+        check_not_filled(read_yaml(recipe), str(recipe))
+    check_not_filled(parse_overrides(overrides), "command line")
+    cls = with_algorithm_sections(p.config)
+    cfg, where = load_profiled_config(cls, {name: p.defaults}, name, recipe, overrides, name)
     check_choices(cfg, p.supported_ablations, where)
     p.validate(cfg, where)
     apply_generation_backend(cfg)
@@ -51,9 +56,12 @@ def get_profile(name: str) -> Profile:
 def default_config(name: str) -> Any:
     """The config a profile runs with when nothing overrides it (for ``--help``)."""
     from chatglm_rlhf.config import from_dict
+    from chatglm_rlhf.policy.registry import with_algorithm_sections
 
     p = get_profile(name)
-    return from_dict(p.config, {**p.defaults, "profile": name}, where=f"profile {name}")
+    return from_dict(
+        with_algorithm_sections(p.config), {**p.defaults, "profile": name}, where=f"profile {name}"
+    )
 
 
 def run_pipeline(cfg: Any, out: str | Path, from_stage: str | None = None) -> dict[str, Any]:
@@ -74,9 +82,12 @@ def run_pipeline(cfg: Any, out: str | Path, from_stage: str | None = None) -> di
         torch.set_num_threads(cfg.threads)
     try:
         ctx = RunContext(cfg, out, p.make_task(cfg), scorer_batch_size=p.scorer_batch_size)
-        metrics = run_stages(out, p.build(ctx), from_stage=from_stage)
+        stages = p.build(ctx)
+        policies = StageBuilder(ctx).evaluated()
+        metrics = run_stages(out, stages, from_stage=from_stage)
     finally:
         torch.set_num_threads(threads)
     if "paused_after" in metrics:
         return metrics
-    return finish(out, metrics, {"name": p.title, "profile": p.name})
+    run = {"name": p.title, "profile": p.name, "algorithms": list(cfg.algorithms), "policies": policies}
+    return finish(out, metrics, run)

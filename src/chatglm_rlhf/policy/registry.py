@@ -1,7 +1,10 @@
 """Policy-optimisation algorithms, registered in one place that the pipeline and the CLI read.
 
-An algorithm is a package ``policy/<name>/`` (config, losses, trainer, stage) plus one line in
-:data:`ALGORITHMS` below. The pipeline runs it as a stage through :func:`train_policy`; its ``cli``
+An algorithm is a config dataclass and a train function plus one :func:`register` call (below, or in
+any module a plug-in imports); its config becomes a section of every pipeline profile's config
+(``<name>.key=value``, :func:`with_algorithm_sections`) and the report lists its policy. The online
+RL algorithms (``ppo``, ``pg``) are sections of one loop (``policy/online``): a new advantage estimator
+is a function and a registration in ``policy/online/estimators.py``, not an algorithm. The pipeline runs it as a stage through :func:`train_policy`; its ``cli``
 module (if any) adds a ``chatglm-rlhf <name>`` command. Imports are lazy (``"module:attr"`` strings), so
 reading the registry loads no torch.
 """
@@ -69,12 +72,57 @@ def train_policy(name: str, inputs: PolicyInputs, cfg: Any) -> dict[str, Any]:
     return get(name).trainer()(inputs, cfg)
 
 
-register(Algorithm("ppo", "chatglm_rlhf.policy.ppo.config:PPOConfig", "chatglm_rlhf.policy.ppo.stage:train",
+register(Algorithm("ppo", "chatglm_rlhf.policy.online.config:PPOConfig", "chatglm_rlhf.policy.online.stage:train",
                    help="PPO with the reference baseline, KL penalty, ptx loss and the prompt filter",
                    cli="chatglm_rlhf.cli.ppo_cmd"))  # fmt: skip
 register(Algorithm("dpo", "chatglm_rlhf.policy.dpo.config:DPOConfig", "chatglm_rlhf.policy.dpo.stage:train",
                    help="DPO / IPO / conservative DPO on RM-labelled pairs of SFT samples",
                    cli="chatglm_rlhf.cli.dpo_cmd"))  # fmt: skip
-register(Algorithm("pg", "chatglm_rlhf.policy.pg.config:PGConfig", "chatglm_rlhf.policy.pg.stage:train",
-                   help="critic-free PG: GRPO, Dr. GRPO, RLOO, REINFORCE++ or the reference baseline (estimator=)",
+register(Algorithm("pg", "chatglm_rlhf.policy.online.config:PGConfig", "chatglm_rlhf.policy.online.stage:train",
+                   help="critic-free online RL: GRPO, Dr. GRPO, RLOO, REINFORCE++, ReMax or the reference baseline (estimator=)",
                    cli="chatglm_rlhf.cli.pg_cmd"))  # fmt: skip
+
+
+# --- the pipeline's config: a section per registered algorithm ------------------------------------------
+
+DEFAULT_FILLED = ("model", "output_dir")  # what every policy stage sets from the run
+_SECTIONED: dict[tuple[type, tuple[str, ...]], type] = {}
+
+
+def pipeline_filled(config_class: type) -> tuple[str, ...]:
+    """The keys of an algorithm's section that a pipeline fills in (the SFT model, the run's folders,
+    data and reward model): ``PIPELINE_FILLED`` on its config class, else ``model`` and ``output_dir``."""
+    return tuple(getattr(config_class, "PIPELINE_FILLED", DEFAULT_FILLED))
+
+
+def with_algorithm_sections(cls: type) -> type:
+    """``cls`` (a profile's config dataclass) with a section for every registered algorithm it does not
+    declare, at the algorithm config's class defaults: ``<name>.key=value`` and a recipe's ``<name>:``
+    reach a plug-in's settings as they reach ``ppo``'s. The class itself when nothing is missing."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    missing = tuple(sorted(n for n in ALGORITHMS if n not in names))
+    if not missing:
+        return cls
+    key = (cls, missing)
+    if key not in _SECTIONED:
+        extra = [(n, ALGORITHMS[n].config_class(), dataclasses.field(default_factory=ALGORITHMS[n].config_class(),
+                  metadata={"help": ALGORITHMS[n].help})) for n in missing]  # fmt: skip
+        _SECTIONED[key] = dataclasses.make_dataclass(cls.__name__, extra, bases=(cls,))
+    return _SECTIONED[key]
+
+
+def check_not_filled(tree: dict[str, Any], where: str) -> None:
+    """A recipe or override that sets a key the pipeline fills in is an error naming the key (it would
+    otherwise be replaced without a word)."""
+    for name, algo in ALGORITHMS.items():
+        section = tree.get(name)
+        if not isinstance(section, dict):
+            continue
+        for key in pipeline_filled(algo.config_class()):
+            if key in section:
+                raise ConfigError(
+                    f"{where}: {name}.{key} is filled in by the pipeline (the run's SFT model, folders, data "
+                    f"and reward model); remove it (the standalone `chatglm-rlhf {name}` command takes it)"
+                )

@@ -1,11 +1,11 @@
-"""PPO's own FSDP2 (``torch.distributed.fsdp.fully_shard``): sharding, full weights when needed, grads.
+"""The online loop's own FSDP2 (``torch.distributed.fsdp.fully_shard``): sharding, full weights when needed, grads.
 
 Why our own wrapping and not accelerate's FSDP plugin: accelerate 1.15 picks FSDP only for GPU-like
 devices; with ``cpu=True`` an FSDP2 plugin silently gives DDP, so nothing would be sharded on the CPU
 where the tests run. ``fully_shard`` is torch's own and runs on CPU with gloo as on GPU with NCCL, so
 the tested path is the path a GPU takes.
 
-What PPO needs beyond a sharded training forward/backward:
+What the online loop (PPO and every critic-free estimator) needs beyond a sharded training forward/backward:
 
 * **Generation** (rollouts, the prompt filter, the reference baseline) needs the whole weights on each
   rank: :func:`full_params` all-gathers them once and keeps them until the block ends. Generating

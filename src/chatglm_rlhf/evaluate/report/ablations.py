@@ -1,7 +1,7 @@
 """The ablation table: each ablation's pair of settings with the numbers that tell them apart.
 
 Arranged from the stages' own metrics (``rm_nobalance``, ``ppo_nobaseline``, ``ppo_noptx``,
-``ppo_goldreward``, the critic-free ``pg_<estimator>`` next to ``rm`` / ``ppo`` / ``dpo`` and their
+``ppo_goldreward``, every critic-free policy (``pg_<estimator>``) next to ``rm`` / the algorithms and their
 evaluations); a run folder whose
 metrics.json already holds an ``ablations`` row list (written before the stage library) shows that list.
 A win-rate column is named after its judge: ``gold_win_rate`` or ``judge_rm_win_rate``.
@@ -53,11 +53,11 @@ def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
                          "top_response_share": c.policy(ppo).get("top_response_share"),
                          "reward_scale": c.get(f"{ppo}.reward_scale.scale")})  # fmt: skip
     rows += critic_free_rows(c)
-    for name in ("ppo", "dpo"):
+    for name in c.algorithms():
         pol = c.get(f"evaluate.{name}")
         if not isinstance(pol, dict):
             continue
-        row = {"name": "PPO vs DPO", "setting": name, **_wins(c, name)}
+        row = {"name": "algorithms", "setting": name, **_wins(c, name)}
         if "judge_rm" in pol:
             row["proxy_rm_win_rate"] = (pol.get("proxy_rm") or {}).get("win_rate")
             row.update(_probe(c, name))
@@ -71,8 +71,14 @@ def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
 def critic_free_rows(c: ReportContext) -> list[dict[str, Any]]:
     """PPO (with its critic) next to each critic-free run (``algorithms=[pg]`` and the ``critic_free``
     ablation's ``pg_<estimator>``): the win rate, seconds per iteration and the optimised reward's spread."""
-    # `pg` and every `pg_<estimator>` stage in the metrics: a new estimator needs no change here.
-    trained = [n for n, v in c.metrics.items() if (n == "pg" or n.startswith("pg_")) and isinstance(v, dict)]
+
+    # Every policy whose training summary names a critic-free estimator (``pg``, the ``pg_<estimator>``
+    # twins, a plug-in's): a new estimator or algorithm needs no change here.
+    def estimator(name: str) -> str | None:
+        train = c.get(name)
+        return train.get("estimator") if isinstance(train, dict) else None
+
+    trained = [n for n in c.policies() if estimator(n) not in (None, "gae")]
     if not trained:
         return []
     rows = []
@@ -82,7 +88,7 @@ def critic_free_rows(c: ReportContext) -> list[dict[str, Any]]:
         per_iter = (
             seconds / steps if isinstance(steps, int) and steps and isinstance(seconds, float) else None
         )
-        setting = "PPO (critic)" if name == "ppo" else pol.get("estimator", name)
+        setting = "PPO (critic)" if name == "ppo" else f"{name}: {pol.get('estimator', name)}"
         rows.append({"name": "critic-free", "setting": setting, **_wins(c, name), "seconds_per_iteration": per_iter,
                      "reward_std": pol.get("reward_std")})  # fmt: skip
     return rows

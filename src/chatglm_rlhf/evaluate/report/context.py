@@ -23,6 +23,26 @@ def get(metrics: dict, key: str, default: Any = None) -> Any:
     return default
 
 
+def run_policies(metrics: dict) -> list[str]:
+    """Every trained policy of a run, in stage order: ``run.policies`` (the pipeline writes it), else the
+    evaluation's policy entries (runs made before it did)."""
+    listed = (metrics.get("run") or {}).get("policies")
+    if isinstance(listed, list):
+        return [str(p) for p in listed]
+    ev = metrics.get("evaluate") or {}
+    found = [k for k, v in ev.items() if isinstance(v, dict)]  # a dict per policy (examples: a list)
+    return found or run_algorithms(metrics)  # older layouts: the eval inside the training summary
+
+
+def run_algorithms(metrics: dict) -> list[str]:
+    """The run's algorithms (``algorithms=``; not the ablations' twins): ``run.algorithms``, else those of
+    ppo / dpo that it trained (runs made before the pipeline wrote the list)."""
+    listed = (metrics.get("run") or {}).get("algorithms")
+    if isinstance(listed, list):
+        return [str(p) for p in listed]
+    return [p for p in ("ppo", "dpo") if isinstance(metrics.get(p), dict)]
+
+
 class ReportContext:
     """What the sections share: the metrics, the run folder, artifact overrides, load notes."""
 
@@ -43,8 +63,14 @@ class ReportContext:
         train, ev = self.get(name), self.get(f"evaluate.{name}")
         return {**(train if isinstance(train, dict) else {}), **(ev if isinstance(ev, dict) else {})}
 
+    def policies(self) -> list[str]:
+        return run_policies(self.metrics)
+
+    def algorithms(self) -> list[str]:
+        return run_algorithms(self.metrics)
+
     def eval_dict(self, stage: str) -> tuple[dict | None, Path | None]:
-        """(eval summary, folder its relative paths resolve against) for ``ppo``/``dpo``."""
+        """(eval summary, folder its relative paths resolve against) for a policy (``ppo``, ``pg_rloo``...)."""
         ev = self.policy(stage).get("eval")
         if isinstance(ev, dict):
             return ev, self.run_dir

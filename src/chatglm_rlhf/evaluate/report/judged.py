@@ -48,7 +48,7 @@ def policies(c: ReportContext) -> list[str]:
 
 def headline(c: ReportContext) -> str:
     cards = []
-    for name in policies(c)[:2]:
+    for name in [a for a in c.algorithms() if a in policies(c)] or policies(c)[:2]:
         j = c.get(f"evaluate.{name}.judge_rm") or {}
         ci = j.get("ci") or [None, None]
         cards.append(card(f"{name.upper()} vs SFT, judge RM", j.get("win_rate"),

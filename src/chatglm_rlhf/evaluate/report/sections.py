@@ -16,7 +16,7 @@ def headline(c: ReportContext) -> str:
     if judged.policies(c):
         return judged.headline(c)
     cards = []
-    for stage in ("ppo", "dpo"):
+    for stage in c.algorithms():
         ev, _ = c.eval_dict(stage)
         overall = (ev or {}).get("overall") or {}
         wr = overall.get("win_rate", c.policy(stage).get("gold_win_rate_vs_sft"))
@@ -176,10 +176,11 @@ def arrow(a: Any, b: Any) -> str | None:
 
 
 def _winrates(c: ReportContext) -> str:
-    evals = [(s.upper(), ev) for s in ("ppo", "dpo") if (ev := c.eval_dict(s)[0])]
+    evals = [(s.upper(), ev) for s in c.policies() if (ev := c.eval_dict(s)[0])]
     if not evals:
-        return not_run("Win / tie / loss vs SFT", "ppo.eval / dpo.eval")
-    body = img(plots.win_tie_loss(evals), "win tie loss per category")
+        return not_run("Win / tie / loss vs SFT", "evaluate.<policy>.eval")
+    main = [(n, ev) for n, ev in evals if n.lower() in c.algorithms()] or evals  # the plot: the algorithms
+    body = img(plots.win_tie_loss(main), "win tie loss per category")
     head = ["model", "category", "n", "win", "tie", "loss", "win rate (ties ½)", "CI", "judge"]
     rows = []
     for name, ev in evals:
@@ -191,7 +192,10 @@ def _winrates(c: ReportContext) -> str:
                          s.get("win_rate"), f"{fmt(ci[0])} – {fmt(ci[1])}", judge])  # fmt: skip
     body += table(head, rows, group_first=True)
     body += _length_table(evals)
-    intro = "Both models answer every held-out prompt; the judge compares each pair. The diamond is the "
+    intro = (
+        "Each policy and SFT answer every held-out prompt; the judge compares each pair (the plot shows the "
+    )
+    intro += "run's algorithms, the table every policy, ablation twins included). The diamond is the "
     intro += "win rate with ties counted half, with its bootstrap confidence interval."
     return section("Win / tie / loss vs SFT", intro, body)
 
@@ -233,7 +237,7 @@ def _length_table(evals: list[tuple[str, dict]]) -> str:
 
 def _examples(c: ReportContext, per_model: int = 3) -> str:
     blocks = []
-    for stage in ("ppo", "dpo"):
+    for stage in c.algorithms():
         ev, base = c.eval_dict(stage)
         p = _responses_file(c, stage, ev or {}, base)
         if p is None:
@@ -245,7 +249,7 @@ def _examples(c: ReportContext, per_model: int = 3) -> str:
         for r in picks:
             blocks.append(_example_html(stage.upper(), r))
     if not blocks:
-        return not_run("Example answers", "ppo.eval.responses_path / dpo.eval.responses_path")
+        return not_run("Example answers", "evaluate.<algorithm>.eval.responses_path")
     return section("Example answers", "A few prompts where the aligned model won or lost.", "".join(blocks))
 
 

@@ -24,17 +24,15 @@ from chatglm_rlhf.pipeline.fingerprint import canonical
 from chatglm_rlhf.pipeline.runner import Stage
 from chatglm_rlhf.pipeline.stages import policy as policy_stages
 from chatglm_rlhf.policy.dpo.config import DPOConfig
-from chatglm_rlhf.policy.pg.config import PGConfig
-from chatglm_rlhf.policy.pg.losses import ESTIMATORS
-from chatglm_rlhf.policy.ppo.config import PPOConfig
+from chatglm_rlhf.policy.online.config import PGConfig, PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 
 ABLATIONS_HELP = (
     "the paper's ablations to run, each a twin of the main run with one setting changed: length_balance "
     "(filter + RM + PPO without length balancing), baseline (PPO on the raw RM score instead of "
     "the reference baseline r - r_ref), ptx (PPO without the ptx loss), gold_reward (PPO on the gold judge's score: "
-    "what a perfect RM would give; tasks with a gold judge), critic_free (the critic-free trainer `pg` with "
-    "each estimator: grpo, dr_grpo, rloo, reinforce_pp, ref_baseline, next to PPO)"
+    "what a perfect RM would give; tasks with a gold judge), critic_free (the `pg` section with every "
+    "registered critic-free estimator: grpo, dr_grpo, rloo, reinforce_pp, ref_baseline, remax, next to PPO)"
 )
 
 
@@ -69,8 +67,18 @@ class PipelineConfig:
 class Ablation:
     name: str
     stages: Callable[[StageBuilder], list[Stage]]
-    policies: tuple[str, ...]  # the models it trains that the evaluation compares with SFT
+    policies: tuple[str, ...] | Callable[[], tuple[str, ...]]  # the models it trains that evaluate compares
     needs_gold: bool = False
+
+    def policy_names(self) -> tuple[str, ...]:
+        return self.policies() if callable(self.policies) else self.policies
+
+
+def critic_free() -> list[str]:
+    """The registered advantage estimators that need no critic, in registration order."""
+    from chatglm_rlhf.policy.online.estimators import ADV_ESTIMATORS
+
+    return [name for name, e in ADV_ESTIMATORS.items() if not e.critic]
 
 
 ABLATIONS: dict[str, Ablation] = {
@@ -92,10 +100,10 @@ ABLATIONS: dict[str, Ablation] = {
         Ablation("gold_reward", lambda b: [
             b.policy("ppo", "ppo_goldreward", scorer=b.ctx.task.gold_reward(), match_scale=True),
         ], ("ppo_goldreward",), needs_gold=True),
-        # No value model: every estimator of the critic-free trainer with the profile's `pg` settings,
-        # the same responses per iteration as PPO (pg.rollout_batch_size * pg.k = ppo.rollout_batch_size).
-        Ablation("critic_free", lambda b: [b.policy("pg", f"pg_{e}", estimator=e) for e in ESTIMATORS],
-                 tuple(f"pg_{e}" for e in ESTIMATORS)),
+        # No value model: every registered critic-free estimator with the profile's `pg` settings, the
+        # same responses per iteration as PPO (pg.rollout_batch_size * pg.k = ppo.rollout_batch_size).
+        Ablation("critic_free", lambda b: [b.policy("pg", f"pg_{e}", estimator=e) for e in critic_free()],
+                 lambda: tuple(f"pg_{e}" for e in critic_free())),
     )
 }  # fmt: skip
 
@@ -110,6 +118,13 @@ def check_choices(cfg: PipelineConfig, supported: tuple[str, ...], where: str) -
     bad = sorted(set(cfg.algorithms) - set(ALGORITHMS))
     if bad:
         raise ConfigError(f"{where}: algorithms: unknown {bad} (choose from {', '.join(sorted(ALGORITHMS))})")
+    from chatglm_rlhf.policy.online.config import OnlineConfig
+    from chatglm_rlhf.policy.online.estimators import get_estimator
+
+    for name in ALGORITHMS:  # a registered estimator in every online section, before any stage runs
+        section = getattr(cfg, name, None)
+        if isinstance(section, OnlineConfig):
+            get_estimator(section.estimator, f"{where}: {name}.estimator")
 
 
 def apply_generation_backend(cfg: PipelineConfig) -> None:
@@ -197,7 +212,7 @@ class StageBuilder:
     def evaluated(self) -> list[str]:
         """Every trained policy the evaluation compares with SFT, in stage order."""
         return [*self.cfg.algorithms,
-                *[p for a in ABLATIONS.values() if a.name in self.cfg.ablations for p in a.policies]]  # fmt: skip
+                *[p for a in ABLATIONS.values() if a.name in self.cfg.ablations for p in a.policy_names()]]  # fmt: skip
 
 
 @dataclass(frozen=True)

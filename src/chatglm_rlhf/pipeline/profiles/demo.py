@@ -17,7 +17,7 @@ Profiles: ``default`` and ``smoke`` (the same stages on a few dozen prompts, < 3
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.evaluate.evaluate import EvalGeneration
@@ -26,8 +26,7 @@ from chatglm_rlhf.pipeline.context import RunContext
 from chatglm_rlhf.pipeline.profiles.base import ABLATIONS_HELP, PipelineConfig, Profile, StageBuilder
 from chatglm_rlhf.pipeline.stages import data, evaluate, models, reward
 from chatglm_rlhf.policy.dpo.config import DPOConfig
-from chatglm_rlhf.policy.pg.config import PGConfig
-from chatglm_rlhf.policy.ppo.config import PPOConfig
+from chatglm_rlhf.policy.online.config import PGConfig, PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 from chatglm_rlhf.reward.rm_config import RMConfig
 
@@ -99,7 +98,7 @@ def _ppo_defaults() -> PPOConfig:
     # the RM score ~0.3, scripts/baseline_variance.py), so one answer's score is a noisy level that added
     # spread instead of removing it (docs/results.md, "The reference baseline's estimate").
     return PPOConfig(
-        steps=40, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, lr=5e-5, critic_lr=1e-3,
+        steps=40, rollout_batch_size=32, mini_batch_size=16, update_epochs=2, lr=5e-5, critic_lr=1e-3,
         kl_coef=0.05, ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True, generation=_sampling(),
         baseline_k=8, baseline_greedy=False,
     )  # fmt: skip
@@ -109,7 +108,7 @@ def _pg_defaults() -> PGConfig:
     # PPO's recipe without the critic: 8 prompts x k = 4 is PPO's 32 responses per iteration, and 2 epochs
     # of 2 minibatches its 4 updates per iteration.
     return PGConfig(
-        steps=40, rollout_batch_size=8, k=4, mini_batch_size=16, epochs=2, lr=5e-5, kl_coef=0.05,
+        steps=40, rollout_batch_size=8, k=4, mini_batch_size=16, update_epochs=2, lr=5e-5, kl_coef=0.05,
         ptx_coef=0.1, max_prompt_tokens=128, max_length=192, cpu=True, generation=_sampling(),
     )  # fmt: skip
 
@@ -124,7 +123,10 @@ def _dpo_defaults() -> DPOConfig:
 @dataclass
 class DemoConfig(PipelineConfig):
     profile: str = field_("default", help="smoke | default: the base settings that the keys below override")
-    world: WorldSettings = field(default_factory=WorldSettings)
+    # The task's settings: one section name in every profile (it was `world` here: still accepted).
+    ALIASES: ClassVar[dict[str, str]] = {"world": "task"}
+
+    task: WorldSettings = field(default_factory=WorldSettings)
     model: TinyModelSettings = field(default_factory=TinyModelSettings)
     sft: DemoSFTSettings = field(default_factory=DemoSFTSettings)
     collect: CollectSettings = field(default_factory=CollectSettings)
@@ -159,14 +161,14 @@ class DemoStages(StageBuilder):
     def rm(self, name: str, filtered: str):
         c = self.cfg
         return self.stage(name, reward.rm, name, f"{filtered}/filtered.jsonl", c.rm, self.ctx.models / "sft",
-                          eval_fraction=0.15, seed=c.world.seed, progress=c.progress)  # fmt: skip
+                          eval_fraction=0.15, seed=c.task.seed, progress=c.progress)  # fmt: skip
 
     def build(self):
-        c, seed, progress = self.cfg, self.cfg.world.seed, self.cfg.progress
+        c, seed, progress = self.cfg, self.cfg.task.seed, self.cfg.progress
         # fmt: off
         stages = [
             self.stage("world", data.data, task=("settings",)),
-            self.stage("base", models.base, c.model, c.world.corpus, seed),
+            self.stage("base", models.base, c.model, c.task.corpus, seed),
             self.stage("sft", models.sft, c.sft, seed, progress),
             self.stage("sft_eval", data.sft_eval, c.generation, seed, progress, key="sft"),
             self.stage("collect", data.collect, c.collect.k, c.collect.overlap, c.generation, seed + 1, progress,
@@ -189,7 +191,7 @@ class DemoStages(StageBuilder):
 def _task(cfg: DemoConfig):
     from chatglm_rlhf.tasks.demo.task import DemoTask
 
-    return DemoTask(cfg.world, cfg.collect)
+    return DemoTask(cfg.task, cfg.collect)
 
 
 def _build(ctx: RunContext):
@@ -197,7 +199,7 @@ def _build(ctx: RunContext):
 
 
 _SMOKE = {
-    "world": {"n_sft": 600, "n_eval": 40, "n_pref": 60, "n_rl": 60, "corpus": 1500},
+    "task": {"n_sft": 600, "n_eval": 40, "n_pref": 60, "n_rl": 60, "corpus": 1500},
     "model": {"hidden_size": 64, "num_layers": 2},
     "sft": {"steps": 120, "batch_size": 16},
     "collect": {"n_annotators": 4, "overlap": 2},

@@ -14,7 +14,7 @@ The same stage library as the demo, on a real chat model and real human preferen
                 2022, so over-optimisation of the proxy shows; an ensemble, so one judge's quirks do not
     ppo, dpo    the policies; ppo_noptx (ablation ``ptx``) the same PPO with ptx_coef = 0; pg_<estimator>
                 (ablation ``critic_free``) the critic-free trainer with each estimator
-    ppo_curve   PPO's snapshots (``ppo.snapshot_every``) vs SFT on the dev prompts by the proxy and each
+    ppo_curve   PPO's snapshots (``ppo.snapshot_every``; any algorithm's: ``<name>_curve``) vs SFT on the dev prompts by the proxy and each
                 judge: the over-optimisation curve, and the checkpoint the later stages keep
     evaluate    every heldout context, greedy answers; win / tie / loss vs the SFT model by each judge RM,
                 their majority, the proxy RM and the both-orders LLM judge (the SFT model itself), plus
@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.parts import validate_parts
@@ -40,8 +41,7 @@ from chatglm_rlhf.pipeline.context import RunContext
 from chatglm_rlhf.pipeline.profiles.base import ABLATIONS, PipelineConfig, Profile, StageBuilder
 from chatglm_rlhf.pipeline.stages import data, evaluate, models, overopt, reward
 from chatglm_rlhf.policy.dpo.config import DPOConfig
-from chatglm_rlhf.policy.pg.config import PGConfig
-from chatglm_rlhf.policy.ppo.config import PPOConfig
+from chatglm_rlhf.policy.online.config import PGConfig, PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 from chatglm_rlhf.reward.rm_config import RMConfig
 from chatglm_rlhf.tasks.hh.task import HHDataSettings
@@ -65,7 +65,7 @@ def rm_defaults() -> RMConfig:
 
 def ppo_defaults() -> PPOConfig:
     return PPOConfig(
-        steps=10, rollout_batch_size=8, mini_batch_size=4, ppo_epochs=2, lr=3e-4, critic_lr=1e-3,
+        steps=10, rollout_batch_size=8, mini_batch_size=4, update_epochs=2, lr=3e-4, critic_lr=1e-3,
         kl_coef=0.02, ptx_coef=0.1, ptx_batch_size=2, max_prompt_tokens=128, max_length=192,
         lora_r=16, lora_alpha=32, shared_backbone=True, critic_from="sft", filter_k=2, filter_eps=1e-4,
         cpu=True, mixed_precision="no", seed=0, forward_batch_size=8,
@@ -77,7 +77,7 @@ def pg_defaults() -> PGConfig:
     # PPO's recipe without the critic: 2 prompts x k = 4 is PPO's 8 responses per iteration, 2 epochs of
     # 2 minibatches its 4 updates.
     return PGConfig(
-        steps=10, rollout_batch_size=2, k=4, mini_batch_size=4, epochs=2, lr=3e-4, kl_coef=0.02,
+        steps=10, rollout_batch_size=2, k=4, mini_batch_size=4, update_epochs=2, lr=3e-4, kl_coef=0.02,
         ptx_coef=0.1, ptx_batch_size=2, max_prompt_tokens=128, max_length=192, lora_r=16, lora_alpha=32,
         filter_k=2, filter_eps=1e-4, cpu=True, mixed_precision="no", seed=0, forward_batch_size=8,
         generation=GenerationSettings(max_new_tokens=48, temperature=0.8, batch_size=16),
@@ -139,7 +139,10 @@ class JudgedConfig(PipelineConfig):
 @dataclass
 class RealConfig(JudgedConfig):
     profile: str = field_("real", help="real | real-smoke: the base settings the keys below override")
-    data: HHDataSettings = field(default_factory=HHDataSettings)
+    # The task's settings: one section name in every profile (it was `data` here: still accepted).
+    ALIASES: ClassVar[dict[str, str]] = {"data": "task"}
+
+    task: HHDataSettings = field(default_factory=HHDataSettings)
 
 
 def minilm_dir() -> Path:
@@ -189,12 +192,14 @@ class JudgedStages(StageBuilder):
         return tuple(reward.judge_name(i) for i in range(self.cfg.judges))
 
     def curve(self, seed: int, parts) -> list:
-        """ppo_curve when PPO runs, snapshots and the data has a dev part."""
+        """``<algorithm>_curve`` for every trained algorithm that writes snapshots (``snapshot_every``),
+        when the data has a dev part."""
         c = self.cfg
-        if "ppo" not in c.algorithms or not c.ppo.snapshot_every or not parts.dev:
+        if not parts.dev:
             return []
-        return [self.stage("ppo_curve", overopt.ppo_curve, "ppo", c.eval, self.judge_names(), c.curve_select_by,
-                           seed, c.progress)]  # fmt: skip
+        return [self.stage(f"{a}_curve", overopt.policy_curve, a, c.eval, self.judge_names(), c.curve_select_by,
+                           seed, c.progress)
+                for a in c.algorithms if getattr(self.policy_config(a), "snapshot_every", 0)]  # fmt: skip
 
     def tail(self, seed: int, parts):
         c = self.cfg
@@ -208,8 +213,11 @@ class JudgedStages(StageBuilder):
 
 
 def validate_judged(cfg: JudgedConfig, where: str, parts) -> None:
-    validate_parts(parts, where, prefix="data." if isinstance(cfg, RealConfig) else "task.")
-    trained = {*cfg.algorithms, *(p for a in cfg.ablations if a in ABLATIONS for p in ABLATIONS[a].policies)}
+    validate_parts(parts, where, prefix="task.")
+    trained = {
+        *cfg.algorithms,
+        *(p for a in cfg.ablations if a in ABLATIONS for p in ABLATIONS[a].policy_names()),
+    }
     bad = sorted(set(cfg.eval.llm_judge_policies) - trained)
     if bad:
         raise ConfigError(f"{where}: eval.llm_judge_policies: {bad} are not trained here")
@@ -225,13 +233,13 @@ def validate_judged(cfg: JudgedConfig, where: str, parts) -> None:
 def _build(ctx: RunContext):
     b, c = JudgedStages(ctx), ctx.cfg
     return [b.stage("checkpoint", models.checkpoint, c.model, c.gguf), b.stage("data", data.data, task=True),
-            *b.tail(c.data.seed, c.data)]  # fmt: skip
+            *b.tail(c.task.seed, c.task)]  # fmt: skip
 
 
 def _task(cfg: RealConfig):
     from chatglm_rlhf.tasks.hh.task import HHTask
 
-    return HHTask(cfg.data)
+    return HHTask(cfg.task)
 
 
 # v2 (issue 17): ~10x the RL samples of v1 (PPO 10 x 8 rollouts, DPO 48 prompts x 4), answers up to
@@ -243,10 +251,10 @@ _REAL = {
     "threads": 1,
     "generation_backend": "auto",  # vLLM's rollouts when installed: what makes 10x the samples affordable
     "judges": 2,
-    "data": {"rm_eval": 0.06, "judge_train": 0.36, "dev": 0.06, "heldout": 0.2, "n_rl": 0, "n_eval": 0},
-    "ppo": {"steps": 50, "rollout_batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 1, "max_length": 256,
+    "task": {"rm_eval": 0.06, "judge_train": 0.36, "dev": 0.06, "heldout": 0.2, "n_rl": 0, "n_eval": 0},
+    "ppo": {"steps": 50, "rollout_batch_size": 16, "mini_batch_size": 8, "update_epochs": 1, "max_length": 256,
             "forward_batch_size": 16, "snapshot_every": 10, **_GEN128},
-    "pg": {"steps": 50, "rollout_batch_size": 4, "k": 4, "mini_batch_size": 8, "epochs": 1, "max_length": 256,
+    "pg": {"steps": 50, "rollout_batch_size": 4, "k": 4, "mini_batch_size": 8, "update_epochs": 1, "max_length": 256,
            "forward_batch_size": 16, **_GEN128},
     "dpo": {"k": 5, "max_length": 256, "batch_size": 8, **_GEN128},
     "dpo_prompts": 384,
@@ -255,7 +263,7 @@ _REAL = {
 _GEN32 = {"generation": {"max_new_tokens": 32}}  # smoke: the wiring, not the answers (< 5 min)
 _SMOKE = {
     **_REAL,
-    "data": {**_REAL["data"], "n_rl": 8, "n_eval": 8, "n_dev": 4, "n_sft_heldout": 4},
+    "task": {**_REAL["task"], "n_rl": 8, "n_eval": 8, "n_dev": 4, "n_sft_heldout": 4},
     "rm_train": {"max_steps": 4},
     "judge_rm_train": {"max_steps": 4},
     "ppo": {**_REAL["ppo"], "steps": 2, "rollout_batch_size": 8, "mini_batch_size": 8, "filter_eps": 0.0,
@@ -276,7 +284,7 @@ PROFILES = [
         _build,
         _task,
         supported_ablations=("ptx", "critic_free"),
-        validate=lambda cfg, where: validate_judged(cfg, where, cfg.data),
+        validate=lambda cfg, where: validate_judged(cfg, where, cfg.task),
         scorer_batch_size=32,
         out="out/real",
     )  # fmt: skip

@@ -1,6 +1,6 @@
-"""The over-optimisation curve of a PPO run and the checkpoint it keeps, on the dev prompts.
+"""The over-optimisation curve of an online RL run and the checkpoint it keeps, on the dev prompts.
 
-Every snapshot PPO wrote (``ppo.snapshot_every``: ``models/<policy>/snapshots/step_N``) and the final
+Every snapshot the policy's trainer wrote (``<section>.snapshot_every``: ``models/<policy>/snapshots/step_N``) and the final
 policy answer the dev prompts (greedy, as the evaluation does); the proxy RM and each judge RM compare
 them with SFT's answers. The checkpoint kept (``models/<policy>/kept.json``, which every later stage
 loads) is chosen on these dev prompts, never on the evaluation prompts (evaluate/overopt.py).
@@ -27,7 +27,7 @@ def checkpoints(policy_dir: Path, final_step: int) -> list[tuple[int, Path]]:
     return [*sorted(snaps), (final_step, policy_dir)]
 
 
-def ppo_curve(ctx: RunContext, policy: str, ev, judges: tuple[str, ...], select_by: str, seed: int,
+def policy_curve(ctx: RunContext, policy: str, ev, judges: tuple[str, ...], select_by: str, seed: int,
               progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Win rates vs SFT (ties ½) by the proxy RM and each judge at every checkpoint of ``policy`` on
     ``data/dev_prompts.jsonl``; the kept checkpoint by ``select_by`` (judges | proxy | last)."""
@@ -39,7 +39,8 @@ def ppo_curve(ctx: RunContext, policy: str, ev, judges: tuple[str, ...], select_
     prompts = ctx.samples("dev_prompts")
     policy_dir = ctx.models / policy
     (policy_dir / KEPT).unlink(missing_ok=True)
-    final_step = json.loads((policy_dir / "ppo_result.json").read_text()).get("steps", 0)
+    results = sorted(policy_dir.glob("*_result.json"))  # ppo_result.json, pg_result.json, ...
+    final_step = json.loads(results[0].read_text()).get("steps", 0) if results else 0
     sft, tok = ctx.load("sft")
 
     def answers(model):

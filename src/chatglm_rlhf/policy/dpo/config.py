@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from chatglm_rlhf.config import default_, field_
 from chatglm_rlhf.models.generation import GenerationSettings
@@ -12,6 +12,9 @@ from chatglm_rlhf.utils.train_config import EpochTrainerConfig, LRSchedule
 
 @dataclass
 class DPOConfig(EpochTrainerConfig):
+    # The keys a pipeline fills in (the SFT model, the run's folder, its prompts and reward model).
+    PIPELINE_FILLED: ClassVar[tuple[str, ...]] = ("model", "output_dir", "prompts", "reward_model")
+
     model: str = default_("", help="policy to start from (usually the SFT model): local path or hub id")
     output_dir: str = default_("out/dpo", help="where the trained model, pairs, caches and checkpoints go")
     lr: float = default_(1e-6)

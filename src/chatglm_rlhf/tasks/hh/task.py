@@ -14,7 +14,19 @@ from chatglm_rlhf.data.parts import PartSettings, write_parts
 from chatglm_rlhf.errors import UserError
 
 HH_DEFAULT = "../shared/data/hh-rlhf/harmless-base-dev.jsonl"
-REPO_ROOT = Path(__file__).resolve().parents[4]  # src/chatglm_rlhf/tasks/hh -> the checkout
+
+
+def find_checkout(start: Path) -> Path | None:
+    """The source checkout this module runs from: the nearest folder above ``start`` with our
+    pyproject.toml (found at any depth); None for an installed wheel, which has none."""
+    for folder in start.resolve().parents:
+        toml = folder / "pyproject.toml"
+        if toml.is_file() and 'name = "chatglm-rlhf"' in toml.read_text(encoding="utf-8", errors="replace"):
+            return folder
+    return None
+
+
+REPO_ROOT = find_checkout(Path(__file__))
 
 
 @dataclass
@@ -26,12 +38,14 @@ class HHDataSettings(PartSettings):
 def resolve_data_path(path: str) -> Path:
     """A relative data path is tried from the working directory, then from the checkout's root."""
     p = Path(path).expanduser()
-    for candidate in (p, REPO_ROOT / p) if not p.is_absolute() else (p,):
+    roots = [Path.cwd()] + ([REPO_ROOT] if REPO_ROOT is not None else [])
+    for candidate in [p] if p.is_absolute() else [r / p for r in roots]:
         if candidate.is_file():
             return candidate.resolve()
+    where = " and ".join(str(r) for r in roots)
     raise UserError(
-        f"data.path: {path} not found (looked in {Path.cwd()} and {REPO_ROOT}); the real profile reads "
-        f"HH-RLHF from {HH_DEFAULT} relative to the repository root, or set data.path=FILE"
+        f"task.path: {path} not found (looked in {where}); set task.path=FILE to an HH-RLHF (or any "
+        f"preference) file (the default, {HH_DEFAULT}, is relative to a source checkout's root)"
     )
 
 

@@ -12,16 +12,6 @@ from chatglm_rlhf.models.tiny import make_tiny_checkpoint
 TEXTS = ["What is 2 plus 3?", "The answer is 5.", "List two fruits.", "Apple, pear."] * 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -77,7 +67,7 @@ def test_pg_cli_reports_missing_inputs(capsys):
 
 
 def test_pg_help_and_registry(capsys):
-    from chatglm_rlhf.policy.pg.config import PGConfig
+    from chatglm_rlhf.policy.online.config import PGConfig
     from chatglm_rlhf.policy.registry import ALGORITHMS, get
 
     assert get("pg").config_class() is PGConfig and "pg" in ALGORITHMS
@@ -96,7 +86,7 @@ def test_real_pg_recipes_load(name):
     from pathlib import Path
 
     from chatglm_rlhf.config import load_config
-    from chatglm_rlhf.policy.pg.config import PGConfig
+    from chatglm_rlhf.policy.online.config import PGConfig
 
     path = Path(__file__).resolve().parents[3] / "recipes" / "real" / name
     cfg = load_config(PGConfig, path, section="pg")  # unknown keys / wrong types raise

@@ -8,21 +8,10 @@ from chatglm_rlhf.cli.main import main
 from chatglm_rlhf.data.io import write_jsonl
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.models.tiny import make_tiny_checkpoint
-from chatglm_rlhf.policy.ppo.models import critic_source
+from chatglm_rlhf.policy.online.critic import critic_source
 
 TEXTS = ["What is 2 plus 3?", "The answer is 5.", "List two fruits.", "Apple, pear."] * 10
 TINY = dict(hidden_size=32, num_heads=4, num_kv_heads=2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matmuls gain nothing from threads, and on a shared CPU extra threads spin: restored after.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +34,10 @@ def files(tmp_path_factory):
     return root
 
 
-def test_ppo_cli_trains_and_saves(files, capsys):
+def test_ppo_cli_trains_and_saves(files, capsys, monkeypatch):
+    from chatglm_rlhf import config
+
+    monkeypatch.setattr(config, "_NOTICED", set())  # the notice is once per process: as a fresh one
     out = files / "out"
     rc = main([
         "ppo", f"model={files / 'sft'}", f"reward_model={files / 'rm'}", f"prompts={files / 'prompts.jsonl'}",
@@ -54,8 +46,10 @@ def test_ppo_cli_trains_and_saves(files, capsys):
         "progress=false", "cpu=true", "save_every=1",
     ])  # fmt: skip
     assert rc == 0
-    printed = capsys.readouterr().out
-    assert "ppo: 2 steps" in printed and "prompt filter: dropped 0 of 4" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "note: ppo_epochs is deprecated, an old name of update_epochs" in captured.err  # the old key works
+    assert "ppo (gae): 2 steps" in printed and "prompt filter: dropped 0 of 4" in printed
     result = json.loads((out / "ppo_result.json").read_text())
     assert result["steps"] == 2 and len(result["reward_series"]) == 2
     assert (out / "model.safetensors").exists() and (out / "checkpoints" / "step-1").exists()

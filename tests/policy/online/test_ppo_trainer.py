@@ -1,4 +1,4 @@
-"""PPOTrainer on a tiny GLM with a fake scorer: updates, frozen reference, reproducibility, resume."""
+"""OnlineTrainer on a tiny GLM with a fake scorer: updates, frozen reference, reproducibility, resume."""
 
 import json
 import math
@@ -10,9 +10,10 @@ from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.models.tiny import build_tiny_model, train_tokenizer
-from chatglm_rlhf.policy.ppo.config import PPOConfig
-from chatglm_rlhf.policy.ppo.models import build_models, build_seq_batch, lm_forward, response_logprobs
-from chatglm_rlhf.policy.ppo.trainer import PPOTrainer
+from chatglm_rlhf.policy.models import build_seq_batch, lm_forward, response_logprobs
+from chatglm_rlhf.policy.online.config import PPOConfig
+from chatglm_rlhf.policy.online.critic import build_models
+from chatglm_rlhf.policy.online.loop import OnlineTrainer
 
 TEXTS = [
     "What is 2 plus 3?",
@@ -37,17 +38,6 @@ class FakeScorer:
         ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matmuls gain nothing from threads, and on a shared CPU extra threads spin: restored after.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return train_tokenizer(TEXTS, vocab_size=300)
@@ -60,7 +50,7 @@ def prompts(n=6, flat=0):
 
 def make_cfg(tmp_path, **kw) -> PPOConfig:
     base = dict(
-        output_dir=str(tmp_path), steps=2, rollout_batch_size=4, mini_batch_size=2, ppo_epochs=2,
+        output_dir=str(tmp_path), steps=2, rollout_batch_size=4, mini_batch_size=2, update_epochs=2,
         forward_batch_size=3, generation=GenerationSettings(max_new_tokens=6, batch_size=8), lr=1e-3,
         critic_lr=1e-3, prompt_filter=False, ptx_coef=0.0, progress=False, seed=3,
     )  # fmt: skip
@@ -77,7 +67,7 @@ def make_trainer(tok, tmp_path, shared=False, lora=False, sft=None, scorer=None,
 
         actor = get_peft_model(actor, LoraSettings(r=4, alpha=8).to_peft())
     models = build_models(actor, tok, shared_backbone=shared)
-    return PPOTrainer(make_cfg(tmp_path, **kw), models, scorer or FakeScorer(), prompts(), sft)
+    return OnlineTrainer(make_cfg(tmp_path, **kw), models, scorer or FakeScorer(), prompts(), sft)
 
 
 def params(module):
@@ -239,7 +229,7 @@ def test_prompt_filter_drops_flat_prompts_and_reports(tok, tmp_path):
     actor = build_tiny_model(tok, hidden_size=32, num_heads=4, num_kv_heads=2, seed=0)
     # 2 steps x 4 prompts: the run uses all 7, so every one is decided.
     cfg = make_cfg(tmp_path, prompt_filter=True, filter_k=3, filter_eps=1e-6, steps=2)
-    tr = PPOTrainer(cfg, build_models(actor, tok), FakeScorer(), prompts(n=4, flat=3))
+    tr = OnlineTrainer(cfg, build_models(actor, tok), FakeScorer(), prompts(n=4, flat=3))
     result = tr.train()
     assert result["prompt_filter"]["dropped"] >= 3
     assert all(not s.id.startswith("flat") for s in tr.prompts.samples)
@@ -256,7 +246,7 @@ def test_prompt_filter_samples_only_what_the_run_needs(tok, tmp_path):
     # 1 step x 2 prompts of 7 (3 flat): prompts are decided in the seeded order until 2 are kept.
     cfg = make_cfg(tmp_path, prompt_filter=True, filter_k=3, filter_eps=1e-6, steps=1, rollout_batch_size=2)
     scorer, pool = FakeScorer(), prompts(n=4, flat=3)
-    tr = PPOTrainer(cfg, build_models(actor, tok), scorer, pool)
+    tr = OnlineTrainer(cfg, build_models(actor, tok), scorer, pool)
     kept = tr.prepare_prompts()
     rep = tr.filter_report
     rows = [json.loads(x) for x in (tmp_path / "prompt_filter.jsonl").read_text().splitlines()]
@@ -301,7 +291,7 @@ def test_baseline_with_k_answers_is_their_mean(tok, tmp_path):
 
 
 def test_rollout_forward_runs_in_eval_mode_and_restores_train_mode(tok, tmp_path):
-    from chatglm_rlhf.policy.ppo import rollout as R
+    from chatglm_rlhf.policy.online import rollout as R
 
     tr = make_trainer(tok, tmp_path)
     m = tr.models
@@ -315,13 +305,13 @@ def test_rollout_forward_runs_in_eval_mode_and_restores_train_mode(tok, tmp_path
         return real(*a, **kw)
 
     m.policy = spy
-    from chatglm_rlhf.policy.ppo.models import build_seq_batch
+    from chatglm_rlhf.policy.models import build_seq_batch
 
     gens = [
         g[0]
         for g in tr.generator.generate([tok.encode("What is 1 plus 2?")] * 2, 1, tr.cfg.generation, seed=0)
     ]
     batch = build_seq_batch([g.prompt_ids for g in gens], [g.response_ids for g in gens], tok.pad_token_id)
-    R.forward_in_chunks(m, batch, chunk=1)
+    R.forward_in_chunks(m, batch, chunk=1, values=True)
     assert seen and not any(any(flags) for flags in seen)  # old log-probs / values without dropout
     assert all(mod.training for mod in m.trainable)  # and the update's train mode is back

@@ -1,0 +1,1 @@
+"""Online RL: one loop (loop.py), many advantage estimators (estimators.py)."""

@@ -1,1 +1,0 @@
-"""Critic-free policy optimisation (GRPO, Dr. GRPO, RLOO, REINFORCE++, the reference baseline)."""
