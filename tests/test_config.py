@@ -101,3 +101,18 @@ def test_yaml_recipe_reads_numeric_strings_as_numbers(tmp_path):
     recipe.write_text("lr: fast\n")
     with pytest.raises(ConfigError, match="lr must be a number, got 'fast'"):
         load_config(Cfg, recipe)
+
+
+def test_numeric_bounds_are_one_line_errors_naming_the_key_and_typos_get_a_suggestion(capsys):
+    from chatglm_rlhf.cli.main import main
+
+    for argv, text in (
+        (["rm", "train", "lr=-1"], "lr must be > 0, got -1.0"),
+        (["dpo", "max_steps=-5", "epochs=-1"], "must be"),
+        (["sft", "warmup_ratio=1.5"], "warmup_ratio must be in [0, 1), got 1.5"),
+        (["ppo", "kl_coeff=0.1"], "unknown key kl_coeff (did you mean kl_coef? valid:"),
+        (["demo", "ppo.kl_coeff=0.1"], "unknown key ppo.kl_coeff (did you mean ppo.kl_coef?"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert text in err and "Traceback" not in err, (argv, err)

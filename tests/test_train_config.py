@@ -154,3 +154,31 @@ def test_open_run_follows_report_to(tmp_path, capsys):
     if importlib.util.find_spec("wandb") is None:  # not installed: one line saying how to install it
         with pytest.raises(ConfigError, match="pip install wandb"):
             open_run(tmp_path / "c", acc, False, report_to="wandb")
+
+
+def test_standalone_commands_default_to_what_the_pipelines_use():
+    """One set of defaults, the paper's: `rm train` regularises the scores and `filter` reweights, as the
+    real and files pipelines do (the demo keeps downsampling, its figures' setting, and says so)."""
+    from chatglm_rlhf.pipeline.run import default_config
+    from chatglm_rlhf.reward.filtering import FilterConfig
+    from chatglm_rlhf.reward.rm_config import RMConfig
+
+    for profile in ("real", "files"):
+        cfg = default_config(profile)
+        assert RMConfig().reg_coef == cfg.rm_train.reg_coef == cfg.judge_rm_train.reg_coef > 0, profile
+        assert FilterConfig().balance == cfg.filter.balance == "reweight", profile
+    assert default_config("default").rm.reg_coef == RMConfig().reg_coef
+
+
+def test_device_is_one_word_for_every_trainer_and_steps_for_every_epoch_trainer(capsys):
+    from chatglm_rlhf.errors import ConfigError
+    from chatglm_rlhf.policy.dpo.config import DPOConfig
+    from chatglm_rlhf.policy.online.config import PPOConfig
+    from chatglm_rlhf.reward.rm_config import RMConfig
+
+    assert load_config(PPOConfig, overrides=["device=cpu"]).cpu is True
+    assert load_config(RMConfig, overrides=["device=cuda"]).cpu is False
+    with pytest.raises(ConfigError, match=r"device must be one of \['cpu', 'cuda', 'auto'\], got 'gpu'"):
+        load_config(DPOConfig, overrides=["device=gpu"])
+    assert load_config(DPOConfig, overrides=["steps=7"]).max_steps == 7  # the online trainers' word
+    assert "steps is deprecated, an old name of max_steps" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -30,14 +31,24 @@ from chatglm_rlhf.errors import ConfigError
 
 C = TypeVar("C")
 
+# Bounds for ``field_(check=...)``.
+POSITIVE = (lambda v: v > 0, "> 0")
+NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
 
-def field_(default: Any = dataclasses.MISSING, help: str = "", added: bool = False, **kw: Any) -> Any:  # noqa: A002
+
+def field_(default: Any = dataclasses.MISSING, help: str = "", added: bool = False,  # noqa: A002
+           check: tuple[Callable[[Any], bool], str] | None = None, path: bool = False, **kw: Any) -> Any:  # fmt: skip
     """A dataclass field with a help text. Mutable defaults (lists, dicts, dataclasses) are copied.
 
     ``added``: a field added after runs were made whose default keeps the old behaviour; at its default
     it is left out of stage fingerprints (pipeline/fingerprint.py), so upgrading redoes no finished stage.
+    ``check``: ``(predicate, what it must be)``, e.g. :data:`POSITIVE`: a value read from a recipe or the
+    command line that fails it is an error naming the key (one place for every numeric bound).
+    ``path``: a file or folder; a relative one in a recipe is read from the recipe's folder when it is there
+    (:func:`recipe_relative`), else from the working directory.
     """
-    meta = {"help": help, "added": added}
+    meta = {"help": help, "added": added, "check": check, "path": path}
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
         value = default
         return dataclasses.field(default_factory=lambda: _copy(value), metadata=meta, **kw)
@@ -76,7 +87,11 @@ def inherit_help(cls: type) -> None:
         text = (
             bases[0].__dataclass_fields__[name].metadata.get("help", "") if value.help is None else value.help
         )
-        setattr(cls, name, field_(value.default, help=text))
+        setattr(
+            cls,
+            name,
+            field_(value.default, help=text, check=bases[0].__dataclass_fields__[name].metadata.get("check")),
+        )
 
 
 def _copy(value: Any) -> Any:
@@ -178,14 +193,18 @@ def coerce(value: Any, tp: Any, key: str, where: str) -> Any:
 
 def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", prefix: str = "") -> C:
     """Build dataclass ``cls`` from a (possibly nested) dict; unknown keys are errors."""
-    data = _apply_aliases(cls, data, where, prefix)
+    data = _apply_value_aliases(cls, _apply_aliases(cls, data, where, prefix), where, prefix)
     hints = _resolve_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
+        import difflib
+
+        near = [m for k in unknown for m in difflib.get_close_matches(k, names, n=1, cutoff=0.75)]
+        hint = f"did you mean {', '.join(prefix + m for m in near)}? " if near else ""
         raise ConfigError(
             f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(prefix + k for k in unknown)} (valid: {', '.join(sorted(names))})"
+            f"{', '.join(prefix + k for k in unknown)} ({hint}valid: {', '.join(sorted(names))})"
         )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -195,6 +214,9 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", prefix:
             # A nested section overrides the field's own default instance, not the class defaults.
             v = _merge(dataclasses.asdict(default), v)
         kwargs[k] = coerce(v, hints[k], prefix + k, where)
+        bound = fields[k].metadata.get("check")
+        if bound and isinstance(kwargs[k], (int, float)) and not bound[0](kwargs[k]):
+            raise ConfigError(f"{where}: {prefix}{k} must be {bound[1]}, got {kwargs[k]!r}")
     return cls(**kwargs)
 
 
@@ -228,6 +250,25 @@ def _apply_aliases(cls: type, data: dict[str, Any], where: str, prefix: str) -> 
                 f"{value!r} vs {node[last]!r}; give only {prefix}{new}"
             )
         node[last] = value
+    return data
+
+
+def _apply_value_aliases(cls: type, data: dict[str, Any], where: str, prefix: str) -> dict[str, Any]:
+    """``cls.VALUE_ALIASES = {"device": ("cpu", {"cpu": True, "cuda": False, "auto": False})}``: a key
+    another command uses for the same meaning, with its values translated (``device=cpu`` -> ``cpu=true``)."""
+    aliases: dict[str, tuple[str, dict[Any, Any]]] = getattr(cls, "VALUE_ALIASES", {})
+    if not any(k in data for k in aliases):
+        return data
+    data = dict(data)
+    for key, (target, values) in aliases.items():
+        if key not in data:
+            continue
+        value = data.pop(key)
+        if value not in values:
+            raise ConfigError(f"{where}: {prefix}{key} must be one of {list(values)}, got {value!r}")
+        if target in data and data[target] != values[value]:
+            raise ConfigError(f"{where}: {prefix}{key}={value} and {prefix}{target}={data[target]} disagree")
+        data[target] = values[value]
     return data
 
 
@@ -305,6 +346,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def recipe_relative(cls: type, data: dict[str, Any], recipe: str | Path) -> dict[str, Any]:
+    """``data`` (a recipe's) with each relative ``path`` field that exists next to the recipe rewritten to
+    that file, so a recipe and its data files move together (as YAML configs of other tools do); a path
+    that is not there stays as written (relative to the working directory, as before)."""
+    base = Path(recipe).resolve().parent
+    hints = _resolve_types(cls)
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        value, tp = out.get(f.name), _strip_optional(hints[f.name])[0]
+        if isinstance(value, dict) and dataclasses.is_dataclass(tp):
+            out[f.name] = recipe_relative(tp, value, recipe)
+        elif f.metadata.get("path") and isinstance(value, str) and value and not Path(value).is_absolute():
+            if (base / value).exists():
+                out[f.name] = str(base / value)
+    return out
+
+
 def load_config(
     cls: type[C],
     config_path: str | Path | None = None,
@@ -318,6 +376,7 @@ def load_config(
         data = read_yaml(config_path)
         if section and isinstance(data.get(section), dict):
             data = data[section]
+        data = recipe_relative(cls, data, config_path)
         where = str(config_path)
         from_dict(cls, data, where=where)  # file errors name the file, not the command line
     cli = parse_overrides(overrides or [])
@@ -352,6 +411,10 @@ def help_lines(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
         lines.append(f"  {prefix}{f.name} = {default!r}  [{_type_name(tp)}]  {f.metadata.get('help', '')}")
     for old, new in getattr(cls, "ALIASES", {}).items():
         lines.append(f"  {prefix}{old}  deprecated: an old name of {prefix}{new}")
+    for key, (target, values) in getattr(cls, "VALUE_ALIASES", {}).items():
+        lines.append(
+            f"  {prefix}{key}  [{'|'.join(map(str, values))}]  sets {prefix}{target} (the same word as elsewhere)"
+        )
     return lines
 
 
@@ -369,7 +432,7 @@ def load_profiled_config(
     recipe is checked on its own first, so that a bad key in it is reported with the file's name.
     Returns the config and where it came from (the recipe or "command line"), for later error messages.
     """
-    data = read_yaml(recipe) if recipe else {}
+    data = recipe_relative(cls, read_yaml(recipe), recipe) if recipe else {}
     cli = parse_overrides(overrides)
     name = profile or cli.get("profile") or data.get("profile") or default
     if name not in profiles:

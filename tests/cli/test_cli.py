@@ -200,3 +200,11 @@ def test_the_cli_format_choices_are_the_readers_formats():
     from chatglm_rlhf.data.formats import InputFormat
 
     assert FORMAT_CHOICES == list(typing.get_args(InputFormat))
+
+
+def test_data_stats_on_a_file_with_no_usable_record_is_an_error(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"foo": 1}\n{"bar": 2}\n')
+    assert main(["data", "stats", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "no usable preference record" in err and "Traceback" not in err

@@ -88,7 +88,7 @@ def test_cli_user_errors(tmp_path, capsys):
     db = str(tmp_path / "a.db")
     with pytest.raises(UserError, match="no such file"):
         _run(["load", str(tmp_path / "missing.jsonl"), "--project", "p", "--db", db])
-    with pytest.raises(UserError, match="init-db"):
+    with pytest.raises(UserError, match="annotate migrate"):
         _run(["stats", "--project", "p", "--db", str(tmp_path / "fresh.db")])
     _run(["init-db", "--db", db])
     with pytest.raises(UserError, match="no project named"):
@@ -118,3 +118,21 @@ def test_load_rejects_bad_samples_with_reasons(tmp_path, helpers, capsys):
         and "identical pairs left out 1" in out
     )
     assert "no 'id'" in out and "needs at least 2 responses" in out and "above the limit of 100" in out
+
+
+def test_migrate_is_the_one_name_and_init_db_still_works_with_a_notice(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    assert _run(["migrate", "--db", db]) == 0
+    assert "schema" in capsys.readouterr().out
+    assert _run(["init-db", "--db", db]) == 0
+    captured = capsys.readouterr()
+    assert "already at schema" in captured.out and "init-db` is deprecated" in captured.err
+
+
+def test_loading_a_preference_file_says_it_is_the_wrong_kind_of_file(tmp_path):
+    from chatglm_rlhf.errors import UserError
+
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text('{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}\n' * 3)
+    with pytest.raises(UserError, match=r"prefs\.jsonl: a preference file .* not candidates"):
+        _run(["load", str(prefs), "--project", "p", "--db", str(tmp_path / "a.db")])

@@ -73,3 +73,40 @@ def test_nested_generation_override_keeps_greedy():
 
     gen = load_config(EvaluateConfig, overrides=["generation.max_new_tokens=4"]).generation
     assert gen.greedy is True and gen.max_new_tokens == 4
+
+
+def test_a_judge_that_cannot_score_the_prompts_fails_before_any_answer_is_generated(tmp_path, capsys):
+    from chatglm_rlhf.errors import UserError
+    from chatglm_rlhf.evaluate import run as R
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "q", "prompt": "How do I bake bread?"}) + "\n")
+    generated = []
+    orig = R._answer
+    R._answer = lambda *a, **k: generated.append(a) or orig(*a, **k)
+    try:
+        for judge, text in ((["--judge", "gold"], "judge=gold cannot score"), ([], "has no gold answers")):
+            with pytest.raises(UserError, match=text):  # the default is auto: no gold, no judge_model
+                _cli("evaluate", "--policy", str(tmp_path / "m"), "--baseline", str(tmp_path / "m"),
+                     "--prompts", str(prompts), *judge)  # fmt: skip
+    finally:
+        R._answer = orig
+    assert generated == []  # nothing was generated before the error
+
+
+def test_judge_auto_picks_gold_for_demo_prompts_and_rm_or_llm_by_the_judge_model(tmp_path):
+    from chatglm_rlhf.evaluate.evaluate import EvaluateConfig
+    from chatglm_rlhf.evaluate.run import choose_judge
+    from chatglm_rlhf.tasks.demo.world import DemoWorld
+
+    demo = DemoWorld(seed=0).prompts("eval", 2)
+    assert choose_judge(EvaluateConfig(), demo).judge == "gold"
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "config.json").write_text(json.dumps({"architectures": ["LlamaForSequenceClassification"]}))
+    from chatglm_rlhf.data.schema import DialogueSample
+
+    plain = [DialogueSample(id="q", prompt="How do I bake bread?")]
+    assert choose_judge(EvaluateConfig(judge_model=str(rm)), plain).judge == "rm"
+    (rm / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    assert choose_judge(EvaluateConfig(judge_model=str(rm)), plain).judge == "llm"

@@ -156,3 +156,15 @@ def test_wide_tables_scroll_inside_their_card(rendered):
         '<div class="table-wrap"><table>' in abl
         and ".table-wrap { max-width: 100%; overflow-x: auto; }" in page
     )
+
+
+def test_an_llm_judge_that_never_answered_gets_no_win_rate_card(tmp_path):
+    judged = {"judge_rm": {"win_rate": 0.6, "n": 6, "ci": [0.4, 0.8]},
+              "llm": {"win_rate": 0.5, "pairs": 3, "unparsed_replies": 6, "agreement_rate": 1.0}}  # fmt: skip
+    metrics = {"evaluate": {"ppo": judged}, "run": {"algorithms": ["ppo"], "policies": ["ppo"]}}
+    page = write_report(tmp_path, metrics).read_text()
+    card = page.split("PPO vs SFT, LLM judge", 1)[1].split('<div class="card">', 1)[0]
+    assert "no verdict" in card and "0.500" not in card and "all 6 of its replies named neither" in card
+    judged["llm"]["unparsed_replies"] = 1  # it answered: its win rate is a verdict
+    page = write_report(tmp_path, metrics).read_text()
+    assert "0.500" in page.split("PPO vs SFT, LLM judge", 1)[1].split('<div class="card">', 1)[0]

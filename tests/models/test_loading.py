@@ -150,3 +150,21 @@ def test_a_bad_model_path_is_a_user_error_naming_the_key(tmp_path, ckpt):
         load_tokenizer(str(tmp_path / "missing"), key="reward_model")
     with pytest.raises(UserError, match=r"^model=.*a file, expected a model folder"):
         load_causal_lm(str(ckpt / "config.json"))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["rm", "train", "model={d}", "data={d}/x.jsonl"], ["ppo", "model={d}", "reward_model={d}", "prompts={d}/p.jsonl"],
+     ["dpo", "model={d}", "data={d}/x.jsonl"], ["sft", "model={d}", "data={d}/x.jsonl"]],
+)  # fmt: skip
+def test_a_folder_that_is_not_a_model_is_a_one_line_error_in_every_command(tmp_path, capsys, argv):
+    from chatglm_rlhf.cli.main import main
+
+    d = tmp_path / "notamodel"
+    d.mkdir()
+    (d / "x.jsonl").write_text('{"prompt": "a?", "chosen": "b", "rejected": "c"}\n')
+    (d / "p.jsonl").write_text('{"id": "p", "prompt": "a?"}\n')
+    assert main([a.format(d=d) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert f"{d}: not a checkpoint folder (no config.json)" in err and "Traceback" not in err
+    assert len([x for x in err.splitlines() if x.startswith("error")]) == 1

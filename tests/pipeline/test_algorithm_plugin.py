@@ -116,3 +116,18 @@ def test_an_unknown_algorithm_is_a_one_line_error(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "r"), "--profile", "smoke", "algorithms=[grpo_typo]"]) == 2
     err = capsys.readouterr().err
     assert "algorithms" in err and "ppo" in err and "Traceback" not in err
+
+
+def test_help_lists_the_chosen_profiles_keys_grouped_by_section(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["demo", "--profile", "files", "--help"])
+    files = capsys.readouterr().out
+    assert "settings of --profile files" in files and "  device = 'auto'" in files
+    assert "settings of --profile default" not in files and "world." not in files  # one profile only
+    assert files.index("  model = ") < files.index("[ppo]") < files.index("  ppo.lr =")  # run keys first
+    assert not [x for x in files.splitlines() if ".cpu = True" in x]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("profile: smoke\n")
+    with pytest.raises(SystemExit):  # pipeline --help: the recipe's profile's keys
+        main(["pipeline", "--config", str(recipe), "--help"])
+    assert "settings of --profile smoke" in capsys.readouterr().out

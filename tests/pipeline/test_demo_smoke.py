@@ -22,7 +22,7 @@ TINY = [
     "task.corpus=400",
     "model.hidden_size=32",
     "model.num_layers=1",
-    "sft.steps=4",
+    "sft.max_steps=4",
     "sft.batch_size=8",
     "generation.max_new_tokens=8",
     "rm.epochs=1",
@@ -69,10 +69,22 @@ def test_demo_writes_metrics_and_comparisons_then_resumes(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert (out / "report.html").exists() and table_rows(out, metrics)
     assert html.count("data:image/png;base64,") >= 4 and "ablation" in html.lower()
-    said = capsys.readouterr().out
+    captured = capsys.readouterr()
+    said = captured.out
     # A short summary, not a dump of metrics.json: a line per policy, then the paths.
     assert "win rate vs SFT" in said and "report " in said and '"filter": {' not in said
     assert len(said.split("win rate vs SFT", 1)[1].splitlines()) < 14
+    # smoke says it is a wiring check, in the terminal and on the page
+    assert "smoke is a wiring check" in said and "smoke is a wiring check" in html
+    # a quiet terminal: no library bars or load reports, no routine read reports, the filter in one line
+    noise = (
+        "Loading weights",
+        "Writing model shards",
+        "kept 120, rejected 0",
+        "length diff",
+        "FutureWarning",
+    )
+    assert not [n for n in noise if n in captured.out + captured.err], captured.err[-2000:]
     # A second run skips every finished stage and gives the same metrics.
     assert main(["demo", "--out", str(out), "--profile", "smoke", *TINY]) == 0
     assert "already done" in capsys.readouterr().out

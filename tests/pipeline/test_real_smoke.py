@@ -125,7 +125,7 @@ def test_real_profile_end_to_end_on_a_tiny_model_then_resumes(tiny, tmp_path, ca
         "Over-optimisation along PPO",
         "judge RM 2",
         "Capability probe",
-        "Harmful prompts",
+        "Held-out prompts: SFT vs PPO",
         "Time per stage",
         "Reward models",
     ):

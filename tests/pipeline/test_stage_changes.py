@@ -59,12 +59,12 @@ def test_a_changed_setting_redoes_its_stage_and_every_later_one(tmp_path, capsys
     assert main([*args, "progress=true"]) == 0  # cosmetic: nothing is redone
     said = capsys.readouterr().out
     assert _stages_run(said) == [] and "already done" in said
-    assert main([*args, "sft.steps=3"]) == 0  # TINY trains 4 steps
+    assert main([*args, "sft.max_steps=3"]) == 0  # TINY trains 4 steps
     said = capsys.readouterr().out
     assert "[sft] changed since it ran (settings.steps: 4 -> 3)" in said
     assert _stages_run(said) == first[2:]  # sft and everything after it, not world or base
-    assert main([*args, "sft.steps=3", "collect.noise=0.2"]) == 0  # an annotator setting: collect onwards
+    assert main([*args, "sft.max_steps=3", "collect.noise=0.2"]) == 0  # an annotator setting: collect onwards
     said = capsys.readouterr().out
     assert "[collect] changed since it ran" in said and "noise" in said and "[sft] running" not in said
     steps = json.loads((out / "stages" / "sft.done.json").read_text())["metrics"]["steps"]
-    assert steps == 3 and json.loads((out / "config.json").read_text())["sft"]["steps"] == 3
+    assert steps == 3 and json.loads((out / "config.json").read_text())["sft"]["max_steps"] == 3

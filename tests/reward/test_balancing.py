@@ -90,7 +90,7 @@ def test_filter_balances_and_records_drops():
         winner = "a" if i % 4 else "b"  # the longer (response_a) wins 3 times in 4
         c = Comparison(f"s{i}", f"Prompt number {i} please?", long, short, winner)
         labels.append(Label(c, f"f:{i + 1}"))
-    res = filter_labels(labels, FilterConfig(spam_threshold=0.0, bucket_edges=[3, 10]))
+    res = filter_labels(labels, FilterConfig(spam_threshold=0.0, bucket_edges=[3, 10], balance="downsample"))
     kept_longer = sum(c.label == "a" for c in res.kept)
     assert kept_longer == len(res.kept) - kept_longer == 15  # 5 + 5 kept in each of the 3 buckets
     assert res.counts() == {"length_balance": 30}

@@ -115,3 +115,15 @@ def is_main_process() -> bool:
     from accelerate import PartialState
 
     return PartialState().is_main_process
+
+
+_ARGV: list[str] = []
+
+
+def set_argv(argv: list[str]) -> None:
+    """The command line being run (``main`` sets it): what a help action may look at beyond its own flag."""
+    _ARGV[:] = list(argv)
+
+
+def current_argv() -> list[str]:
+    return list(_ARGV)

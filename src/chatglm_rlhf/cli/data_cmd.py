@@ -46,6 +46,12 @@ def run_stats(args) -> int:
 
     comparisons, report = load_comparisons(args.file, fmt=args.format, strict=args.strict)
     report.print()
+    if not comparisons:  # a table of zeros would read as a result
+        from chatglm_rlhf.errors import UserError
+
+        raise UserError(
+            f"{args.file}: no usable preference record (read {report.read}, every one rejected above)"
+        )
     tok = None
     if args.tokenizer:
         from chatglm_rlhf.models.loading import load_tokenizer

@@ -7,22 +7,61 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub) -> None:
+def profile_help(name: str) -> str:
+    """The keys of profile ``name``: the run's own first, then one block per section (the keys a pipeline
+    fills in are left out: giving one is an error)."""
     from chatglm_rlhf.config import help_lines
-    from chatglm_rlhf.pipeline.profiles import all_profiles
-    from chatglm_rlhf.pipeline.run import default_config
-
-    profiles = all_profiles()
-    shown = {}  # one listing per config class, with the first profile's defaults
+    from chatglm_rlhf.pipeline.run import default_config, get_profile
     from chatglm_rlhf.policy.registry import with_algorithm_sections
 
-    for name, p in profiles.items():
-        shown.setdefault(with_algorithm_sections(p.config), name)
-    epilog = "\n\n".join(
-        f"settings of --profile {name}, given as key=value:\n"
-        + "\n".join(help_lines(cls, instance=default_config(name)))
-        for cls, name in shown.items()
-    )
+    lines = help_lines(with_algorithm_sections(get_profile(name).config), instance=default_config(name))
+    top = [x for x in lines if "." not in x.split("=")[0]]
+    sections: dict[str, list[str]] = {}
+    for x in lines:
+        key = x.split("=")[0].strip()
+        if "." in key:
+            sections.setdefault(key.split(".")[0], []).append(x)
+    blocks = [f"settings of --profile {name}, given as key=value (other profiles: --profile P --help):", *top]
+    for section, rows in sections.items():
+        blocks += ["", f"[{section}]", *rows]
+    return "\n".join(blocks)
+
+
+class ProfileHelp(argparse.Action):
+    """``--help`` that lists the chosen profile's keys (``--profile``, a recipe's ``profile:``, or the
+    default), wherever on the line ``--profile`` stands."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show this help and the profile's keys",
+        )
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from chatglm_rlhf.cli.common import current_argv
+        from chatglm_rlhf.pipeline.run import profile_name
+
+        argv = current_argv()
+        given = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--profile"), None)
+        recipe = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+        try:
+            name = profile_name(
+                recipe, [a for a in argv if "=" in a and not a.startswith("-")], given, "default"
+            )
+        except Exception:  # noqa: BLE001 - a bad recipe still gets the help of the default profile
+            name = "default"
+        parser.epilog = profile_help(name)
+        parser.print_help()
+        parser.exit()
+
+
+def register(sub) -> None:
+    from chatglm_rlhf.pipeline.profiles import all_profiles
+
+    profiles = all_profiles()
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on the offline demo world (or --profile real: SmolLM2 on HH-RLHF)",
@@ -30,8 +69,9 @@ def register(sub) -> None:
         "simulated annotators. --profile real runs it on SmolLM2-135M-Instruct and HH-RLHF instead, "
         "--profile files on your own files. Re-running resumes; finished stages are skipped.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=epilog,
+        add_help=False,
     )
+    p.add_argument("-h", "--help", action=ProfileHelp)
     p.add_argument("--out", default=None, help="run folder (default: out/demo, out/real or out/files)")
     p.add_argument(
         "--profile",
@@ -42,7 +82,9 @@ def register(sub) -> None:
     )
     p.add_argument("--config", metavar="RECIPE", help="YAML recipe overriding the profile")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and all after it")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override a setting, e.g. sft.steps=100")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="override a setting, e.g. sft.max_steps=100"
+    )
     p.set_defaults(func=run)
 
 
@@ -61,6 +103,10 @@ def run(args) -> int:
         )
         return 0
     print(summary(metrics))
+    if get_profile(cfg.profile).wiring_check:
+        print(
+            f"{cfg.profile} is a wiring check: every stage ran, on a handful of prompts; its numbers mean nothing"
+        )
     print(
         f"{cfg.profile} finished in {time.time() - t0:.0f}s; report {out}/report.html, every number in "
         f"{out}/metrics.json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from chatglm_rlhf.errors import UserError
@@ -50,6 +51,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from chatglm_rlhf import __version__
 
     parser.add_argument("--version", action="version", version=f"chatglm-rlhf {__version__}")
+    parser.add_argument(
+        "--verbose", action="store_true", help="every library log, progress bar and read report"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
     wanted = next((a for a in argv if not a.startswith("-")), None)
@@ -78,9 +82,20 @@ def _missing(command: str, package: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chatglm_rlhf.cli.common import options_as_overrides
+    from chatglm_rlhf.cli.common import options_as_overrides, set_argv
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    # Before torch loads OpenMP (libgomp): a waiting thread spins 10,000 times, not 300,000, then sleeps.
+    # Spinning threads made a smoke run 5.8x slower when another job held both cores; this keeps the idle
+    # time and the thread count (so every result) and degrades to ~2.5x (benchmarks/busy_smoke.py,
+    # docs/results.md). A value the user set is kept.
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    if "--verbose" in argv:  # anywhere on the line: every library's logs and bars, every read report
+        from chatglm_rlhf.utils.console import VERBOSE_ENV
+
+        argv = [a for a in argv if a != "--verbose"]
+        os.environ[VERBOSE_ENV] = "1"
+    set_argv(argv)
     parser = build_parser(argv)
     args = parser.parse_args(options_as_overrides(parser, argv))
     if not getattr(args, "func", None):

@@ -10,10 +10,14 @@ def register(sub) -> None:
         "pipeline",
         help="run every stage from one recipe (resumable; --from STAGE redoes from a stage)",
         description="Run every stage of a recipe into a run folder. Finished stages are skipped when the "
-        "run is repeated; --from STAGE redoes that stage and all after it. `chatglm-rlhf demo --help` lists "
-        "the demo recipe's keys.",
+        "run is repeated; --from STAGE redoes that stage and all after it. With --config RECIPE, --help lists "
+        "the keys of the recipe's profile.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
     )
+    from chatglm_rlhf.cli.demo_cmd import ProfileHelp
+
+    p.add_argument("-h", "--help", action=ProfileHelp)  # the keys of the recipe's profile
     p.add_argument("--config", required=True, metavar="RECIPE", help="YAML recipe, e.g. recipes/demo.yaml")
     p.add_argument("--out", default=None, help="run folder (default: out/<recipe name>)")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and all after it")

@@ -379,7 +379,9 @@ def write_trl(
             yield to_trl(c, conversational=conversational, explicit_prompt=explicit_prompt)
 
     written = write_jsonl(path, records())
-    if skipped:
+    from chatglm_rlhf.utils.console import quiet
+
+    if skipped and not quiet():  # in a pipeline run the TRL copy is a by-product: not worth a line
         print(
             f"{path}: wrote {written} pairs, skipped {skipped} ties (not representable in TRL)",
             file=sys.stderr,

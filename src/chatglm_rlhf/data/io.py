@@ -47,6 +47,10 @@ class ReadReport:
         return f"{self.path}: read {self.read}, kept {self.kept}, rejected {len(self.rejected)}"
 
     def print(self, file=None, max_errors: int = 20) -> None:
+        from chatglm_rlhf.utils.console import quiet
+
+        if quiet() and not self.rejected:
+            return  # inside a pipeline run: a clean read is not news (a rejection always is)
         file = file or sys.stderr
         print(self.summary(), file=file)
         for msg in self.rejected[:max_errors]:

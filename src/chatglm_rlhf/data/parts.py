@@ -75,7 +75,18 @@ def write_parts(comps: list[Comparison], data_dir: Path, d: PartSettings, source
     parts = split_comparisons(comps, fractions, seed=d.seed)
     empty = [k for k, v in parts.items() if not v]
     if empty:
-        raise UserError(f"{source}: {len(comps)} comparisons are too few to fill the parts {empty}")
+        import math
+
+        from chatglm_rlhf.data.splits import context_key
+
+        contexts = len({context_key(c) for c in comps})
+        smallest = min(f for f in fractions.values() if f > 0)
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
+        raise UserError(
+            f"{source}: {len(comps)} comparisons over {contexts} dialogue contexts are too few to fill the parts "
+            f"{empty} (got: {sizes}); the parts split by context and the smallest share is {smallest:.2f}, "
+            f"so about {math.ceil(2 / smallest)} contexts or more are needed (or raise that share)"
+        )
     for name, part in parts.items():
         write_jsonl(data_dir / f"{name}.jsonl", part)
     rl = sample_prompts(contexts_as_prompts(parts["rm_train"]), d.n_rl, d.seed)

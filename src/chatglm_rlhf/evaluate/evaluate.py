@@ -46,8 +46,10 @@ class EvaluateConfig:
     prompts: str = field_("", help="prompts: our samples JSONL or the AlignBench layout (required)")
     prompts_format: Literal["auto", "ours", "alignbench"] = field_("auto", help="auto | ours | alignbench")
     limit: int = field_(0, help="evaluate only the first N prompts (0 = all)")
-    judge: Literal["gold", "rm", "llm"] = field_(
-        "gold", help="gold (demo world) | rm (reward model) | llm (local chat model, asked in both orders)"
+    judge: Literal["auto", "gold", "rm", "llm"] = field_(
+        "auto",
+        help="gold (demo world) | rm (reward model) | llm (local chat model, asked in both orders) | auto: gold "
+        "when the gold judge can score the prompts, else rm or llm by what judge_model is",
     )
     judge_model: str = field_("", help="rm: the reward model directory; llm: the judge chat model")
     gold_judge: str = field_(

@@ -6,6 +6,7 @@ only ever holds one of them.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sys
 
@@ -70,6 +71,51 @@ def make_judge(cfg: EvaluateConfig):
     )
 
 
+def choose_judge(cfg: EvaluateConfig, samples) -> EvaluateConfig:
+    """``judge=auto`` resolved by what the prompts and ``judge_model`` support, and ``judge=gold`` checked
+    on the first prompt, both before any model generates: a judge that cannot score these prompts is a
+    one-line error now, not after every answer has been generated."""
+    gold_ok = _gold_scores(cfg, samples[:1])
+    if cfg.judge == "gold" and not gold_ok:
+        raise UserError(
+            f"evaluate: judge=gold cannot score {cfg.prompts} (the gold judge knows only demo-world prompts); "
+            "use judge=rm judge_model=RM_DIR or judge=llm judge_model=CHAT_MODEL"
+        )
+    if cfg.judge != "auto":
+        return cfg
+    if gold_ok:
+        judge = "gold"
+    elif cfg.judge_model:
+        judge = "rm" if _is_reward_model(cfg.judge_model) else "llm"
+    else:
+        raise UserError(
+            f"evaluate: {cfg.prompts} has no gold answers (not demo-world prompts): give judge_model=RM_DIR "
+            "(a reward model) or judge_model=CHAT_MODEL (an LLM judge)"
+        )
+    print(f"evaluate: judge=auto -> {judge}", file=sys.stderr)
+    return dataclasses.replace(cfg, judge=judge)
+
+
+def _gold_scores(cfg: EvaluateConfig, samples) -> bool:
+    try:
+        make_judge(dataclasses.replace(cfg, judge="gold")).compare_many(samples, ["a"], ["a"])
+    except (ValueError, KeyError, TypeError, UserError):
+        return False
+    return True
+
+
+def _is_reward_model(path: str) -> bool:
+    """A sequence classifier with one output (our reward models) rather than a causal LM."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    archs = json.loads(config.read_text()).get("architectures") or []
+    return any(a.endswith("ForSequenceClassification") for a in archs)
+
+
 def _load_reward_scorer(cfg: EvaluateConfig):
     try:
         from chatglm_rlhf.reward.scorer import RewardScorer
@@ -93,6 +139,7 @@ def run_evaluate(cfg: EvaluateConfig) -> EvalResult:
     report.print()
     if not samples:
         raise UserError(f"evaluate: no usable prompts in {cfg.prompts}")
+    cfg = choose_judge(cfg, samples)  # before any answer is generated: a judge that cannot score fails now
     pol, fin_p = _answer(cfg, cfg.policy, samples, "policy")
     base, fin_b = _answer(cfg, cfg.baseline, samples, "baseline")
     judge = make_judge(cfg)

@@ -88,7 +88,8 @@ def pick_dtype(device: torch.device | str, preference: str | torch.dtype = "auto
     return torch.float32
 
 
-VERBOSE_ENV = "CHATGLM_RLHF_VERBOSE"
+from chatglm_rlhf.utils.console import VERBOSE_ENV  # noqa: E402  (one name for the switch)
+
 # A hub repository id: "name" or "owner/name" (letters, digits, - _ .), no path syntax.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -116,6 +117,10 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+# What a folder from save_pretrained holds: a model's config, or a tokenizer saved on its own.
+CHECKPOINT_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json")
+
+
 @contextmanager
 def model_source(name_or_path: str, key: str = "model") -> Iterator[None]:
     """Check ``name_or_path`` (a local folder or a hub id) and turn a failed load into one line.
@@ -131,6 +136,9 @@ def model_source(name_or_path: str, key: str = "model") -> Iterator[None]:
         raise UserError(f"{key}={name}: no such folder (and not a hub id like owner/name)")
     if local.is_file() and not local.suffix == ".gguf":
         raise UserError(f"{key}={name}: a file, expected a model folder (from save_pretrained) or a hub id")
+    if local.is_dir() and not any((local / f).is_file() for f in CHECKPOINT_FILES):
+        # Else transformers guesses a tokenizer class and fails deep inside it (sentencepiece, tiktoken).
+        raise UserError(f"{key}={name}: not a checkpoint folder (no config.json)")
     try:
         with quiet_transformers():
             yield

@@ -86,17 +86,30 @@ class RunContext:
         return load_comparisons(self.data / f"{name}.jsonl")[0]
 
     def load(self, name_or_path: str | Path):
-        """(model, tokenizer) in fp32 on CPU: a model name under models/ ("sft" = the SFT model) or a path."""
+        """(model, tokenizer) in fp32 on the run's device: a model name under models/ ("sft" = the SFT model)
+        or a path."""
         from chatglm_rlhf.models.loading import load_causal_lm, load_tokenizer
 
         path = self.model_path(name_or_path) if isinstance(name_or_path, str) else name_or_path
-        return load_causal_lm(str(path), dtype="fp32", device="cpu"), load_tokenizer(str(path))
+        trust = self.trust_remote_code
+        return (load_causal_lm(str(path), dtype="fp32", device=self.device, trust_remote_code=trust),
+                load_tokenizer(str(path), trust_remote_code=trust))  # fmt: skip
+
+    @property
+    def device(self) -> str:
+        """The run's device (``device``, resolved when the config was loaded; cpu for configs without it)."""
+        return getattr(self.cfg, "device", "cpu") if getattr(self.cfg, "device", "cpu") != "auto" else "cpu"
+
+    @property
+    def trust_remote_code(self) -> bool:
+        return bool(getattr(self.cfg, "trust_remote_code", False))
 
     def scorer(self, name: str):
         from chatglm_rlhf.reward.scorer import RewardScorer
 
         kw = {} if self.scorer_batch_size is None else {"batch_size": self.scorer_batch_size}
-        return RewardScorer.from_pretrained(str(self.models / name), device="cpu", **kw)
+        kw["trust_remote_code"] = self.trust_remote_code
+        return RewardScorer.from_pretrained(str(self.models / name), device=self.device, **kw)
 
     def ptx_examples(self):
         """PPO's ptx data: ``data/ptx.jsonl`` (clean demonstrations) when the task wrote one, else the SFT

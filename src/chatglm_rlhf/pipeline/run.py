@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from chatglm_rlhf.pipeline.profiles import all_profiles
-from chatglm_rlhf.pipeline.profiles.base import Profile, StageBuilder, apply_generation_backend, check_choices
+from chatglm_rlhf.pipeline.profiles.base import (
+    Profile,
+    StageBuilder,
+    apply_device,
+    apply_generation_backend,
+    check_choices,
+)
 
 
 def load_pipeline_config(recipe: str | None, overrides: list[str], profile: str | None = None,
@@ -20,14 +26,15 @@ def load_pipeline_config(recipe: str | None, overrides: list[str], profile: str 
 
     name = profile_name(recipe, overrides, profile, default)
     p = get_profile(name)
-    if recipe:
-        check_not_filled(read_yaml(recipe), str(recipe))
-    check_not_filled(parse_overrides(overrides), "command line")
     cls = with_algorithm_sections(p.config)
+    if recipe:
+        check_not_filled(cls, read_yaml(recipe), str(recipe))
+    check_not_filled(cls, parse_overrides(overrides), "command line")
     cfg, where = load_profiled_config(cls, {name: p.defaults}, name, recipe, overrides, name)
     check_choices(cfg, p.supported_ablations, where)
     p.validate(cfg, where)
     apply_generation_backend(cfg)
+    apply_device(cfg)
     return cfg
 
 
@@ -71,6 +78,7 @@ def run_pipeline(cfg: Any, out: str | Path, from_stage: str | None = None) -> di
     from chatglm_rlhf.pipeline.context import RunContext
     from chatglm_rlhf.pipeline.runner import run_stages
     from chatglm_rlhf.pipeline.stages.report import finish
+    from chatglm_rlhf.utils.console import quiet_run
     from chatglm_rlhf.utils.training import save_json
 
     p = get_profile(cfg.profile)
@@ -84,10 +92,18 @@ def run_pipeline(cfg: Any, out: str | Path, from_stage: str | None = None) -> di
         ctx = RunContext(cfg, out, p.make_task(cfg), scorer_batch_size=p.scorer_batch_size)
         stages = p.build(ctx)
         policies = StageBuilder(ctx).evaluated()
-        metrics = run_stages(out, stages, from_stage=from_stage)
+        with quiet_run():  # one line per stage unless --verbose
+            metrics = run_stages(out, stages, from_stage=from_stage)
     finally:
         torch.set_num_threads(threads)
     if "paused_after" in metrics:
         return metrics
-    run = {"name": p.title, "profile": p.name, "algorithms": list(cfg.algorithms), "policies": policies}
+    run = {
+        "name": p.title,
+        "profile": p.name,
+        "algorithms": list(cfg.algorithms),
+        "policies": policies,
+        "prompts": getattr(ctx.task, "prompts_label", ""),  # what the report calls the task's prompts
+        "wiring_check": p.wiring_check,  # a smoke profile: the report and the terminal say so
+    }
     return finish(out, metrics, run)

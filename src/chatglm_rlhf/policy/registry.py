@@ -113,16 +113,29 @@ def with_algorithm_sections(cls: type) -> type:
     return _SECTIONED[key]
 
 
-def check_not_filled(tree: dict[str, Any], where: str) -> None:
-    """A recipe or override that sets a key the pipeline fills in is an error naming the key (it would
-    otherwise be replaced without a word)."""
-    for name, algo in ALGORITHMS.items():
+def check_not_filled(cls: type, tree: dict[str, Any], where: str) -> None:
+    """A recipe or override that sets a key the pipeline fills in (``PIPELINE_FILLED`` of a section's
+    class of profile config ``cls``; every algorithm's) is an error naming the key: it would otherwise be
+    replaced without a word."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    classes = {
+        f.name: hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])
+    }
+    classes.update({n: a.config_class() for n, a in ALGORITHMS.items()})
+    for name, section_cls in classes.items():
         section = tree.get(name)
-        if not isinstance(section, dict):
+        if (
+            not isinstance(section, dict)
+            or not hasattr(section_cls, "PIPELINE_FILLED")
+            and name not in ALGORITHMS
+        ):
             continue
-        for key in pipeline_filled(algo.config_class()):
+        for key in pipeline_filled(section_cls):
             if key in section:
                 raise ConfigError(
-                    f"{where}: {name}.{key} is filled in by the pipeline (the run's SFT model, folders, data "
-                    f"and reward model); remove it (the standalone `chatglm-rlhf {name}` command takes it)"
+                    f"{where}: {name}.{key} is filled in by the pipeline (from the run's model, folders and "
+                    "data); remove it (the stage's standalone command takes it)"
                 )

@@ -100,7 +100,13 @@ def run_filter(cfg: FilterConfig, quiet: bool = False) -> FilterResult:
     write_jsonl(paths["kept"], result.kept)
     write_jsonl(paths["dropped"], result.dropped)
     save_json(paths["summary"], summary(result))
-    if not quiet:
+    from chatglm_rlhf.utils import console
+
+    if console.quiet():  # a pipeline stage: one line; the table is in the report and filter summary JSON
+        s = summary(result)
+        print(f"filter: kept {s['kept_labels']} of {s['read']} labels ({s['kept_pairs']} pairs); dropped "
+              + ", ".join(f"{k} {v}" for k, v in s["dropped_by_reason"].items() if v))  # fmt: skip
+    elif not quiet:
         print(format_summary(result))
         print(f"wrote {paths['kept']} ({len(result.kept)} pairs) and {paths['dropped']}", file=sys.stderr)
     return result

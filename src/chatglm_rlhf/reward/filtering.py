@@ -26,7 +26,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.formats import InputFormat
@@ -78,6 +78,8 @@ class PromptRules:
 
 @dataclass
 class FilterConfig:
+    PIPELINE_FILLED: ClassVar[tuple[str, ...]] = ("input", "output")  # a pipeline's filter stage sets them
+
     input: str = field_("", help="preference file (any format load_comparisons reads); or give it first")
     output: str = field_("", help="filtered pairs JSONL (-o); drops go to OUT.dropped.jsonl")
     format: InputFormat = field_("auto", help="input format (auto = detect it from the records)")
@@ -91,7 +93,10 @@ class FilterConfig:
     )
     spam_min_items: int = field_(10, help="judge an annotator only after this many scored labels")
     min_agreement: float = field_(0.0, help="drop aggregated pairs whose majority share is below this")
-    balance: Balance = field_("downsample", help="length balancing of the kept pairs")
+    balance: Balance = field_(
+        "reweight",
+        help="length balancing of the kept pairs (reweight: the pipelines' choice, nothing dropped)",
+    )
     balance_within: BalanceWithin = field_(
         "all",
         added=True,

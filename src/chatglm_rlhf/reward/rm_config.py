@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from chatglm_rlhf.config import default_, field_
 from chatglm_rlhf.data.formats import InputFormat
@@ -11,6 +12,12 @@ from chatglm_rlhf.utils.train_config import EpochTrainerConfig
 
 @dataclass
 class RMConfig(EpochTrainerConfig):
+    PIPELINE_FILLED: ClassVar[tuple[str, ...]] = (
+        "model",
+        "output_dir",
+        "data",
+    )  # a pipeline's rm stage sets them
+
     model: str = default_(
         "", help="backbone: an SFT causal-LM checkpoint, an encoder, or a saved RM (required)"
     )
@@ -21,7 +28,10 @@ class RMConfig(EpochTrainerConfig):
     max_length: int = field_(512, help="max tokens per sequence (oldest history dropped first)")
     batch_size: int = field_(8, help="pairs per micro-batch per device (2x sequences per forward)")
     head_lr: float | None = field_(None, help="learning rate of the new score head (default: lr)")
-    reg_coef: float = field_(0.0, help="the paper's score regulariser lambda*(r_c^2 + r_r^2) (0 = off)")
+    reg_coef: float = field_(
+        1e-3,
+        help="the paper's score regulariser lambda*(r_c^2 + r_r^2) (0 = off; the pipelines' value is the default)",
+    )
     center_coef: float = field_(0.0, help="TRL-style centering lambda*(r_c + r_r)^2 (0 = off)")
     margin_scale: float = field_(0.0, help="margin = scale * label strength in the BT loss (0 = off)")
     use_ties: bool = field_(True, help="train on tie labels as 0.5 targets (else skip them)")

@@ -38,10 +38,16 @@ def make_accelerator(mixed_precision: str = "auto", grad_accum: int = 1, cpu: bo
     """
     from accelerate import Accelerator
 
-    if mixed_precision == "auto":
-        use_bf16 = (not cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        mixed_precision = "bf16" if use_bf16 else "no"
+    mixed_precision = resolved_precision(mixed_precision, cpu)
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu)
+
+
+def resolved_precision(mixed_precision: str, cpu: bool) -> str:
+    """``auto``: bf16 on a CUDA device that supports it, else none; any other value as given."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    use_bf16 = (not cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return "bf16" if use_bf16 else "no"
 
 
 def check_finite(loss: torch.Tensor | float, step: int, what: str = "loss") -> None:

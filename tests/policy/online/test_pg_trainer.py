@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from online_helpers import train_until_stopped
 
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import ConfigError
@@ -177,3 +178,21 @@ def test_a_new_estimator_is_a_function_and_a_registration(tok, tmp_path, monkeyp
     assert changed(actor0, tr.models.actor) and result["estimator"] == "best_baseline"
     (row,) = rows(tmp_path)
     assert row["advantage/mean"] <= 0.0  # every response is at most its group's best
+
+
+def test_a_critic_free_run_snapshots_and_resumes_like_ppo(tok, tmp_path):
+    """Snapshots (the over-optimisation curve) and resume for a critic-free estimator: ReMax, whose
+    baseline (the current policy's greedy answer) is generated inside each step."""
+    kw = dict(estimator="remax", steps=3, snapshot_every=1)
+    full = make_trainer(tok, tmp_path / "full", **kw)
+    full.train()
+    assert sorted(p.name for p in (tmp_path / "full" / "snapshots").iterdir()) == ["step_1", "step_2"]
+    train_until_stopped(make_trainer(tok, tmp_path / "resumed", save_every=1, **kw), stop_at=2)
+    make_trainer(tok, tmp_path / "resumed", save_every=1, resume=True, **kw).train()
+
+    def strip(path):
+        return [
+            {k: v for k, v in r.items() if not k.startswith(("time", "tokens_per_s"))} for r in rows(path)
+        ]
+
+    assert strip(tmp_path / "resumed") == strip(tmp_path / "full")  # the same 3 steps, number for number

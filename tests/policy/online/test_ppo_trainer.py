@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from online_helpers import train_until_stopped
 
 from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import ConfigError
@@ -142,17 +143,7 @@ def test_resume_gives_the_same_next_step(tok, tmp_path):
     full = make_trainer(tok, tmp_path / "full", steps=3)
     full.train()
 
-    stopped = make_trainer(tok, tmp_path / "resumed", steps=3, save_every=1)
-    original = stopped.step
-
-    def step_then_stop(i):
-        if i == 2:
-            raise KeyboardInterrupt  # a stop after the checkpoint at step 2
-        return original(i)
-
-    stopped.step = step_then_stop
-    with pytest.raises(KeyboardInterrupt):
-        stopped.train()
+    train_until_stopped(make_trainer(tok, tmp_path / "resumed", steps=3, save_every=1), stop_at=2)
     resumed = make_trainer(tok, tmp_path / "resumed", steps=3, save_every=1, resume=True)
     resumed.train()
     rows_full = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()

@@ -37,8 +37,15 @@ def _open(args: argparse.Namespace, migrate: bool):
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
+    import sys
+
     from chatglm_rlhf.collect.annotate import db as dbmod
 
+    if getattr(args, "deprecated_name", None):
+        print(
+            "note: `annotate init-db` is deprecated, an old name of `annotate migrate`; it still works",
+            file=sys.stderr,
+        )
     database = dbmod.Database(args.db)
     before, after = dbmod.migrate(database)
     state = "already at" if before == after else f"migrated from {before or 'empty'} to"
@@ -327,11 +334,15 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     db = _db_parent()
     sub = parser.add_subparsers(dest="annotate_command", metavar="ACTION", required=True)
     _add_serve(sub, db)
-    for name in ("init-db", "migrate"):
-        p = sub.add_parser(
-            name, parents=[db], formatter_class=FMT, help="create or upgrade the database schema"
-        )
-        p.set_defaults(func=cmd_init_db)
+    p = sub.add_parser(
+        "migrate", parents=[db], formatter_class=FMT, help="create or upgrade the database schema"
+    )
+    p.set_defaults(func=cmd_init_db)
+    # The old name of the same command: still works, with a notice (one name per meaning).
+    p = sub.add_parser(
+        "init-db", parents=[db], formatter_class=FMT, help="deprecated: an old name of migrate"
+    )
+    p.set_defaults(func=cmd_init_db, deprecated_name="init-db")
     p = sub.add_parser(
         "load", parents=[db], formatter_class=FMT, help="load a candidates JSONL into a project"
     )

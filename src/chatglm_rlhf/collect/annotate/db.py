@@ -145,5 +145,5 @@ def require_current_schema(db: Database) -> None:
     if rev != head_revision():
         state = "is not initialised" if rev is None else f"is at schema {rev}, not {head_revision()}"
         raise UserError(
-            f"database {redact(db.url)} {state}: run `chatglm-rlhf annotate init-db --db ...` first"
+            f"database {redact(db.url)} {state}: run `chatglm-rlhf annotate migrate --db ...` first"
         )

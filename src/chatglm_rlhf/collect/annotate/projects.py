@@ -209,6 +209,7 @@ def read_candidates(
     rather than the server's temporary file)."""
     from chatglm_rlhf.data.io import read_records
 
+    refuse_preference_file(path, source or str(path))
     rows, report = read_records(path, lambda obj, line: (line, DialogueSample.from_dict(obj)), with_line=True)
     if source is not None and source != str(path):
         prefix = f"{path}:"
@@ -220,6 +221,28 @@ def read_candidates(
     if len(report.rejected) > 50:
         lines.append(f"  ... and {len(report.rejected) - 50} more")
     return rows, lines
+
+
+PAIR_KEYS = ({"chosen", "rejected"}, {"response_a", "response_b"})  # TRL's and our preference records
+
+
+def refuse_preference_file(path: str, label: str) -> None:
+    """A preference file given where candidates belong: one line saying what the file is and where it
+    goes, instead of a rejected-line report for every record."""
+    import json
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        return  # the reader reports it, line by line
+    if isinstance(obj, dict) and "responses" not in obj and any(keys <= obj.keys() for keys in PAIR_KEYS):
+        raise UserError(
+            f"{label}: a preference file (pairs already compared), not candidates: `annotate load` takes our "
+            "samples JSONL with k >= 2 responses per prompt (`chatglm-rlhf generate` writes one); give "
+            "preferences to `chatglm-rlhf filter` or the files profile's task.preferences"
+        )
 
 
 def load_file(

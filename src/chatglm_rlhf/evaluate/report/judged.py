@@ -54,9 +54,12 @@ def headline(c: ReportContext) -> str:
         cards.append(card(f"{name.upper()} vs SFT, judge RM", j.get("win_rate"),
                           f"ties ½ · CI {fmt(ci[0])} – {fmt(ci[1])} · n {fmt(j.get('n'))}"))  # fmt: skip
     llm = c.get("evaluate.ppo.llm") or {}
-    if llm:
+    if llm and not llm_silent(llm):
         cards.append(card("PPO vs SFT, LLM judge", llm.get("win_rate"),
                           f"agreement of its two orders {fmt(llm.get('agreement_rate'))}"))  # fmt: skip
+    elif llm:  # every reply unreadable: its 0.500 is ties by default, not a verdict
+        cards.append(card("PPO vs SFT, LLM judge", "no verdict",
+                          f"all {fmt(llm.get('unparsed_replies'))} of its replies named neither answer"))  # fmt: skip
     cards.append(card("proxy RM accuracy", c.get("rm.eval_accuracy"), "held-out rm_eval pairs"))
     cards.append(card("judge RM accuracy", c.get("judge_rm.eval_accuracy"), "same pairs, own training data"))
     note = (
@@ -64,6 +67,12 @@ def headline(c: ReportContext) -> str:
         "preferences only, never optimised against), next to the proxy RM and an LLM judge.</p>"
     )
     return '<div class="cards">' + "".join(cards) + "</div>" + note
+
+
+def llm_silent(llm: dict) -> bool:
+    """The LLM judge answered nothing readable: every reply named neither answer (all ties by default)."""
+    pairs, unparsed = llm.get("pairs") or 0, llm.get("unparsed_replies") or 0
+    return bool(pairs) and unparsed >= 2 * pairs
 
 
 def reward_models(c: ReportContext) -> str:
@@ -116,9 +125,7 @@ def judges(c: ReportContext) -> str:
     unfinished = [(n.upper(), c.get(f"evaluate.{n}.lengths.unfinished_rate")) for n in ["sft", *pols]]
     body += "<h3>Answers cut off at the token limit (unfinished rate)</h3>" + kv_table(unfinished)
     body += "<h3>Answers with a refusal phrase (keyword heuristic)</h3>" + kv_table(refusals)
-    intro = (
-        "Held-out harmless-base prompts, greedy answers. A win by the proxy RM that the judge RM does not "
-    )
+    intro = f"Held-out {prompts_words(c)}, greedy answers. A win by the proxy RM that the judge RM does not "
     intro += (
         "confirm is over-optimisation of the proxy. The LLM judge is the SFT model asked in both orders; "
     )
@@ -179,8 +186,16 @@ def side_by_side(c: ReportContext) -> str:
             f"<div><h4>PPO · judge RM {fmt(r.get('judge_rm_ppo'))}</h4><pre>{esc(r.get('ppo', ''))}</pre>"
             "</div></div></div>"
         )
-    intro = "The first held-out prompts of the seeded sample (not chosen by outcome), both models' answers."
-    return section("Harmful prompts: SFT vs PPO", intro, "".join(blocks))
+    intro = f"The first {prompts_words(c)} of the seeded held-out sample (not chosen by outcome), both models' answers."
+    return section("Held-out prompts: SFT vs PPO", intro, "".join(blocks))
+
+
+def prompts_words(c: ReportContext) -> str:
+    """The task's prompts in the report's words (``run.prompts``; HH-RLHF for runs made before it)."""
+    label = c.get("run.prompts")
+    if label == "your":
+        return "prompts of your preference file"
+    return f"{label or 'HH-RLHF harmless-base'} prompts"
 
 
 def timing(c: ReportContext) -> str:

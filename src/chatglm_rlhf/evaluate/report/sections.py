@@ -34,6 +34,9 @@ def flags(c: ReportContext) -> str:
     from chatglm_rlhf.evaluate.health import collapse_warnings, weak_rm_warnings
 
     lines = []
+    if c.get("run.wiring_check"):
+        lines.append(f"{c.get('run.profile')} is a wiring check: every stage ran on a handful of prompts with "
+                     "tiny budgets, so its win rates, accuracies and warnings mean nothing about the methods")  # fmt: skip
     for name, ev in (c.get("evaluate") or {}).items():
         if isinstance(ev, dict) and "top_response_share_by_category" in ev:
             lines += collapse_warnings(name.upper(), ev)
@@ -288,6 +291,6 @@ SECTIONS: list[tuple[str, Callable[[ReportContext], str]]] = [
     ("Capability probe", judged.probe),
     ("Ablations", ablations.section_),
     ("Example answers", _examples),
-    ("Harmful prompts: SFT vs PPO", judged.side_by_side),
+    ("Held-out prompts: SFT vs PPO", judged.side_by_side),
     ("Time per stage", judged.timing),
 ]

@@ -61,6 +61,14 @@ class PipelineConfig:
         "sections: each section's own generation.backend",
     )
     vllm: VLLMSettings = field_(VLLMSettings(), help="the vLLM engine when generation_backend=vllm")
+    device: Literal["auto", "cpu", "cuda"] = field_(
+        "auto",
+        help="where every stage trains and evaluates: auto = CUDA when a GPU is present, else the CPU; each "
+        "trainer's mixed_precision=auto then resolves per device (bf16 on a CUDA GPU that has it, none on CPU)",
+    )
+    trust_remote_code: bool = field_(
+        False, help="allow model code from the checkpoints (ChatGLM3 needs it): every stage that loads one"
+    )
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,26 @@ def apply_generation_backend(cfg: PipelineConfig) -> None:
     visit(cfg)
 
 
+def apply_device(cfg: PipelineConfig) -> None:
+    """``device`` and ``trust_remote_code`` for the whole run: resolved once (auto -> cuda or cpu) and set
+    on every trainer section (``cpu``; ``trust_remote_code``), so config.json and the stages' fingerprints
+    say where each stage ran. A section's ``mixed_precision=auto`` resolves per device in its trainer
+    (bf16 on a CUDA GPU that has it, none on CPU), as the standalone commands do."""
+    import torch
+
+    from chatglm_rlhf.utils.train_config import TrainerConfig
+
+    if cfg.device == "auto":
+        cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda, but torch sees no CUDA GPU (device=auto runs on the CPU instead)")
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        if isinstance(section, TrainerConfig):
+            section.cpu = cfg.device == "cpu"
+            section.trust_remote_code = section.trust_remote_code or cfg.trust_remote_code
+
+
 def resolve_auto_backend() -> Literal["hf", "vllm"]:
     """``generation_backend=auto``: vllm when the package is importable (found, not imported: importing
     vLLM takes seconds), else hf with a one-line notice."""
@@ -176,7 +204,9 @@ class StageBuilder:
         # By parameter name, so that a cosmetic argument (progress) is left out wherever it is passed.
         params = dict(inspect.signature(fn).bind_partial(None, *args, **kw).arguments)
         params.pop(next(iter(params)))  # the context
-        bound = {**params, "stage_settings": settings, "function": getattr(fn, "__name__", "")}
+        # A renamed function keeps the name runs were made with (``fingerprint_name``): no redo on upgrade.
+        name_ = getattr(fn, "fingerprint_name", getattr(fn, "__name__", ""))
+        bound = {**params, "stage_settings": settings, "function": name_}
         if task:  # True: all the task's settings; a tuple: those attributes (the demo's annotators)
             names = task if isinstance(task, tuple) else tuple(vars(self.ctx.task))
             bound["task"] = {k: getattr(self.ctx.task, k) for k in names
@@ -229,3 +259,6 @@ class Profile:
     validate: Callable[[Any, str], None] = lambda cfg, where: None  # checks beyond types and choices
     scorer_batch_size: int | None = None
     out: str = "out/run"  # the default run folder
+    wiring_check: bool = (
+        False  # a smoke profile: every stage on a handful of prompts; its numbers mean nothing
+    )

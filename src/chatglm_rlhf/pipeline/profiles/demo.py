@@ -64,7 +64,12 @@ class TinyModelSettings:
 
 @dataclass
 class DemoSFTSettings:
-    steps: int = field_(600, help="optimizer steps")
+    # One word per meaning: optimizer steps are max_steps in every epoch trainer (sft, rm, dpo); the old
+    # `steps` still works, and finished runs keep their fingerprints (the field's old name in them).
+    ALIASES: ClassVar[dict[str, str]] = {"steps": "max_steps"}
+    FINGERPRINT_NAMES: ClassVar[dict[str, str]] = {"max_steps": "steps"}
+
+    max_steps: int = field_(600, help="optimizer steps")
     batch_size: int = field_(32, help="sequences per step")
     lr: float = field_(2e-3, help="peak learning rate (tiny models like it high)")
     max_length: int = field_(192, help="max tokens per sequence")
@@ -131,7 +136,10 @@ class DemoConfig(PipelineConfig):
     sft: DemoSFTSettings = field(default_factory=DemoSFTSettings)
     collect: CollectSettings = field(default_factory=CollectSettings)
     generation: GenerationSettings = field(default_factory=_sampling)
-    filter: FilterConfig = field(default_factory=lambda: FilterConfig(bucket_edges=[2, 5, 10, 20]))
+    # downsample: what every demo figure in docs/results.md was measured with (the library default is reweight)
+    filter: FilterConfig = field(
+        default_factory=lambda: FilterConfig(bucket_edges=[2, 5, 10, 20], balance="downsample")
+    )
     rm: RMConfig = field(default_factory=_rm_defaults)
     ppo: PPOConfig = field(default_factory=_ppo_defaults)
     dpo: DPOConfig = field(default_factory=_dpo_defaults)
@@ -140,6 +148,10 @@ class DemoConfig(PipelineConfig):
         default_factory=lambda: EvalGeneration(max_new_tokens=48, greedy=True, batch_size=64)
     )
     ablations: list[str] = field_(["length_balance", "baseline", "ptx", "gold_reward"], help=ABLATIONS_HELP)
+    device: Literal["auto", "cpu", "cuda"] = field_(
+        "cpu",
+        help="cpu: the demo's tiny models train faster on the CPU than a GPU launches them (auto | cuda)",
+    )
     ceiling_n: int = field_(
         8, help="SFT samples per held-out prompt for the best-of-n ceiling (gold vs RM pick); 0 = skip"
     )
@@ -201,7 +213,7 @@ def _build(ctx: RunContext):
 _SMOKE = {
     "task": {"n_sft": 600, "n_eval": 40, "n_pref": 60, "n_rl": 60, "corpus": 1500},
     "model": {"hidden_size": 64, "num_layers": 2},
-    "sft": {"steps": 120, "batch_size": 16},
+    "sft": {"max_steps": 120, "batch_size": 16},
     "collect": {"n_annotators": 4, "overlap": 2},
     "rm": {"epochs": 1.0},
     "ppo": {"steps": 4, "rollout_batch_size": 16, "mini_batch_size": 8, "filter_k": 2},
@@ -220,6 +232,7 @@ PROFILES = [
         _task,
         supported_ablations=SUPPORTED_ABLATIONS,
         out="out/demo",
+        wiring_check=name == "smoke",
     )  # fmt: skip
     for name, defaults in (("default", {}), ("smoke", _SMOKE))
 ]

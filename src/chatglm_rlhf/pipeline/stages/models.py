@@ -36,7 +36,7 @@ def sft(ctx: RunContext, settings, seed: int, progress: bool = True) -> dict[str
     model, tok = ctx.load(ctx.models / "base")
     cfg = SFTConfig(
         model=str(ctx.models / "base"), output_dir=str(ctx.models / "sft"), max_length=settings.max_length,
-        max_steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, warmup_ratio=0.05,
+        max_steps=settings.max_steps, batch_size=settings.batch_size, lr=settings.lr, warmup_ratio=0.05,
         seed=seed, cpu=True, log_every=20, progress=progress,
     )  # fmt: skip
     train, held = ctx.sft_examples()

@@ -69,3 +69,8 @@ def policy_curve(ctx: RunContext, policy: str, ev, judges: tuple[str, ...], sele
                                                "select_by": select_by}))  # fmt: skip
     return {"dev_prompts": len(prompts), "judges": list(judges), "select_by": select_by, "points": points,
             "kept_step": kept_step, "final_step": final_step}  # fmt: skip
+
+
+policy_curve.fingerprint_name = (
+    "ppo_curve"  # its name when it served PPO alone: finished runs keep their markers
+)

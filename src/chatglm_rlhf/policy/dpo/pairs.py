@@ -102,6 +102,7 @@ def pairs_from_policy(
     max_prompt_tokens: int | None = None,
     generator=None,
     shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
 ) -> tuple[list[Comparison], PairStats]:
     """Sample ``k`` responses per prompt, score them, keep best vs worst where the spread >= ``min_spread``.
 
@@ -120,7 +121,7 @@ def pairs_from_policy(
     mine = ranks.share(list(range(len(samples))))
     texts, scores, finished = _sample_and_score(
         model, tokenizer, [samples[i] for i in mine], scorer, k, settings or GenerationSettings(),
-        ranks.seed(seed), max_prompt_tokens, generator, ranks.is_main,
+        ranks.seed(seed), max_prompt_tokens, generator, progress and ranks.is_main,
     )  # fmt: skip
     if ranks.count > 1:  # every process gets every prompt's candidates, in the prompts' order
         rows = sorted(ranks.gather_objects(list(zip(mine, texts, scores, finished))), key=lambda r: r[0])

@@ -67,12 +67,15 @@ def build_rm_pairs(
     max_prompt = max(1, cfg.max_length - cfg.generation.max_new_tokens - 1)
     pairs, stats = pairs_from_policy(
         model, tokenizer, prompts, scorer, cfg.k, cfg.generation, cfg.min_spread, cfg.seed, max_prompt,
-        shard=(state.process_index, state.num_processes),
+        shard=(state.process_index, state.num_processes), progress=cfg.progress,
     )  # fmt: skip
     out = Path(cfg.output_dir)
+    from chatglm_rlhf.utils.console import quiet
+
     if state.is_main_process:
         write_jsonl(out / "pairs.jsonl", pairs)
         save_json(out / "pair_stats.json", stats.to_dict())
+    if state.is_main_process and not quiet():  # a pipeline stage: the counts are in its pair_stats
         print(
             f"dpo pairs: {stats.pairs} from {stats.prompts} prompts (k={cfg.k}); "
             f"{stats.skipped_small_spread} skipped with spread < {cfg.min_spread}; "

@@ -113,7 +113,13 @@ def reference_context(model):
 
 @torch.no_grad()
 def reference_logps(
-    model, examples: list[PairExample], batch_size: int, pad_id: int, device, autocast=nullcontext
+    model,
+    examples: list[PairExample],
+    batch_size: int,
+    pad_id: int,
+    device,
+    autocast=nullcontext,
+    progress: bool = True,
 ) -> list[tuple[float, float]]:
     """Reference (chosen, rejected) summed log-probs per example, in eval mode, in the examples' order."""
     from chatglm_rlhf.data.collate import length_grouped_batches
@@ -123,7 +129,9 @@ def reference_logps(
     out: list[tuple[float, float] | None] = [None] * len(examples)
     groups = length_grouped_batches([e.length for e in examples], batch_size, seed=0, shuffle=False)
     with reference_context(model):
-        for g in tqdm(groups, desc="reference log-probs", leave=False, disable=len(groups) < 5):
+        for g in tqdm(
+            groups, desc="reference log-probs", leave=False, disable=not progress or len(groups) < 5
+        ):
             with autocast():
                 c, r, _, _ = concatenated_logps(
                     model, collate_pairs([examples[i] for i in g], pad_id), device
@@ -216,7 +224,13 @@ class DPOTrainer:
             values = stored["values"] if stored.get("fingerprint") == key else None
         if values is None:
             values = reference_logps(
-                ref, examples, self.cfg.batch_size, self.pad_id, self.acc.device, self.acc.autocast
+                ref,
+                examples,
+                self.cfg.batch_size,
+                self.pad_id,
+                self.acc.device,
+                self.acc.autocast,
+                progress=self.cfg.progress and self.acc.is_main_process,
             )
             if self.acc.is_main_process:
                 save_json(path, {"fingerprint": key, "values": values})

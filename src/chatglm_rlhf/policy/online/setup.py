@@ -85,7 +85,12 @@ class LoopSetup:
                     self.out / "prompt_filter.jsonl", seed=cfg.seed + 1, progress=cfg.progress,
                     ranks=self.ranks, limit=needed,
                 )  # fmt: skip
-            self.acc.print(self.filter_report.summary() + f" (details: {self.out / 'prompt_filter.jsonl'})")
+            from chatglm_rlhf.utils.console import quiet
+
+            if not quiet():  # a pipeline stage: the counts are in its metrics (prompt_filter)
+                self.acc.print(
+                    self.filter_report.summary() + f" (details: {self.out / 'prompt_filter.jsonl'})"
+                )
             if not prompts.keys:
                 raise UserError(
                     f"{self.NAME}: the prompt filter dropped every prompt; lower filter_eps or set prompt_filter=false"

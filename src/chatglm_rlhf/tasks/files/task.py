@@ -26,9 +26,15 @@ from chatglm_rlhf.errors import UserError
 
 @dataclass
 class FilesSettings(PartSettings):
-    prompts: str = field_("", help="prompts JSONL (our samples): PPO/DPO prompts, and what people annotate")
-    sft: str = field_("", help="SFT data for ptx (our samples with responses); empty: the chosen answers")
-    preferences: str = field_("", help="preference JSONL (ours / TRL / HH); empty: annotate SFT candidates")
+    prompts: str = field_(
+        "", help="prompts JSONL (our samples): PPO/DPO prompts, and what people annotate", path=True
+    )
+    sft: str = field_(
+        "", help="SFT data for ptx (our samples with responses); empty: the chosen answers", path=True
+    )
+    preferences: str = field_(
+        "", help="preference JSONL (ours / TRL / HH); empty: annotate SFT candidates", path=True
+    )
     category: str = field_("user", help="category given to prompts and comparisons without one")
 
 
@@ -41,6 +47,7 @@ def _existing(path: str, key: str) -> Path:
 
 class FilesTask:
     name = "files"
+    prompts_label = "your"  # "held-out prompts of your preference file" (the report's words)
 
     def __init__(self, settings: FilesSettings) -> None:
         self.settings = settings
@@ -96,11 +103,36 @@ class FilesTask:
             raise UserError(f"{path} is missing: export the annotations there, then --from split")
         comps, _ = load_comparisons(path)
         m = write_parts(comps, data_dir, self.settings, str(path))
+        if (data_dir / "pref_prompts.jsonl").exists() and self.settings.preferences:
+            m.update(self._user_rl_prompts(data_dir))
         if (data_dir / "user_sft.jsonl").exists():  # the user's SFT data replaces the chosen answers
             shutil.copy(data_dir / "user_sft.jsonl", data_dir / "sft.jsonl")
             shutil.copy(data_dir / "user_sft_heldout.jsonl", data_dir / "sft_heldout.jsonl")
             m["sft_examples"] = sum(1 for _ in open(data_dir / "sft.jsonl"))
         return m
+
+    def _user_rl_prompts(self, data_dir: Path) -> dict[str, Any]:
+        """The user's ``task.prompts`` as the PPO / DPO prompts (instead of the preference contexts), less
+        any whose context the evaluation, dev or judge parts hold: those stay unseen by the policy."""
+        import json
+
+        from chatglm_rlhf.data.io import read_samples, write_jsonl
+        from chatglm_rlhf.data.parts import sample_prompts
+        from chatglm_rlhf.data.splits import context_key
+
+        record = json.loads((data_dir / "split.json").read_text())
+        held = {c for k in ("heldout", "dev", "judge_train") for c in record["contexts"].get(k, [])}
+        held |= set(record["contexts"].get("eval_prompts", []))
+        prompts, _ = read_samples(data_dir / "pref_prompts.jsonl")
+        kept = [p for p in prompts if context_key(p) not in held]
+        if not kept:
+            raise UserError(f"task.prompts: every prompt's context is in the held-out parts ({len(prompts)})")
+        rl = sample_prompts(kept, self.settings.n_rl, self.settings.seed)
+        write_jsonl(data_dir / "rl_prompts.jsonl", rl)
+        record["contexts"]["rl_prompts"] = sorted({context_key(p) for p in rl})
+        (data_dir / "split.json").write_text(json.dumps(record, indent=1))
+        return {"rl_prompts": len(rl), "rl_prompts_from": "task.prompts",
+                "task_prompts_held_out": len(prompts) - len(kept)}  # fmt: skip
 
     def gold_judge(self) -> None:
         return None

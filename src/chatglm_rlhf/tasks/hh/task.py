@@ -31,7 +31,9 @@ REPO_ROOT = find_checkout(Path(__file__))
 
 @dataclass
 class HHDataSettings(PartSettings):
-    path: str = field_(HH_DEFAULT, help="preference file (HH-RLHF or any format load_comparisons reads)")
+    path: str = field_(
+        HH_DEFAULT, help="preference file (HH-RLHF or any format load_comparisons reads)", path=True
+    )
     category: str = field_("harmless-base", help="category given to prompts without one (report tables)")
 
 
@@ -54,6 +56,11 @@ class HHTask:
 
     def __init__(self, settings: HHDataSettings) -> None:
         self.settings = settings
+
+    @property
+    def prompts_label(self) -> str:
+        """What the report calls these prompts."""
+        return f"HH-RLHF {self.settings.category}"
 
     def write_data(self, data_dir: Path) -> dict[str, Any]:
         from chatglm_rlhf.data.formats import load_comparisons

@@ -1,1 +1,1 @@
-"""Alembic migrations of the annotation database (run by ``init-db`` and at server start-up)."""
+"""Alembic migrations of the annotation database (run by ``migrate`` and at server start-up)."""

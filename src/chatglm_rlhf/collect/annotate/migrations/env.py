@@ -8,7 +8,7 @@ from chatglm_rlhf.collect.annotate.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through `chatglm-rlhf annotate init-db`, not the alembic CLI")
+    raise RuntimeError("run migrations through `chatglm-rlhf annotate migrate`, not the alembic CLI")
 
 # render_as_batch: SQLite cannot ALTER most things in place; batch mode copies the table instead.
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
