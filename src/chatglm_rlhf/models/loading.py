@@ -24,6 +24,7 @@ from packaging.version import Version
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatglm_rlhf.errors import ConfigError, UserError
+from chatglm_rlhf.utils.console import VERBOSE_ENV
 
 _DTYPES = {
     "fp32": torch.float32,
@@ -87,8 +88,6 @@ def pick_dtype(device: torch.device | str, preference: str | torch.dtype = "auto
         return torch.bfloat16 if _cuda_bf16(torch.device(device)) else torch.float16
     return torch.float32
 
-
-from chatglm_rlhf.utils.console import VERBOSE_ENV  # noqa: E402  (one name for the switch)
 
 # A hub repository id: "name" or "owner/name" (letters, digits, - _ .), no path syntax.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

@@ -98,7 +98,8 @@ class RunContext:
     @property
     def device(self) -> str:
         """The run's device (``device``, resolved when the config was loaded; cpu for configs without it)."""
-        return getattr(self.cfg, "device", "cpu") if getattr(self.cfg, "device", "cpu") != "auto" else "cpu"
+        device = getattr(self.cfg, "device", "cpu")
+        return "cpu" if device == "auto" else device  # auto is resolved at load; a config built by hand: cpu
 
     @property
     def trust_remote_code(self) -> bool:
