@@ -76,3 +76,35 @@ def test_markers_written_with_absolute_paths_still_match_and_are_rewritten(tmp_p
     assert calls == [] and metrics["a"] == {"value": 7}
     info = json.loads(marker.read_text())
     assert info["fingerprint"] != old_fp and info["settings"] == {"model": "<run>/models/sft"}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a marker"])
+def test_a_corrupt_stage_marker_is_a_one_line_error_not_a_silent_redo(tmp_path, damage):
+    calls = []
+    make = _stages(calls)
+    stages = lambda: [Stage("a", make("a")), Stage("b", make("b"))]  # noqa: E731
+    run_stages(tmp_path, stages())
+    marker_path = tmp_path / "stages" / "a.done.json"
+    text = marker_path.read_text()
+    marker_path.write_text(text[: len(text) // 2] if damage == "truncated" else "[1, 2]")
+    calls.clear()
+    with pytest.raises(
+        UserError, match=r"a\.done\.json: unreadable stage marker .* delete the file or rerun with --from a"
+    ):
+        run_stages(tmp_path, stages())
+    assert calls == []  # nothing redone, nothing thrown away
+    run_stages(tmp_path, stages(), from_stage="a")  # what the message says works
+    assert calls == ["a", "b"]
+
+
+def test_a_corrupt_metrics_file_is_rebuilt_from_the_markers(tmp_path, capsys):
+    calls = []
+    make = _stages(calls)
+    stages = lambda: [Stage("a", make("a")), Stage("b", make("b"))]  # noqa: E731
+    first = run_stages(tmp_path, stages())
+    (tmp_path / "metrics.json").write_text('{"a": {"val')  # a run killed while writing it
+    calls.clear()
+    again = run_stages(tmp_path, stages())
+    assert calls == [] and again == first  # every stage's metrics back, nothing redone
+    assert "metrics.json is unreadable: rebuilding it from the stage markers" in capsys.readouterr().out
+    assert json.loads((tmp_path / "metrics.json").read_text()) == first

@@ -59,7 +59,7 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
         if i >= redo:
             done.unlink(missing_ok=True)
         if done.exists() and i < redo:
-            info = json.loads(done.read_text())
+            info = read_marker(done, stage.name)
             if "fingerprint" in info and info["fingerprint"] not in (fp, legacy):
                 redo = i
                 done.unlink()
@@ -68,7 +68,7 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
             elif info.get("fingerprint") == legacy != fp:
                 save_json(done, {**info, "fingerprint": fp, "settings": settings})
         if done.exists():
-            info = json.loads(done.read_text())
+            info = read_marker(done, stage.name)
             result, seconds = info["metrics"], info["seconds"]
             note = "" if "fingerprint" in info else " (its marker predates settings checks: not compared)"
             print(f"[{stage.name}] already done, skipping{note} (use --from {stage.name} to redo it)")
@@ -105,6 +105,32 @@ def _why(info: dict, settings: Any, inputs: dict[str, str]) -> str:
     return "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
 
 
+def read_marker(path: Path, stage: str) -> dict[str, Any]:
+    """A stage's marker; a truncated or corrupt one is a one-line error saying how to redo the stage (never
+    a silent redo: the stage's outputs may be fine, and what follows it is finished work)."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or not {"metrics", "seconds"} <= info.keys():
+            raise ValueError("not a stage marker (no metrics / seconds)")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(
+            f"{path}: unreadable stage marker ({e}); to redo {stage} and every later stage, delete the file "
+            f"or rerun with --from {stage}"
+        ) from None
+    return info
+
+
 def _read_metrics(run_dir: Path) -> dict[str, Any]:
+    """metrics.json as the last run left it. A corrupt one (a run killed while writing it) is rebuilt from
+    the stage markers, which hold every finished stage's metrics: nothing is redone or lost."""
     path = run_dir / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(metrics, dict):
+            return metrics
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    print(f"[run] {path} is unreadable: rebuilding it from the stage markers (stages/*.done.json)")
+    return {}
