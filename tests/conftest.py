@@ -10,6 +10,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: tiny matmuls are fastest that way, and on a busy 2-core machine
+    extra OpenMP threads spin-wait (a training step gets ~20x slower). Restored after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def repo_script():
     """Import a file of the repository that is not in the package (``scripts/x.py``, ``benchmarks/y.py``)."""

@@ -10,19 +10,14 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 from dist_helpers import write_jsonl
 
 FRUITS = "apple banana cherry grape lemon mango orange pear peach plum".split()
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matmuls are fastest on one thread; on a busy 2-core machine extra OpenMP threads spin-wait.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # tests/conftest.py's, for every test here
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -43,13 +43,8 @@ def planted(n, seed):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matmuls are fastest on one thread; on a busy 2-core machine two OpenMP threads spin-wait
-    # and a training step gets ~20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # tests/conftest.py's, for every test here
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -168,8 +168,7 @@ class PPOConfig(OnlineConfig):
 _PG_SINCE: dict[str, Any] = {
     "snapshot_every": 0, "fsdp": False, "whiten_advantages": False, "reward_baseline": False,
     "adaptive_kl": False, "kl_target": 6.0, "kl_horizon": 10000, "reward_clip": 0.0, "reward_normalize": False,
-    "entropy_coef": 0.0, "critic_from": "auto", "critic_lr": 5e-5, "gamma": 1.0, "lam": 0.95,
-    "clip_range_value": 0.2, "vf_coef": 0.5, "shared_backbone": False,
+    "entropy_coef": 0.0,
 }  # fmt: skip
 
 

@@ -92,20 +92,19 @@ def forward_in_chunks(
 
 
 def _forward(models, sub: SeqBatch, temperature: float, values: bool) -> dict[str, torch.Tensor]:
-    if not values:
+    v = None
+    if values:  # a critic (or the shared backbone's value head)
+        logits, v = models.policy(sub, with_values=True)
+        v = models.values(sub) if v is None else v
+    else:
         logits = lm_forward(models.actor, sub)[0]
-        return {
-            "old_logprobs": response_logprobs(logits, sub, temperature),
-            "ref_logprobs": models.reference_logprobs(sub, temperature),
-        }
-    logits, v = models.policy(sub, with_values=True)
-    if v is None:
-        v = models.values(sub)
-    return {
+    out = {
         "old_logprobs": response_logprobs(logits, sub, temperature),
         "ref_logprobs": models.reference_logprobs(sub, temperature),
-        "old_values": v.float(),
     }
+    if v is not None:
+        out["old_values"] = v.float()
+    return out
 
 
 def make_rollout(
