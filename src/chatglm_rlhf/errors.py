@@ -11,3 +11,15 @@ class ConfigError(UserError, ValueError):
 
 class TrainingError(UserError, RuntimeError):
     """Training cannot go on (e.g. a NaN/inf loss); the message names the step."""
+
+
+class CorruptFileError(UserError):
+    """A file written earlier is truncated or unreadable. ``path`` is that file; ``hint`` says what to do
+    (the pipeline's runner replaces a generic hint with the stage to redo)."""
+
+    def __init__(self, path, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.path, self.message, self.hint = path, message, hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message

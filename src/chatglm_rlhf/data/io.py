@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chatglm_rlhf.data.schema import Comparison, DialogueSample, SchemaError
-from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.errors import CorruptFileError, UserError
 
 T = TypeVar("T")
 
@@ -70,6 +70,7 @@ class NotUtf8Line(DataError):
 
 
 _PARQUET_MAGIC = b"PAR1"
+REDO_FILE = "write it again (in a pipeline run: rerun with --from the stage that wrote it)"
 
 
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any | Exception]]:
@@ -97,6 +98,11 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any | Except
                 # the column where that string starts, not "Invalid control character" at the end.
                 yield line_no, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
+                if not raw.endswith(b"\n"):  # the last line, bad and unterminated: the file was cut short
+                    raise CorruptFileError(
+                        path, f"{path}:{line_no}: the last line is not JSON and has no line end: the file "
+                        "looks cut short (a copy or a run stopped while writing it)", REDO_FILE,
+                    ) from None  # fmt: skip
                 yield line_no, e
 
 

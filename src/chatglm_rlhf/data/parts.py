@@ -19,6 +19,7 @@ from typing import Any
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.schema import Comparison, DialogueSample
 from chatglm_rlhf.errors import ConfigError, UserError
+from chatglm_rlhf.utils.files import atomic_write_text
 
 
 @dataclass
@@ -111,7 +112,7 @@ def write_parts(comps: list[Comparison], data_dir: Path, d: PartSettings, source
     write_jsonl(data_dir / "sft_heldout.jsonl", sft_records(parts["rm_eval"], d.n_sft_heldout))
     trained = {context_key(c) for k in ("rm_train", "rm_eval", "judge_train") for c in parts[k]}
     record = split_record(parts, rl, heldout)
-    (data_dir / "split.json").write_text(json.dumps(record, indent=1))
+    atomic_write_text(data_dir / "split.json", json.dumps(record, indent=1))
     return {
         "parts": {k: len(v) for k, v in parts.items()},
         "rl_prompts": len(rl),

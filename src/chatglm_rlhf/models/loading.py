@@ -23,8 +23,9 @@ import transformers
 from packaging.version import Version
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from chatglm_rlhf.errors import ConfigError, UserError
+from chatglm_rlhf.errors import ConfigError, CorruptFileError, UserError
 from chatglm_rlhf.utils.console import VERBOSE_ENV
+from chatglm_rlhf.utils.files import check_model_files
 
 _DTYPES = {
     "fp32": torch.float32,
@@ -118,6 +119,7 @@ def quiet_transformers() -> Iterator[None]:
 
 # What a folder from save_pretrained holds: a model's config, or a tokenizer saved on its own.
 CHECKPOINT_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json")
+REDO_MODEL = "save the model again (in a pipeline run: rerun with --from the stage that wrote it)"
 
 
 @contextmanager
@@ -138,6 +140,11 @@ def model_source(name_or_path: str, key: str = "model") -> Iterator[None]:
     if local.is_dir() and not any((local / f).is_file() for f in CHECKPOINT_FILES):
         # Else transformers guesses a tokenizer class and fails deep inside it (sentencepiece, tiktoken).
         raise UserError(f"{key}={name}: not a checkpoint folder (no config.json)")
+    if local.is_dir():  # a truncated weights file: a clear line here, not safetensors' error mid-load
+        try:
+            check_model_files(local)
+        except CorruptFileError as e:
+            raise CorruptFileError(e.path, f"{key}={name}: {e.message}", REDO_MODEL) from None
     try:
         with quiet_transformers():
             yield

@@ -7,18 +7,25 @@ Re-running skips a stage whose marker matches, so a run killed mid-way resumes w
 stage whose settings or inputs changed is redone with every stage after it, and the run says which
 settings changed. ``from_stage`` redoes a stage and every stage after it. ``DIR/metrics.json`` always holds every stage's metrics. A
 stage may pause the run after it (``Stage.pause``), e.g. until people have annotated its output.
+
+A stage that was killed part-way leaves ``stages/NAME.started.json`` (its fingerprint) and no marker. When
+the rerun finds the same fingerprint there, :func:`resuming` is true while the stage runs, and trainers
+continue from their last checkpoint instead of starting over (docs/faults.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.errors import CorruptFileError, UserError
 from chatglm_rlhf.pipeline import fingerprint as F
 from chatglm_rlhf.utils.training import save_json
 
@@ -36,6 +43,18 @@ class Stage:
 
 def marker(run_dir: Path, name: str) -> Path:
     return run_dir / "stages" / f"{name}.done.json"
+
+
+def started_marker(run_dir: Path, name: str) -> Path:
+    return run_dir / "stages" / f"{name}.started.json"
+
+
+_RESUMING: ContextVar[bool] = ContextVar("resuming", default=False)
+
+
+def resuming() -> bool:
+    """True while a stage runs again with the settings it was killed with: its trainers may resume."""
+    return _RESUMING.get()
 
 
 def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None = None) -> dict[str, Any]:
@@ -58,6 +77,7 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
         upstream, legacy_upstream = fp, legacy
         if i >= redo:
             done.unlink(missing_ok=True)
+            started_marker(run_dir, stage.name).unlink(missing_ok=True)  # --from: start that stage afresh
         if done.exists() and i < redo:
             info = read_marker(done, stage.name)
             if "fingerprint" in info and info["fingerprint"] not in (fp, legacy):
@@ -75,10 +95,11 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
         else:
             print(f"[{stage.name}] running")
             t0 = time.time()
-            result = stage.run(run_dir)
+            result = _run(stage, run_dir, fp, names)
             seconds = round(time.time() - t0, 1)
             save_json(done, {"stage": stage.name, "seconds": seconds, "metrics": result, "fingerprint": fp,
                              "settings": settings, "inputs": inputs})  # fmt: skip
+            started_marker(run_dir, stage.name).unlink(missing_ok=True)
             print(f"[{stage.name}] done in {seconds:.1f}s")
         metrics[key] = {**metrics.get(key, {}), **result} if stage.metrics_key else result
         metrics.setdefault("timing", {})[stage.name] = seconds
@@ -91,6 +112,52 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
     metrics.pop("paused_after", None)
     save_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def trainer_config(cfg: Any, out_dir: Path) -> Any:
+    """A trainer's config for a stage: ``resume=true`` when the stage resumes after a kill; else the
+    old checkpoints in ``out_dir`` are removed, so that a later resume never picks one made with other
+    settings."""
+    if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "resume"):
+        return cfg
+    if resuming():
+        return dataclasses.replace(cfg, resume=True)
+    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)
+    return cfg
+
+
+def _run(stage: Stage, run_dir: Path, fp: str, names: list[str]) -> dict[str, Any]:
+    """Run one stage, recording that it started (with its fingerprint) so a rerun after a kill resumes
+    it; a corrupt file it reads gets the stage to redo in its message."""
+    started = started_marker(run_dir, stage.name)
+    try:
+        again = json.loads(started.read_text()).get("fingerprint") == fp
+    except (OSError, ValueError, AttributeError):
+        again = False  # none (a first run), or unreadable: start the stage afresh
+    if again:
+        print(f"[{stage.name}] it was interrupted: resuming from its last checkpoint where it has one")
+    save_json(started, {"stage": stage.name, "fingerprint": fp})
+    token = _RESUMING.set(again)
+    try:
+        return stage.run(run_dir)
+    except CorruptFileError as e:
+        e.hint = _redo_hint(Path(e.path), run_dir, names) or e.hint
+        raise
+    finally:
+        _RESUMING.reset(token)
+
+
+def _redo_hint(path: Path, run_dir: Path, names: list[str]) -> str:
+    """``models/<stage>/...`` was written by that stage: say so. Else the generic hint stays."""
+    try:
+        parts = path.resolve().relative_to(run_dir.resolve()).parts
+    except ValueError:
+        return ""
+    if len(parts) >= 2 and parts[0] == "models" and parts[1] in names:
+        if "checkpoints" in parts:  # the Checkpointer's own hint (resume from the one before) is better
+            return ""
+        return f"rerun with --from {parts[1]} to redo the stage that wrote it"
+    return ""
 
 
 def _why(info: dict, settings: Any, inputs: dict[str, str]) -> str:

@@ -7,7 +7,6 @@ update as one k-times-larger batch.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.policy.losses import sft_loss
 from chatglm_rlhf.utils.distributed import Ranks
+from chatglm_rlhf.utils.files import atomic_save
 from chatglm_rlhf.utils.train_config import EpochTrainerConfig
 from chatglm_rlhf.utils.training import (
     check_finite,
@@ -206,10 +206,11 @@ class SFTTrainer:
             unwrapped = acc.unwrap_model(self.model)
             if hasattr(unwrapped, "merge_and_unload"):  # LoRA: save a plain model that from_pretrained loads
                 unwrapped, state = unwrapped.merge_and_unload(), None
-            unwrapped.save_pretrained(out, state_dict=state, safe_serialization=True)
-            self.tokenizer.save_pretrained(out)
+            with atomic_save(out) as tmp:  # a kill or a full disk never leaves half a model in out
+                unwrapped.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
             save_json(out / "sft_result.json", result)
-            (out / "sft_config.json").write_text(json.dumps(self.cfg.__dict__, indent=2))
+            save_json(out / "sft_config.json", self.cfg.__dict__)
 
 
 def run_sft(cfg: SFTConfig) -> dict:

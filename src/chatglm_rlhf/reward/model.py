@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.utils.files import atomic_save
 
 log = logging.getLogger(__name__)
 INFO_FILE = "reward_model.json"
@@ -162,9 +163,10 @@ def save_reward_model(
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload"):  # peft: a plain model that from_pretrained loads
         model, state_dict = model.merge_and_unload(), None
-    model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    (out / INFO_FILE).write_text(json.dumps({"reward_model": True, **info}, indent=2))
+    with atomic_save(out) as tmp:  # a kill or a full disk never leaves half a model in out
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / INFO_FILE).write_text(json.dumps({"reward_model": True, **info}, indent=2))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -19,8 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
-from chatglm_rlhf.errors import TrainingError
+from chatglm_rlhf.errors import CorruptFileError, TrainingError
+from chatglm_rlhf.utils.faults import maybe_kill
+from chatglm_rlhf.utils.files import atomic_write_text, check_model_files
 from chatglm_rlhf.utils.train_config import require_reporter
 
 
@@ -131,6 +135,7 @@ class MetricsLog:
         row = {"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+        maybe_kill(self.path, step)  # the fault suite's crash point; a no-op unless its variable is set
         scalars = {k: _plain(v) for k, v in metrics.items() if isinstance(_plain(v), (int, float))}
         if self.tb is not None:
             for k, v in scalars.items():
@@ -151,9 +156,8 @@ class MetricsLog:
         """On resume, forget rows logged after the checkpoint so the log has no duplicates."""
         if not (self.enabled and self.path.exists()):
             return
-        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if r.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _wandb_run(output_dir: Path, config: dict[str, Any] | None):
@@ -173,10 +177,20 @@ def _wandb_run(output_dir: Path, config: dict[str, Any] | None):
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a metric log. A last line cut short (killed, or a full disk, while appending) is left
+    out: its step is redone by the resumed run, which logs it again."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:  # torn in the middle: not a crash's trace, a damaged file
+                raise CorruptFileError(path, f"{path}:{i + 1}: not JSON", "delete the file") from None
+    return rows
 
 
 def _plain(v: Any) -> Any:
@@ -208,7 +222,7 @@ class Checkpointer:
             self.sharded.save(path)
         if self.acc.is_main_process:
             state = {"step": step, "python_random": _py_random_state(), **(extra or {})}
-            (path / "trainer_state.json").write_text(json.dumps(state))
+            atomic_write_text(path / "trainer_state.json", json.dumps(state))
             self._prune()
         self.acc.wait_for_everyone()
         return path
@@ -220,17 +234,33 @@ class Checkpointer:
         return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
     def load(self, path: Path) -> dict[str, Any]:
-        self.acc.load_state(str(path))
-        if self.sharded is not None:
-            self.sharded.load(path)
-        state = json.loads((path / "trainer_state.json").read_text())
-        random.setstate(_py_random_from_json(state.pop("python_random")))
+        """Load a checkpoint; a truncated or unreadable one is a one-line error saying what to do (never
+        a silent fresh start, which would throw away the steps already trained)."""
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+            check_model_files(path)
+            self.acc.load_state(str(path))
+            if self.sharded is not None:
+                self.sharded.load(path)
+            random.setstate(_py_random_from_json(state.pop("python_random")))
+        except (CorruptFileError, *UNREADABLE) as e:
+            older = [
+                p.name for p in self.root.glob("step-*") if p != path and (p / "trainer_state.json").exists()
+            ]
+            instead = f"delete it to resume from {max(older, key=lambda n: int(n.split('-')[1]))}" if older else (
+                "delete it and run without resume=true (starts over)")  # fmt: skip
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CorruptFileError(path, f"{path}: unreadable checkpoint ({detail})", instead) from None
         return state
 
     def _prune(self) -> None:
         steps = sorted(self.root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
         for old in steps[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+# What loading a truncated or garbled file raises: torch.load (pickle, zip), safetensors, json.
+UNREADABLE = (OSError, ValueError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError, SafetensorError)
 
 
 def _py_random_state() -> list:
@@ -248,9 +278,7 @@ def save_json(path: str | Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_dataclass(obj):
         obj = asdict(obj)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_plain))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_plain))
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -62,6 +62,7 @@ from typing import Any
 from chatglm_rlhf.evaluate.report.context import ReportContext, get, read_jsonl
 from chatglm_rlhf.evaluate.report.html import CSS, esc, kv_table, section
 from chatglm_rlhf.evaluate.report.sections import SECTIONS, headline
+from chatglm_rlhf.utils.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ def write_report(
     run_dir.mkdir(parents=True, exist_ok=True)
     out = Path(output) if output else run_dir / "report.html"
     if write_metrics:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
-    out.write_text(render_report(run_dir, metrics, artifacts), encoding="utf-8")
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
+    atomic_write_text(out, render_report(run_dir, metrics, artifacts))
     return out
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.pipeline.context import RunContext
+from chatglm_rlhf.utils.files import atomic_save, atomic_write_text
 
 
 def base(ctx: RunContext, model, corpus_size: int, seed: int) -> dict[str, Any]:
@@ -24,8 +25,9 @@ def base(ctx: RunContext, model, corpus_size: int, seed: int) -> dict[str, Any]:
         num_kv_heads=model.num_heads, max_position_embeddings=model.max_position_embeddings, seed=seed,
         architecture=getattr(model, "architecture", "glm"),
     )  # fmt: skip
-    m.save_pretrained(ctx.models / "base")
-    tok.save_pretrained(ctx.models / "base")
+    with atomic_save(ctx.models / "base") as tmp:
+        m.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return {"parameters": sum(p.numel() for p in m.parameters()), "vocab_size": len(tok)}
 
 
@@ -62,7 +64,7 @@ def checkpoint(ctx: RunContext, model: str, gguf: str = "") -> dict[str, Any]:
     if not getattr(tok, "chat_template", None):
         raise UserError(f"{path}: the tokenizer has no chat template; the pipeline needs a chat model")
     ctx.data.mkdir(parents=True, exist_ok=True)
-    (ctx.data / "checkpoint.json").write_text(json.dumps({"path": str(path), "source": source}))
+    atomic_write_text(ctx.data / "checkpoint.json", json.dumps({"path": str(path), "source": source}))
     cfg = json.loads((Path(path) / "config.json").read_text())
     marker = Path(path) / G.MARKER
     done = json.loads(marker.read_text()) if marker.exists() else {}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chatglm_rlhf.pipeline.context import KEPT, RunContext
+from chatglm_rlhf.utils.files import atomic_write_text
 
 
 def checkpoints(policy_dir: Path, final_step: int) -> list[tuple[int, Path]]:
@@ -65,7 +66,7 @@ def policy_curve(ctx: RunContext, policy: str, ev, judges: tuple[str, ...], sele
                                                           if k != "step" and v is not None))  # fmt: skip
     best = choose_checkpoint(points, select_by, judges)  # type: ignore[arg-type]
     kept_step, kept_dir = checkpoints(policy_dir, final_step)[best]
-    (policy_dir / KEPT).write_text(json.dumps({"step": kept_step, "path": str(kept_dir.relative_to(policy_dir)),
+    atomic_write_text(policy_dir / KEPT, json.dumps({"step": kept_step, "path": str(kept_dir.relative_to(policy_dir)),
                                                "select_by": select_by}))  # fmt: skip
     return {"dev_prompts": len(prompts), "judges": list(judges), "select_by": select_by, "points": points,
             "kept_step": kept_step, "final_step": final_step}  # fmt: skip

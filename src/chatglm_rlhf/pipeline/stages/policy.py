@@ -18,6 +18,7 @@ def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scor
     a ``scorer`` is given (its critic, if any, still starts from that RM). ``match_scale``: the scorer is
     first rescaled to the RM's spread on the SFT model's candidate answers (reward/scale.py says why)."""
     from chatglm_rlhf.pipeline.context import KEPT
+    from chatglm_rlhf.pipeline.runner import trainer_config
     from chatglm_rlhf.policy.registry import PolicyInputs, train_policy
 
     (ctx.models / name / KEPT).unlink(missing_ok=True)  # a new policy: the old choice of checkpoint is void
@@ -33,7 +34,8 @@ def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scor
         heldout_examples=heldout, scorer=scorer if scorer is not None else ctx.scorer(rm),
         reward_model=str(ctx.models / rm), progress=progress,
     )  # fmt: skip
-    result = train_policy(algorithm, inputs, dataclasses.replace(cfg, **changes) if changes else cfg)
+    cfg = trainer_config(dataclasses.replace(cfg, **changes) if changes else cfg, ctx.models / name)
+    result = train_policy(algorithm, inputs, cfg)
     if (ctx.models / name / "metrics.jsonl").exists():  # the per-step log: the report's curves
         result["metrics_path"] = str(Path("models") / name / "metrics.jsonl")
     if scale_info is not None:

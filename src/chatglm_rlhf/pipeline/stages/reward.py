@@ -30,6 +30,7 @@ def rm(ctx: RunContext, name: str, train: str, cfg, init: str | Path, eval_fract
     """
     from chatglm_rlhf.data.formats import load_comparisons
     from chatglm_rlhf.data.io import write_jsonl
+    from chatglm_rlhf.pipeline.runner import trainer_config
     from chatglm_rlhf.reward.stages import run_rm_stage, split_by_prompt
 
     train_path, eval_path = ctx.out / train, ctx.data / "rm_eval.jsonl"
@@ -43,6 +44,7 @@ def rm(ctx: RunContext, name: str, train: str, cfg, init: str | Path, eval_fract
     if progress is not None:
         cfg = dataclasses.replace(cfg, progress=progress)
     gold_fn = ctx.gold_fn if ctx.gold() is not None else None
+    cfg = trainer_config(cfg, ctx.models / name)  # resume after a kill; else no stale checkpoints
     m = run_rm_stage(init, train_path, eval_path, ctx.models / name, cfg, gold_fn=gold_fn)
     if backbone is not None:
         m["backbone"] = backbone

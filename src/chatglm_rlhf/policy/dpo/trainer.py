@@ -39,6 +39,7 @@ from chatglm_rlhf.policy.dpo.losses import (
 )
 from chatglm_rlhf.policy.losses import token_logprobs
 from chatglm_rlhf.utils.distributed import Ranks
+from chatglm_rlhf.utils.files import atomic_save
 from chatglm_rlhf.utils.training import (
     check_finite,
     make_accelerator,
@@ -407,7 +408,8 @@ class DPOTrainer:
             unwrapped = acc.unwrap_model(self.model)
             if hasattr(unwrapped, "merge_and_unload"):  # LoRA: save a plain model that from_pretrained loads
                 unwrapped, state = copy.deepcopy(unwrapped).merge_and_unload(), None
-            unwrapped.save_pretrained(out, state_dict=state, safe_serialization=True)
-            self.tokenizer.save_pretrained(out)
+            with atomic_save(out) as tmp:  # a kill or a full disk never leaves half a model in out
+                unwrapped.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
             save_json(out / "dpo_result.json", result)
             save_json(out / "dpo_config.json", self.cfg)

@@ -25,6 +25,7 @@ from chatglm_rlhf.models.generation import Generated, GenerationSettings, decode
 from chatglm_rlhf.policy.models import ActorWithReference
 from chatglm_rlhf.reward.protocol import Scorer
 from chatglm_rlhf.utils.distributed import Ranks
+from chatglm_rlhf.utils.files import atomic_write_text
 from chatglm_rlhf.utils.training import epoch_order
 
 
@@ -49,9 +50,22 @@ class PromptSet:
 
 
 def _cache_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The cached rows by key. A line cut short (a run killed while appending) is left out and its
+    prompt scored again: a cache loses nothing by recomputing."""
     if not path.exists():
         return {}
-    return {r["key"]: r for r in (json.loads(x) for x in path.read_text().splitlines() if x.strip())}
+    rows, torn = {}, 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        if row is not None:
+            rows[row["key"]] = row
+    if torn:
+        print(f"{path}: {torn} unreadable line(s) (a write cut short); those prompts are scored again")
+    return rows
 
 
 def reference_baseline(
@@ -189,7 +203,7 @@ def filter_prompts(
         end = min(n, end + target - n_kept)  # as many more as were dropped
     if ranks.is_main:  # one writer; every rank holds the same decisions
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text("".join(json.dumps(decided[key]) + "\n" for key in prompts.keys[:end]))
+        atomic_write_text(out_path, "".join(json.dumps(decided[key]) + "\n" for key in prompts.keys[:end]))
     keep_idx = [i for i in range(end) if decided[prompts.keys[i]]["kept"]]
     report = FilterReport(kept=len(keep_idx), dropped=end - len(keep_idx), threshold=eps, k=k, unused=n - end)
     return subset(prompts, keep_idx), report

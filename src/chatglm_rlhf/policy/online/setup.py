@@ -3,7 +3,6 @@ the prompts (filter, reference baseline), the optimiser, the summary and saving 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from chatglm_rlhf.policy.online.prompts import (
 from chatglm_rlhf.reward.protocol import Scorer
 from chatglm_rlhf.utils import fsdp as F
 from chatglm_rlhf.utils.distributed import Ranks
+from chatglm_rlhf.utils.files import atomic_save
 from chatglm_rlhf.utils.training import make_accelerator, save_json, set_seed
 
 
@@ -145,7 +145,7 @@ class LoopSetup:
     def save(self, result: dict[str, Any]) -> None:
         if self.save_policy(self.out):
             save_json(self.out / f"{self.NAME}_result.json", result)
-            (self.out / f"{self.NAME}_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+            save_json(self.out / f"{self.NAME}_config.json", asdict(self.cfg))
 
     def save_policy(self, out: Path) -> bool:
         """The actor (merged if LoRA) and tokenizer in ``out``, loadable by ``from_pretrained``; True on
@@ -161,9 +161,9 @@ class LoopSetup:
             state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
         if not acc.is_main_process:
             return False
-        out.mkdir(parents=True, exist_ok=True)
-        save_plain(acc.unwrap_model(m.actor), out, state)
-        m.tokenizer.save_pretrained(out)
+        with atomic_save(out) as tmp:  # a kill or a full disk never leaves half a model in out
+            save_plain(acc.unwrap_model(m.actor), tmp, state)
+            m.tokenizer.save_pretrained(tmp)
         return True
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.parts import PartSettings, write_parts
 from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.utils.files import atomic_write_text
 
 
 @dataclass
@@ -130,7 +131,7 @@ class FilesTask:
         rl = sample_prompts(kept, self.settings.n_rl, self.settings.seed)
         write_jsonl(data_dir / "rl_prompts.jsonl", rl)
         record["contexts"]["rl_prompts"] = sorted({context_key(p) for p in rl})
-        (data_dir / "split.json").write_text(json.dumps(record, indent=1))
+        atomic_write_text(data_dir / "split.json", json.dumps(record, indent=1))
         return {"rl_prompts": len(rl), "rl_prompts_from": "task.prompts",
                 "task_prompts_held_out": len(prompts) - len(kept)}  # fmt: skip
 
