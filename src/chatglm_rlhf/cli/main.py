@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # bad input: a clear message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # a full disk (or a file-size limit): one line, what was kept, what to do
+    except Exception as e:  # a full disk (or a file-size limit): one line, what was kept, what to do
         from chatglm_rlhf.utils.files import disk_full_message, is_disk_full
 
         if not is_disk_full(e):

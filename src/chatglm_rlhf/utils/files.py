@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -46,7 +47,13 @@ def atomic_save(out: str | os.PathLike) -> Iterator[Path]:
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.saving."))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:  # a full disk seen by a library that does not raise OSError: say it is one
+            code = disk_errno(e)
+            if code is None or isinstance(e, OSError):
+                raise
+            raise OSError(code, os.strerror(code), str(out)) from e
         for src in sorted(tmp.rglob("*")):
             dst = out / src.relative_to(tmp)
             if src.is_dir():
@@ -58,15 +65,29 @@ def atomic_save(out: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def disk_errno(e: BaseException) -> int | None:
+    """The errno of a write that ran out of space, else None. Libraries written in Rust or C++ report it
+    in their message, not as an OSError: safetensors "I/O error: No space left on device (os error
+    28)", torch.save "file write failed"."""
+    if isinstance(e, OSError):
+        return e.errno if e.errno in DISK_FULL else None
+    m = re.search(r"os error (\d+)", str(e))
+    if m and int(m.group(1)) in DISK_FULL:
+        return int(m.group(1))
+    if "file write failed" in str(e) or "No space left on device" in str(e):
+        return errno.ENOSPC
+    return None
+
+
 def is_disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in DISK_FULL
+    return disk_errno(e) is not None
 
 
-def disk_full_message(e: OSError) -> str:
+def disk_full_message(e: BaseException) -> str:
     """One line for a write that ran out of space (or hit a file-size limit)."""
-    where = e.filename or "a file"
+    where = getattr(e, "filename", None) or "a file"
     return (
-        f"{where}: {os.strerror(e.errno or errno.ENOSPC).lower()} while writing; nothing was half-written "
+        f"{where}: {os.strerror(disk_errno(e) or errno.ENOSPC).lower()} while writing; nothing was half-written "
         f"(files are written to a temporary name, then renamed). Free some space and run the same command "
         f"again: finished stages and checkpoints are kept"
     )

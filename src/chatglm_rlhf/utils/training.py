@@ -239,6 +239,7 @@ class Checkpointer:
         try:
             state = json.loads((path / "trainer_state.json").read_text())
             check_model_files(path)
+            self._check_rng_states(path)
             self.acc.load_state(str(path))
             if self.sharded is not None:
                 self.sharded.load(path)
@@ -252,6 +253,15 @@ class Checkpointer:
             detail = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CorruptFileError(path, f"{path}: unreadable checkpoint ({detail})", instead) from None
         return state
+
+    def _check_rng_states(self, path: Path) -> None:
+        """Read this rank's RNG states first: accelerate's load_state skips an unreadable file with an
+        info log, and the resumed run would then sample differently from the run it continues."""
+        rng = path / f"random_states_{self.acc.process_index}.pkl"
+        if rng.exists():
+            from accelerate.utils import load
+
+            load(rng)
 
     def _prune(self) -> None:
         steps = sorted(self.root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
