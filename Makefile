@@ -11,7 +11,7 @@ SERVICES_INSTALL ?= 0
 # VLLM_TESTS=0 skips the vLLM tests (tests/vllm_engine), which run in their own .venv-vllm (vLLM's CPU build).
 VLLM_TESTS ?= 1
 
-.PHONY: env vllm-env demo smoke test test-vllm services lint format bench clean
+.PHONY: env vllm-env demo smoke test test-vllm faults services lint format bench clean
 
 env:
 	./scripts/setup_env.sh
@@ -34,6 +34,12 @@ test: env
 
 test-vllm: vllm-env
 	.venv-vllm/bin/python -m pytest -q -rs -p no:cacheprovider tests/vllm_engine
+
+# The fault suite (docs/faults.md): kills inside trainers and the pipeline, corrupt files, a full disk,
+# the annotation app killed under load on SQLite and PostgreSQL. `make test` runs its fast cases.
+faults: env
+	-SERVICES_INSTALL=$(SERVICES_INSTALL) ./scripts/ci_annotate_services.sh
+	$(PY) -m pytest -q -m faults -rs tests
 
 services:
 	SERVICES_INSTALL=1 ./scripts/ci_annotate_services.sh

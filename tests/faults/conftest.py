@@ -24,10 +24,6 @@ CLI = [
 ]
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "faults: the fault suite (make faults runs every case)")
-
-
 @pytest.fixture(scope="session")
 def files(tmp_path_factory) -> Path:
     """A tiny SFT model, a reward model made from it, prompts, SFT demonstrations and preference pairs."""
@@ -99,6 +95,7 @@ def assert_same_run(a: Path, b: Path, atol: float = 1e-6) -> None:
     assert wa.keys() == wb.keys()
     worst = max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
     assert worst <= atol, f"weights differ by {worst:g}"
+    print(f"max |weight difference| {worst:g}")
     ra, rb = log_rows(a), log_rows(b)
     assert [r["step"] for r in ra] == [r["step"] for r in rb]
     for x, y in zip(ra, rb):

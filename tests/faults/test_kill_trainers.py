@@ -32,7 +32,13 @@ def rm_args(f, out) -> list[str]:
             "log_every=1"]  # fmt: skip
 
 
+def sft_args(f, out) -> list[str]:
+    return ["sft", f"model={f / 'sft'}", f"data={f / 'pairs.jsonl'}", f"output_dir={out}", "max_steps=5",
+            "batch_size=2", "lr=1e-3", "max_length=48", "progress=false", "cpu=true", "log_every=1"]  # fmt: skip
+
+
 TRAINERS = {
+    "sft": sft_args,
     "ppo": lambda f, out: ppo_args(f, out, "gae"),
     "grpo": lambda f, out: ppo_args(f, out, "grpo"),
     "dpo": dpo_args,
