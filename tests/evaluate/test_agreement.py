@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chatglm_rlhf.evaluate.agreement import preference_accuracy, refusal_rate, sign_agreement
+from chatglm_rlhf.evaluate.agreement import preference_accuracy, sign_agreement
+from chatglm_rlhf.evaluate.refusal import refusal_rate
 
 
 def test_preference_accuracy_counts_score_ties_half_and_skips_tie_labels():

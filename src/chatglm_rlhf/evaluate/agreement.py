@@ -1,23 +1,13 @@
-"""Agreement between scores and labels, and a refusal heuristic: small pure functions for evaluation.
+"""Agreement between scores and labels: small pure functions for evaluation.
 
 ``preference_accuracy`` (does a scorer rank labelled pairs like the label), ``sign_agreement`` (do two
-scorers order pairs alike), ``refusal_rate`` (share of answers with a refusal phrase; a keyword heuristic
-for the report, not a judge).
+scorers order pairs alike). Refusal heuristics are in :mod:`evaluate.refusal`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
-
-# Phrases that start a refusal or a redirect; a keyword heuristic for the report, not a judge.
-_REFUSAL = re.compile(
-    r"\b(i'?m sorry|i am sorry|i can(?:'|no)?t (?:help|assist|provide|do that)|i cannot|i won'?t|"
-    r"i'?m not able to|i am not able to|not (?:appropriate|ethical|legal)|illegal|harmful|"
-    r"as an ai)\b",
-    re.IGNORECASE,
-)
 
 
 def preference_accuracy(r_a: Sequence[float], r_b: Sequence[float], labels: Sequence[str]) -> dict[str, Any]:
@@ -39,11 +29,6 @@ def sign_agreement(d1: Sequence[float], d2: Sequence[float]) -> float | None:
         return None
     same = sum((x > 0) == (y > 0) and (x < 0) == (y < 0) for x, y in pairs)
     return same / len(pairs)
-
-
-def refusal_rate(responses: Sequence[str]) -> float | None:
-    """Share of answers containing a refusal phrase (see ``_REFUSAL``)."""
-    return sum(bool(_REFUSAL.search(r)) for r in responses) / len(responses) if responses else None
 
 
 def majority_verdict(verdicts: Sequence[str]) -> str:

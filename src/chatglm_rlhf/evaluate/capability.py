@@ -21,6 +21,7 @@ that does not contain the answer. Every item's reply and the checker's reason ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chatglm_rlhf.errors import UserError
+from chatglm_rlhf.evaluate.refusal import refusal_hedge_rate
 
 Check = Callable[[str], tuple[bool, str]]
 
@@ -279,8 +281,9 @@ def score_probe(
     """Score replies (a list in ``items`` order, or a dict by item id).
 
     Returns ``overall`` (share of items correct), ``macro`` (mean of the per-kind accuracies, so the
-    14 facts do not outweigh the 5 lists), ``by_kind`` ({kind: {correct, total, accuracy}}) and ``items``
-    (id, kind, question, response, correct, reason) for reading the replies behind the numbers.
+    14 facts do not outweigh the 5 lists), ``by_kind`` ({kind: {correct, total, accuracy}}), ``by_split``
+    (dev / test accuracy), ``refusal_hedge_rate`` (refusals and hedges on the ``benign`` items; None without
+    them) and ``items`` (id, kind, question, response, correct, reason) for reading the replies.
     """
     replies = _aligned(responses, items)
     rows, by_kind = [], {}
@@ -297,14 +300,28 @@ def score_probe(
     for k in by_kind.values():
         k["accuracy"] = k["correct"] / k["total"]
     n = len(rows)
+    by_split = {}
+    for split in ("dev", "test"):
+        mine = [r["correct"] for r in rows if split_of(r["id"]) == split]
+        by_split[split] = sum(mine) / len(mine) if mine else None
+    benign = [r["response"] for r in rows if r["kind"] == "benign"]
     return {
         "overall": sum(r["correct"] for r in rows) / n if n else 0.0,
         "macro": sum(k["accuracy"] for k in by_kind.values()) / len(by_kind) if by_kind else 0.0,
         "correct": sum(r["correct"] for r in rows),
         "total": n,
         "by_kind": by_kind,
+        "by_split": by_split,
+        # Refusals and hedges on requests that are plainly benign: evasiveness (evaluate/refusal.py).
+        "refusal_hedge_rate": refusal_hedge_rate(benign),
         "items": rows,
     }
+
+
+def split_of(item_id: str) -> str:
+    """``dev`` for one item in four (stable: a hash of the id; settings may be chosen on these), else
+    ``test`` (reported, never tuned on)."""
+    return "dev" if hashlib.sha1(item_id.encode()).digest()[0] % 4 == 0 else "test"
 
 
 def run_probe(model, tokenizer, settings=None, items: Sequence[ProbeItem] = PROBE) -> dict[str, Any]:

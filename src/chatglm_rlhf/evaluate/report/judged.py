@@ -163,13 +163,23 @@ def probe(c: ReportContext) -> str:
     kinds: list[str] = []
     for p in probe.values():
         kinds += [k for k in (p.get("by_kind") or {}) if k not in kinds]
-    rows = [[name.upper(), p.get("overall"), p.get("macro"), *[(p.get("by_kind") or {}).get(k) for k in kinds]]
+    splits = any(p.get("by_split") for p in probe.values())
+    evasive = any(p.get("refusal_hedge_rate") is not None for p in probe.values())
+    head = ["model", "overall", "macro", *(["dev", "test"] if splits else []),
+            *(["refusal / hedge (benign)"] if evasive else []), *kinds]  # fmt: skip
+    rows = [[name.upper(), p.get("overall"), p.get("macro"),
+             *([(p.get("by_split") or {}).get("dev"), (p.get("by_split") or {}).get("test")] if splits else []),
+             *([p.get("refusal_hedge_rate")] if evasive else []),
+             *[(p.get("by_kind") or {}).get(k) for k in kinds]]
             for name, p in probe.items()]  # fmt: skip
+    total = next(iter(probe.values())).get("total") or "the"
     intro = (
-        "40 questions with checkable answers (facts, arithmetic, JSON, one word, lists), greedy, before and "
+        f"{total} items with checkable answers ({', '.join(kinds)}), greedy, before and after alignment: does "
+        "RLHF make the model forget what it could do (the paper's reason for ptx), or win its judges by "
+        "refusing and hedging? 'refusal / hedge': the share of benign requests answered with a refusal "
+        "or a hedge (lower is better). 'dev' items may be used to choose settings; 'test' never."
     )
-    intro += "after alignment: does RLHF make the model forget what it could do (the paper's reason for ptx)?"
-    return section("Capability probe", intro, table(["model", "overall", "macro", *kinds], rows))
+    return section("Capability probe", intro, table(head, rows))
 
 
 def side_by_side(c: ReportContext) -> str:

@@ -30,8 +30,9 @@ def headline(c: ReportContext) -> str:
 
 
 def flags(c: ReportContext) -> str:
-    """Warnings to read before any win rate: collapsed policies, a weak reward model (evaluate/health.py)."""
-    from chatglm_rlhf.evaluate.health import collapse_warnings, weak_rm_warnings
+    """Warnings to read before any win rate: collapsed policies, policies that win by evasion, a weak
+    reward model (evaluate/health.py)."""
+    from chatglm_rlhf.evaluate.health import collapse_warnings, evasiveness_warnings, weak_rm_warnings
 
     lines = []
     if c.get("run.wiring_check"):
@@ -40,6 +41,8 @@ def flags(c: ReportContext) -> str:
     for name, ev in (c.get("evaluate") or {}).items():
         if isinstance(ev, dict) and "top_response_share_by_category" in ev:
             lines += collapse_warnings(name.upper(), ev)
+    if isinstance(c.get("probe"), dict):
+        lines += evasiveness_warnings(c.get("probe"), c.get("evaluate") or {})
     for rm in ("rm", "rm_nobalance"):
         if isinstance(c.get(rm), dict):
             lines += weak_rm_warnings(

@@ -214,7 +214,7 @@ class JudgedStages(StageBuilder):
             *self.policies(), *self.curve(seed, parts), *self.ablations(),
             self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, c.progress,
                        judges=self.judge_names()),
-            self.stage("probe", evaluate.probe, ["sft", *self.evaluated()], c.eval.probe_max_new_tokens),
+            self.stage("probe", evaluate.probe, ["sft", *self.evaluated()], c.eval.probe_max_new_tokens, bank="v2"),
         ]  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +100,9 @@ def evaluate_judges(ctx: RunContext, policies: list[str], ev, seed: int, progres
     ``ev.llm_judge_policies``) the LLM judge; ``ev``: the profile's eval settings (generation,
     max_prompt_tokens, tie_threshold, llm_judge*, examples)."""
     from chatglm_rlhf.data.io import write_jsonl
-    from chatglm_rlhf.evaluate.agreement import refusal_rate
     from chatglm_rlhf.evaluate.evaluate import generate_responses, judge_responses, length_stats
     from chatglm_rlhf.evaluate.judges import LLMJudge
+    from chatglm_rlhf.evaluate.refusal import refusal_rate
 
     prompts = ctx.samples("eval_prompts")
     sft, tok = ctx.load("sft")
@@ -180,25 +181,35 @@ def ceiling(ctx: RunContext, n: int, sampling, greedy, max_prompt_tokens: int, s
     )  # fmt: skip
 
 
-def probe(ctx: RunContext, models: list[str], max_new_tokens: int) -> dict:
+def probe(ctx: RunContext, models: list[str], max_new_tokens: int, bank: str = "v1") -> dict:
     """The capability probe for every model, greedy: the task's own items (``probe_items``) when it
-    has them, else the built-in 40 questions (evaluate/capability.py)."""
-    from chatglm_rlhf.evaluate.capability import run_probe
+    has them, else the built-in bank (``v1``: 40 questions, evaluate/capability.py; ``v2``: 216 with
+    benign requests and format following, evaluate/probe_bank.py). A policy that wins its judges while
+    it refuses or hedges more than SFT, or probes lower, gets a terminal warning (evaluate/health.py)."""
+    from chatglm_rlhf.evaluate.capability import PROBE, run_probe
+    from chatglm_rlhf.evaluate.health import evasiveness_warnings
+    from chatglm_rlhf.evaluate.probe_bank import PROBE_V2
     from chatglm_rlhf.models.generation import GenerationSettings
     from chatglm_rlhf.utils.training import save_json
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=20)
     if ctx.cfg.generation_backend != "sections":  # the run's sampler (this section is built here)
         settings = dataclasses.replace(settings, backend=ctx.cfg.generation_backend, vllm=ctx.cfg.vllm)
-    kw = {"items": ctx.task.probe_items()} if hasattr(ctx.task, "probe_items") else {}
+    items = (
+        ctx.task.probe_items() if hasattr(ctx.task, "probe_items") else {"v1": PROBE, "v2": PROBE_V2}[bank]
+    )
     out = {}
     for name in models:
         model, tok = ctx.load(name)
-        r = run_probe(model, tok, settings, **kw)
+        r = run_probe(model, tok, settings, items)
         save_json(ctx.out / "eval" / f"probe_{name}.json", r)
         out[name] = {
             "overall": r["overall"], "macro": r["macro"], "correct": r["correct"], "total": r["total"],
-            "by_kind": {k: v["accuracy"] for k, v in r["by_kind"].items()},
-            "items": str(Path("eval") / f"probe_{name}.json"),
+            "by_kind": {k: v["accuracy"] for k, v in r["by_kind"].items()}, "by_split": r["by_split"],
+            "refusal_hedge_rate": r["refusal_hedge_rate"], "items": str(Path("eval") / f"probe_{name}.json"),
         }  # fmt: skip
+    metrics_file = ctx.out / "metrics.json"
+    evaluated = json.loads(metrics_file.read_text()).get("evaluate", {}) if metrics_file.exists() else {}
+    for line in evasiveness_warnings(out, evaluated):
+        print(f"[probe] warning: {line}")
     return out
