@@ -29,6 +29,9 @@ def shares(run: Path, policy: str) -> dict[str, dict]:
 
 
 def one_run(run: Path) -> dict:
+    from chatglm_rlhf.evaluate.health import collapsed as collapsed_
+    from chatglm_rlhf.evaluate.health import repeated as repeated_
+
     m = json.loads((run / "metrics.json").read_text())
     ev, probe = m["evaluate"], m.get("probe", {})
     out: dict = {"run": str(run), "policies": policies_of(m)}
@@ -38,10 +41,14 @@ def one_run(run: Path) -> dict:
         evj = json.loads((run / ev[p]["eval"]).read_text())
         cats = {c: v["win_rate"] for c, v in evj["per_category"].items()}
         sh = shares(run, p)
-        collapsed = [f"{c} ({s['top']!r}: {s['policy']:.2f}, gold {s['top_score']:.2f})" for c, s in sh.items()
-                     if c != "harmful" and s["policy"] > max(s["sft"] + 0.05, 0.10)]  # fmt: skip
+        # Issue 29's rule (evaluate/health.collapsed): repeated *and* worse than SFT there; repeated
+        # right answers are listed apart with their share and gold.
+        named = {c: f"{c} ({s.get('top')!r}: {s['policy']:.2f}, gold {s.get('top_score', float('nan')):.2f}"
+                    f" vs SFT {s.get('sft_score', float('nan')):.2f})" for c, s in sh.items() if c != "harmful"}  # fmt: skip
+        collapsed = [named[c] for c, s in sh.items() if c != "harmful" and collapsed_(s)]
+        repeated = [named[c] for c, s in sh.items() if c != "harmful" and repeated_(s) and not collapsed_(s)]
         out[p] = {"win_rate": ev[p]["gold_win_rate_vs_sft"], "min_category": min(cats.values()), "per_category": cats,
-                  "collapsed_categories": collapsed, "shares": sh, "words": ev[p]["mean_response_length"],
+                  "collapsed_categories": collapsed, "repeated_not_collapse": repeated, "shares": sh, "words": ev[p]["mean_response_length"],
                   "gold": ev[p]["gold_score"], "probe": (probe.get(p) or {}).get("overall")}  # fmt: skip
     out["sft_probe"] = (probe.get("sft") or {}).get("overall")
     first = next((p for p in out["policies"] if p in ev), None)

@@ -33,3 +33,23 @@ def test_weak_rm_warnings_name_each_probe():
     warn = weak_rm_warnings("the RM", rm)
     assert len(warn) == 3 and "62%" in warn[0] and "filler" in warn[1] and "refusal" in warn[2]
     assert weak_rm_warnings("the RM", {"gold_accuracy": 0.8, "filler_probe": {"longer_wins": 0.5}}) == []
+
+
+def test_a_repeated_right_answer_is_a_note_and_a_repeated_worse_answer_is_collapse():
+    """Issue 29's rule: share over max(SFT + 5 points, 10%) *and* the answer's mean gold below SFT's."""
+    from chatglm_rlhf.evaluate.health import repeated_notes
+
+    def recs(cat, answer, score, sft_score):
+        return [{"category": cat, "policy": answer, "baseline": f"s{i}", "policy_score": score,
+                 "baseline_score": sft_score} for i in range(5)]  # fmt: skip
+
+    shares = top_shares(recs("vegetable", "Carrot.", 1.0, 0.6) + recs("count", "Yes!", 0.1, 0.5))
+    assert shares["vegetable"]["sft_score"] == 0.6 and shares["count"]["top_score"] == 0.1
+    ev = {"top_response_share_by_category": shares}
+    (warn,) = collapse_warnings("PPO", ev)
+    assert "count" in warn and "'Yes!', mean score 0.10 where given vs SFT's 0.50" in warn
+    (note,) = repeated_notes("PPO", ev)
+    assert "vegetable" in note and "'Carrot.'" in note and "not counted as collapse" in note
+    equal = {"top_response_share_by_category": {"x": {"policy": 0.5, "sft": 0.1, "top": "a", "top_score": 0.5,
+                                                      "sft_score": 0.5}}}  # fmt: skip
+    assert collapse_warnings("PPO", equal) == [] and len(repeated_notes("PPO", equal)) == 1  # not below SFT

@@ -32,7 +32,12 @@ def headline(c: ReportContext) -> str:
 def flags(c: ReportContext) -> str:
     """Warnings to read before any win rate: collapsed policies, policies that win by evasion, a weak
     reward model (evaluate/health.py)."""
-    from chatglm_rlhf.evaluate.health import collapse_warnings, evasiveness_warnings, weak_rm_warnings
+    from chatglm_rlhf.evaluate.health import (
+        collapse_warnings,
+        evasiveness_warnings,
+        repeated_notes,
+        weak_rm_warnings,
+    )
 
     lines = []
     if c.get("run.wiring_check"):
@@ -41,6 +46,7 @@ def flags(c: ReportContext) -> str:
     for name, ev in (c.get("evaluate") or {}).items():
         if isinstance(ev, dict) and "top_response_share_by_category" in ev:
             lines += collapse_warnings(name.upper(), ev)
+            lines += [f"note: {x}" for x in repeated_notes(name.upper(), ev)]
     if isinstance(c.get("probe"), dict):
         lines += evasiveness_warnings(c.get("probe"), c.get("evaluate") or {})
     for rm in ("rm", "rm_nobalance"):

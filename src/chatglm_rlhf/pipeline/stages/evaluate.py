@@ -32,7 +32,7 @@ def evaluate(ctx: RunContext, policies: list[str], settings, seed: int, progress
 def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, progress: bool,
                   prompts_file: str = "eval_prompts") -> dict:  # fmt: skip
     from chatglm_rlhf.evaluate.evaluate import evaluate_models
-    from chatglm_rlhf.evaluate.health import collapse_warnings, top_shares
+    from chatglm_rlhf.evaluate.health import collapse_warnings, repeated_notes, top_shares
     from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
 
     sft, tok = ctx.load("sft")
@@ -62,6 +62,8 @@ def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, p
         out[name]["top_response_share_by_category"] = top_shares(res.records)
         for line in collapse_warnings(name, out[name]):  # say it where people look, not only in the JSON
             print(f"[evaluate] warning: {line}")
+        for line in repeated_notes(name, out[name]):
+            print(f"[evaluate] note: {line}")
     return out
 
 
