@@ -25,6 +25,8 @@ def rows(path: Path) -> list[dict]:
 
 
 def one(run: Path) -> dict:
+    from chatglm_rlhf.policy.online.baseline_noise import answers_needed, variance_split
+
     ref_rows = rows(run / "reference_baseline.jsonl")
     ref = {r["key"]: r["score"] for r in ref_rows}
     sampled = [r for r in rows(run / "prompt_filter.jsonl") if r["key"] in ref and len(r["scores"]) > 1]
@@ -32,17 +34,12 @@ def one(run: Path) -> dict:
         raise SystemExit(f"{run}: no prompt with both k > 1 filter samples and a reference score")
     raw = [s for r in sampled for s in r["scores"]]
     minus = [s - ref[r["key"]] for r in sampled for s in r["scores"]]
-    between = statistics.pvariance([statistics.fmean(r["scores"]) for r in sampled])
-    within = statistics.fmean(statistics.pvariance(r["scores"]) for r in sampled)
-    k = len(sampled[0]["scores"])
-    w_true = statistics.fmean(statistics.variance(r["scores"]) for r in sampled)
-    b_true = max(0.0, between - w_true / k)
+    split = variance_split([r["scores"] for r in sampled])
     ref_k = len(ref_rows[0].get("scores") or [0])  # older caches hold only the mean
-    return {"run": str(run), "prompts": len(sampled), "k": k, "reference_answers": ref_k,
-            "between_prompt_share": between / (between + within),
-            "between_prompt_share_unbiased": b_true / (b_true + w_true) if b_true + w_true else 0.0,
-            "std_r": statistics.pstdev(raw),
-            "std_r_minus_ref": statistics.pstdev(minus)}  # fmt: skip
+    return {"run": str(run), "prompts": len(sampled), "k": int(split["k"]), "reference_answers": ref_k,
+            "between_prompt_share": split["share"], "between_prompt_share_unbiased": split["share_unbiased"],
+            "answers_needed": answers_needed(split["between"], split["within"]),
+            "std_r": statistics.pstdev(raw), "std_r_minus_ref": statistics.pstdev(minus)}  # fmt: skip
 
 
 def main(dirs: list[str]) -> None:
@@ -51,7 +48,7 @@ def main(dirs: list[str]) -> None:
         print(f"{o['run']}: {o['prompts']} prompts x {o['k']} samples; between-prompt share of the variance "
               f"{o['between_prompt_share']:.2f} (unbiased {o['between_prompt_share_unbiased']:.2f}); std r "
               f"{o['std_r']:.3f}, std r - r_ref {o['std_r_minus_ref']:.3f} (r_ref: mean of "
-              f"{o['reference_answers']} answer(s))")  # fmt: skip
+              f"{o['reference_answers']} answer(s); needed to lower the spread: {o['answers_needed']})")  # fmt: skip
 
 
 if __name__ == "__main__":

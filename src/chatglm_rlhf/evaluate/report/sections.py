@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from chatglm_rlhf.evaluate.report import ablations, judged, plots
-from chatglm_rlhf.evaluate.report.context import ReportContext, read_jsonl
+from chatglm_rlhf.evaluate.report.context import ReportContext, read_jsonl, run_policies
 from chatglm_rlhf.evaluate.report.html import card, esc, fmt, img, kv_table, not_run, section, table
 
 
@@ -47,6 +47,10 @@ def flags(c: ReportContext) -> str:
         if isinstance(ev, dict) and "top_response_share_by_category" in ev:
             lines += collapse_warnings(name.upper(), ev)
             lines += [f"note: {x}" for x in repeated_notes(name.upper(), ev)]
+    for name in run_policies(c.metrics):  # the reference baseline with too few answers for this data
+        advice = c.get(f"{name}.baseline_noise.advice")
+        if advice:
+            lines.append(f"{name.upper()}: {advice}")
     if isinstance(c.get("probe"), dict):
         lines += evasiveness_warnings(c.get("probe"), c.get("evaluate") or {})
     for rm in ("rm", "rm_nobalance"):
@@ -155,6 +159,11 @@ def _ppo(c: ReportContext) -> str:
         ("share of prompts given the most common answer", pol.get("top_response_share")),
         ("prompts kept by the variance filter", c.get("ppo.prompt_filter.kept")),
         ("prompts dropped by it", c.get("ppo.prompt_filter.dropped")),
+        (
+            "between-prompt share of the reward's variance (reference baseline)",
+            c.get("ppo.baseline_noise.share_unbiased"),
+        ),
+        ("reference answers per prompt", c.get("ppo.baseline_noise.reference_answers")),
         ("LoRA rank (0 = full fine-tuning)", pol.get("lora_r")),
     ]
     p = c.path(c.artifacts.get("ppo_metrics") or c.get("ppo.metrics_path"))

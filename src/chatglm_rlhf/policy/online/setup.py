@@ -3,6 +3,7 @@ the prompts (filter, reference baseline), the optimiser, the summary and saving 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ class LoopSetup:
                     f"{self.NAME}: the prompt filter dropped every prompt; lower filter_eps or set prompt_filter=false"
                 )
         self.baseline: dict[str, float] = {}
+        self.baseline_noise: dict[str, Any] | None = None
         if self.use_baseline:
             # Several identical greedy answers would be pointless: k > 1 always samples.
             settings = replace(cfg.generation, greedy=cfg.baseline_greedy and cfg.baseline_k == 1)
@@ -105,7 +107,25 @@ class LoopSetup:
                     self.models, prompts, self.scorer, settings, self.out / "reference_baseline.jsonl",
                     seed=cfg.seed + 2, k=cfg.baseline_k, progress=cfg.progress, ranks=self.ranks,
                 )  # fmt: skip
+            self.baseline_noise = self._baseline_noise()
         return prompts
+
+    def _baseline_noise(self) -> dict[str, Any] | None:
+        """From the filter's k answers per prompt: is ``baseline_k`` enough (policy/online/baseline_noise)?
+        Warns when it is not; rank 0 (which wrote the filter's file) only."""
+        from chatglm_rlhf.policy.online.baseline_noise import baseline_advice, variance_split
+
+        path = self.out / "prompt_filter.jsonl"
+        if not (self.ranks.is_main and path.exists()):
+            return None
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        split = variance_split([r.get("scores") or [] for r in rows])
+        if split is None:
+            return None
+        advice = baseline_advice(split, self.cfg.baseline_k)
+        if advice:
+            print(f"{self.NAME}: warning: {advice}")
+        return {**split, "reference_answers": self.cfg.baseline_k, "advice": advice}
 
     def _optimizer(self) -> torch.optim.Optimizer:
         """AdamW: the actor at ``lr``; the critic (or the shared backbone's value head) at ``critic_lr``."""
@@ -136,6 +156,8 @@ class LoopSetup:
         result = None
         if self.acc.is_main_process:
             result = summarize(self.out / "metrics.jsonl", self.filter_report)
+            if getattr(self, "baseline_noise", None):
+                result["baseline_noise"] = self.baseline_noise
         if self.ranks.count > 1:
             from accelerate.utils import broadcast_object_list
 
