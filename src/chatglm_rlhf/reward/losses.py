@@ -91,6 +91,26 @@ def reward_loss(
     return total / w.sum().clamp(min=1e-12)
 
 
+def pearson(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of two ``(N,)`` tensors (0 when either is constant)."""
+    x, y = x.float() - x.float().mean(), y.float() - y.float().mean()
+    return (x * y).sum() / (x.norm() * y.norm() + eps)
+
+
+def length_decorrelation(
+    quality: torch.Tensor, length_score: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """ODIN's (Chen et al. 2024) length term: ``|corr(quality, L)| - corr(length_score, L)`` over the
+    batch's responses: the quality head is pushed to carry no length, the length head to carry it all."""
+    return pearson(quality, lengths).abs() - pearson(length_score, lengths)
+
+
+def head_orthogonality(w_quality: torch.Tensor, w_length: torch.Tensor) -> torch.Tensor:
+    """``|cos(w_q, w_l)|`` of the two heads' weight vectors: they read different directions of the
+    representation (ODIN's orthogonality term, made scale-free)."""
+    return F.cosine_similarity(w_quality.float().flatten(), w_length.float().flatten(), dim=0).abs()
+
+
 def pair_accuracy(r_c: torch.Tensor, r_r: torch.Tensor) -> torch.Tensor:
     """Share of pairs where the chosen reward is strictly higher (an exact tie counts as half)."""
     d = r_c.float() - r_r.float()

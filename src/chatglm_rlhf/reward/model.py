@@ -68,8 +68,13 @@ def load_reward_model(
     gradient_checkpointing: bool = False,
     tokenizer=None,
     key: str = "model",
+    heads: int | None = None,
 ):
-    """``(model, tokenizer)``: a sequence scorer from a saved RM, an SFT causal LM or an encoder."""
+    """``(model, tokenizer)``: a sequence scorer from a saved RM, an SFT causal LM or an encoder.
+
+    ``heads``: score heads (2 for ODIN's quality + length, :func:`head_scores`); None: as the saved RM
+    has them (``reward_model.json``), else 1. A head count other than the checkpoint's starts new heads.
+    """
     from transformers import AutoModelForSequenceClassification
 
     from chatglm_rlhf.models.loading import (
@@ -85,12 +90,14 @@ def load_reward_model(
     tok = tokenizer if tokenizer is not None else load_rm_tokenizer(path, trust_remote_code, key)
     dev = pick_device(device)
     kwargs: dict[str, Any] = {_dtype_kwarg(): pick_dtype(dev, dtype), "trust_remote_code": trust_remote_code}
+    saved = int(read_info(path).get("heads", 1)) if Path(path).is_dir() else 1
+    heads = heads or saved
     with model_source(path, key):  # quiet: its load table flags the expected "score missing"
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, output_loading_info=True, **kwargs
+            path, num_labels=heads, output_loading_info=True, ignore_mismatched_sizes=heads != saved, **kwargs
         )
     _report_loading(path, info)
-    prepare_scorer_config(model, tok)
+    prepare_scorer_config(model, tok, heads)
     model.to(dev)
     if gradient_checkpointing:
         _enable_checkpointing(model)
@@ -118,13 +125,13 @@ def _report_loading(path: str, info: dict[str, Any]) -> None:
         )
 
 
-def prepare_scorer_config(model, tokenizer) -> None:
+def prepare_scorer_config(model, tokenizer, heads: int = 1) -> None:
     """Set ``pad_token_id`` (decoders find the scored token with it) and regression-style labels."""
     model.config.pad_token_id = tokenizer.pad_token_id
     text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
     if text_config is not None and text_config is not model.config:
         text_config.pad_token_id = tokenizer.pad_token_id
-    model.config.num_labels = 1
+    model.config.num_labels = heads
     model.config.problem_type = "regression"
 
 
@@ -146,9 +153,26 @@ def reward_model_from_causal(causal_model, tokenizer):
 
 
 def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """One scalar reward per row, ``(N,)`` in fp32."""
+    """One scalar reward per row, ``(N,)`` in fp32: the first head's (with a length head, the quality)."""
+    return head_scores(model, input_ids, attention_mask)[:, 0]
+
+
+def head_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Every head's score per row, ``(N, heads)`` in fp32 (heads: 1, or 2 with ``length_head``)."""
     out = model(input_ids=input_ids, attention_mask=attention_mask)
-    return out.logits.squeeze(-1).float()
+    return out.logits.float().reshape(input_ids.shape[0], -1)
+
+
+def score_head(model) -> torch.nn.Module:
+    """The linear layer that maps the pooled hidden state to the heads' scores."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for name in ("score", "classifier"):
+        head = getattr(base, name, None)
+        if head is None:
+            continue
+        saved = getattr(head, "modules_to_save", None)  # peft's trainable copy of the head
+        return saved["default"] if saved is not None and "default" in saved else head
+    raise ValueError(f"{type(base).__name__}: no score head (score / classifier)")
 
 
 def save_reward_model(

@@ -37,4 +37,15 @@ class RMConfig(EpochTrainerConfig):
     use_ties: bool = field_(True, help="train on tie labels as 0.5 targets (else skip them)")
     use_weights: bool = field_(True, help="weight pairs by meta.weight (length re-weighting)")
     length_grouping: bool = field_(True, help="form micro-batches from pairs of similar length")
+    length_head: bool = field_(
+        False, added=True,
+        help="ODIN: a second score head fitted to response length, the first kept uncorrelated with it; "
+        "BT on their sum, only the first (quality) head is the reward",
+    )  # fmt: skip
+    length_coef: float = field_(
+        1.0, added=True, help="length_head: weight of |corr(quality, L)| - corr(length head, L)"
+    )
+    ortho_coef: float = field_(
+        1.0, added=True, help="length_head: weight of the heads' |cosine| (orthogonality)"
+    )
     eval_buckets: list[int] = field_([3, 10, 30, 100], help="length-difference buckets of the report")

@@ -24,7 +24,13 @@ from tqdm.auto import tqdm
 from chatglm_rlhf.config import to_dict
 from chatglm_rlhf.data.schema import Comparison, DialogueSample
 from chatglm_rlhf.errors import UserError
-from chatglm_rlhf.reward.losses import margin_from_strength, pair_accuracy, reward_loss
+from chatglm_rlhf.reward.losses import (
+    head_orthogonality,
+    length_decorrelation,
+    margin_from_strength,
+    pair_accuracy,
+    reward_loss,
+)
 from chatglm_rlhf.reward.rm_config import RMConfig
 from chatglm_rlhf.utils.distributed import Ranks
 from chatglm_rlhf.utils.training import (
@@ -55,6 +61,7 @@ class EncodedPair:
     target: float
     strength: float
     weight: float
+    lengths: tuple[int, int] = (0, 0)  # words of the chosen and the rejected response (ODIN's length)
 
     def __len__(self) -> int:
         return max(len(self.chosen), len(self.rejected))
@@ -96,6 +103,7 @@ def encode_pairs(tokenizer, pairs: list[PairExample], max_length: int) -> list[E
                 p.target,
                 p.strength,
                 p.weight,
+                (len(p.chosen.split()), len(p.rejected.split())),
             )
             for p in pairs
         ]
@@ -112,6 +120,9 @@ def collate_pairs(batch: list[EncodedPair], pad_id: int) -> dict[str, torch.Tens
         "target": torch.tensor([p.target for p in batch], dtype=torch.float32),
         "strength": torch.tensor([p.strength for p in batch], dtype=torch.float32),
         "weight": torch.tensor([p.weight for p in batch], dtype=torch.float32),
+        "lengths": torch.tensor(
+            [p.lengths[0] for p in batch] + [p.lengths[1] for p in batch], dtype=torch.float32
+        ),
     }
 
 
@@ -142,6 +153,7 @@ class RMTrainer:
                 lora_r=cfg.lora_r,
                 lora_alpha=cfg.lora_alpha,
                 gradient_checkpointing=cfg.gradient_checkpointing,
+                heads=2 if cfg.length_head else 1,
             )
         self.model, self.tokenizer = model, tokenizer
         self.pad_id = tokenizer.pad_token_id
@@ -238,7 +250,7 @@ class RMTrainer:
         Every rank divides by the pair weight of the whole global step (all-reduced); DDP averages the
         gradients over ranks, hence the factor ``num_processes``: the update equals one process's.
         """
-        from chatglm_rlhf.reward.model import rewards
+        from chatglm_rlhf.reward.model import head_scores
 
         cfg, acc = self.cfg, self.acc
         model.train()
@@ -253,13 +265,18 @@ class RMTrainer:
             b = {k: v.to(acc.device) for k, v in collate_pairs(mb, self.pad_id).items()}
             ctx = acc.no_sync(model) if i < len(passes) - 1 else nullcontext()
             with ctx, acc.autocast():
-                r = rewards(model, b["input_ids"], b["attention_mask"])
+                heads = head_scores(model, b["input_ids"], b["attention_mask"])
+                r = heads.sum(-1)  # BT on the sum of the heads (one head: the reward itself)
                 r_c, r_r = r[: len(mb)], r[len(mb) :]
                 margin = margin_from_strength(b["strength"], cfg.margin_scale) if cfg.margin_scale else None
                 loss = reward_loss(
                     r_c, r_r, margin=margin, target=b["target"], weight=b["weight"],
                     reg_coef=cfg.reg_coef, center_coef=cfg.center_coef, reduction="sum",
                 ) / max(step_weight, 1e-12)  # fmt: skip
+                if cfg.length_head:  # this micro-batch's share of the step, like its pairs' BT terms
+                    loss = loss + self._length_terms(model, heads, b) * float(b["weight"].sum()) / max(
+                        step_weight, 1e-12
+                    )
                 scaled = loss * acc.num_processes if real else loss * 0.0
             check_finite(loss, step + 1)
             acc.backward(scaled)
@@ -283,6 +300,16 @@ class RMTrainer:
         )
         loss_total, hits, n = float(totals[0]), float(totals[1]), int(totals[2])
         return {"loss": loss_total, "accuracy": hits / n if n else float("nan")}
+
+    def _length_terms(self, model, heads: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """ODIN's extra terms: the quality head uncorrelated with length, the length head correlated,
+        and the two heads' weights orthogonal (reward/losses.py)."""
+        from chatglm_rlhf.reward.model import score_head
+
+        w = score_head(self.acc.unwrap_model(model)).weight
+        return self.cfg.length_coef * length_decorrelation(heads[:, 0], heads[:, 1], b["lengths"]) + (
+            self.cfg.ortho_coef * head_orthogonality(w[0], w[1])
+        )
 
     def scorer(self):
         from chatglm_rlhf.reward.scorer import RewardScorer
@@ -309,6 +336,8 @@ class RMTrainer:
                 model, state = model.merge_and_unload(), None
                 self.model = model
             info = {"max_length": self.cfg.max_length}
+            if self.cfg.length_head:  # the scorer uses head 0 (quality); head 1 is length
+                info.update(heads=2, head_names=["quality", "length"])
             save_reward_model(model, self.tokenizer, out, info, state_dict=state)
             save_json(out / "rm_result.json", result)
             save_json(out / "rm_config.json", to_dict(self.cfg))

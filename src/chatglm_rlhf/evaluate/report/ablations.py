@@ -29,8 +29,11 @@ def _probe(c: ReportContext, name: str) -> dict[str, Any]:
 
 def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    if c.get("rm_nobalance") is not None:
-        for setting, rm, ppo in (("on", "rm", "ppo"), ("off", "rm_nobalance", "ppo_nobalance")):
+    # none / buckets (the paper's, the main run) / ODIN's length head: whichever twins the run has
+    twins = [t for t in (("off", "rm_nobalance", "ppo_nobalance"), ("length head (ODIN)", "rm_heads", "ppo_heads"))
+             if c.get(t[1]) is not None]  # fmt: skip
+    if twins:
+        for setting, rm, ppo in (("on", "rm", "ppo"), *twins):
             rows.append({"name": "length balancing", "setting": setting,
                          "rm_length_correlation": c.get(f"{rm}.length_correlation"),
                          "rm_gold_accuracy": c.get(f"{rm}.gold_accuracy"),

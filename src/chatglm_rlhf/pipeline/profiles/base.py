@@ -29,7 +29,8 @@ from chatglm_rlhf.reward.filtering import FilterConfig
 
 ABLATIONS_HELP = (
     "the paper's ablations to run, each a twin of the main run with one setting changed: length_balance "
-    "(filter + RM + PPO without length balancing), baseline (PPO on the raw RM score instead of "
+    "(filter + RM + PPO without length balancing), length_heads (beyond the paper: the same unbalanced pairs, an "
+    "RM with ODIN's length head whose quality head alone is the reward, and PPO on it), baseline (PPO on the raw RM score instead of "
     "the reference baseline r - r_ref), ptx (PPO without the ptx loss), gold_reward (PPO on the gold judge's score: "
     "what a perfect RM would give; tasks with a gold judge), critic_free (the `pg` section with every "
     "registered critic-free estimator: grpo, dr_grpo, rloo, reinforce_pp, ref_baseline, remax, next to PPO)"
@@ -96,6 +97,12 @@ ABLATIONS: dict[str, Ablation] = {
             b.filter("filter_nobalance", balance="none"), b.rm("rm_nobalance", "filter_nobalance"),
             b.policy("ppo", "ppo_nobalance", rm="rm_nobalance"),
         ], ("ppo_nobalance",)),
+        # Beyond the paper: ODIN's two heads (length, and a quality head kept uncorrelated with it) on the
+        # same unbalanced pairs as length_balance's twin: none / buckets / heads compare on one footing.
+        Ablation("length_heads", lambda b: [
+            b.filter("filter_nobalance", balance="none"), b.rm("rm_heads", "filter_nobalance", length_head=True),
+            b.policy("ppo", "ppo_heads", rm="rm_heads"),
+        ], ("ppo_heads",)),
         Ablation("baseline", lambda b: [
             # The raw RM score instead of r - r_ref, nothing else changed: the reward fed to GAE stays on
             # one scale both ways, so its spread compares (a normalised twin would not).
@@ -217,7 +224,9 @@ class StageBuilder:
     def filter(self, name: str, balance: str | None = None) -> Stage:
         raise NotImplementedError
 
-    def rm(self, name: str, filtered: str) -> Stage:
+    def rm(self, name: str, filtered: str, **changes: Any) -> Stage:
+        """Train reward model ``name`` on ``filtered``'s output with the profile's RM settings, ``changes``
+        applied (an ablation's: e.g. ``length_head=True``)."""
         raise NotImplementedError
 
     def policy_config(self, algorithm: str):
@@ -237,7 +246,12 @@ class StageBuilder:
         return [self.policy(a) for a in self.cfg.algorithms]
 
     def ablations(self) -> list[Stage]:
-        return [s for a in ABLATIONS.values() if a.name in self.cfg.ablations for s in a.stages(self)]
+        """The chosen ablations' stages; one that several ablations share (filter_nobalance) once."""
+        stages = [s for a in ABLATIONS.values() if a.name in self.cfg.ablations for s in a.stages(self)]
+        first: dict[str, Stage] = {}
+        for stage in stages:
+            first.setdefault(stage.name, stage)
+        return list(first.values())
 
     def evaluated(self) -> list[str]:
         """Every trained policy the evaluation compares with SFT, in stage order."""

@@ -16,6 +16,7 @@ Profiles: ``default`` and ``smoke`` (the same stages on a few dozen prompts, < 3
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -30,7 +31,7 @@ from chatglm_rlhf.policy.online.config import PGConfig, PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 from chatglm_rlhf.reward.rm_config import RMConfig
 
-SUPPORTED_ABLATIONS = ("length_balance", "baseline", "ptx", "gold_reward", "critic_free")
+SUPPORTED_ABLATIONS = ("length_balance", "length_heads", "baseline", "ptx", "gold_reward", "critic_free")
 
 
 @dataclass
@@ -170,9 +171,10 @@ class DemoStages(StageBuilder):
     def filter(self, name: str, balance: str | None = None):
         return self.stage(name, reward.filter_, name, "comparisons", self.cfg.filter, balance=balance)
 
-    def rm(self, name: str, filtered: str):
+    def rm(self, name: str, filtered: str, **changes):
         c = self.cfg
-        return self.stage(name, reward.rm, name, f"{filtered}/filtered.jsonl", c.rm, self.ctx.models / "sft",
+        cfg = dataclasses.replace(c.rm, **changes) if changes else c.rm
+        return self.stage(name, reward.rm, name, f"{filtered}/filtered.jsonl", cfg, self.ctx.models / "sft",
                           eval_fraction=0.15, seed=c.task.seed, progress=c.progress)  # fmt: skip
 
     def build(self):

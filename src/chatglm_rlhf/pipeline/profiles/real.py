@@ -26,6 +26,7 @@ Profiles: ``real`` and ``real-smoke`` (every stage on a handful of prompts: the 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,15 +179,16 @@ class JudgedStages(StageBuilder):
     def filter(self, name: str, balance: str | None = None):
         return self.stage(name, reward.filter_, name, "rm_train", self.cfg.filter, balance=balance)
 
-    def rm(self, name: str, filtered: str):
+    def rm(self, name: str, filtered: str, **changes):
         run = self.ctx
+        rm_train = dataclasses.replace(self.cfg.rm_train, **changes) if changes else self.cfg.rm_train
 
         def train():  # the backbone is resolved when the stage runs (it may need the checkpoint stage)
             b = backbone(run, self.cfg.rm)
-            return reward.rm(run, name, f"{filtered}/filtered.jsonl", self.cfg.rm_train, b,
+            return reward.rm(run, name, f"{filtered}/filtered.jsonl", rm_train, b,
                              backbone=self.cfg.rm.backbone, progress=self.cfg.progress)  # fmt: skip
 
-        return self.stage(name, lambda _ctx: train(), settings=(filtered, self.cfg.rm, self.cfg.rm_train))
+        return self.stage(name, lambda _ctx: train(), settings=(filtered, self.cfg.rm, rm_train))
 
     def judge(self, i: int, seed: int):
         c, n = self.cfg, self.cfg.judges
