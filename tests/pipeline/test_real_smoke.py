@@ -110,8 +110,9 @@ def test_real_profile_end_to_end_on_a_tiny_model_then_resumes(tiny, tmp_path, ca
     assert len(ev["examples"]) == 2 and {"sft", "ppo", "judge_rm_sft", "judge_rm_ppo"} <= set(
         ev["examples"][0]
     )
-    for name in ("sft", "ppo", "ppo_noptx", "dpo"):
-        assert m["probe"][name]["total"] == 40
+    for name in ("sft", "ppo", "ppo_noptx", "dpo"):  # the v2 bank: 216 items, 40 of them benign requests
+        assert m["probe"][name]["total"] == 216 and 0.0 <= m["probe"][name]["refusal_hedge_rate"] <= 1.0
+        assert set(m["probe"][name]["by_split"]) == {"dev", "test"}
     assert m["ppo"]["sft_heldout_loss_before"] > 0 and m["ppo"]["prompt_filter"]["kept"] > 0
     from chatglm_rlhf.evaluate.report.ablations import ablation_rows
     from chatglm_rlhf.evaluate.report.context import ReportContext
