@@ -49,3 +49,8 @@ class RMConfig(EpochTrainerConfig):
         1.0, added=True, help="length_head: weight of the heads' |cosine| (orthogonality)"
     )
     eval_buckets: list[int] = field_([3, 10, 30, 100], help="length-difference buckets of the report")
+
+    def unused_fields(self) -> tuple[str, ...]:
+        """Left out of fingerprints: the length head's weights without a length head (they change nothing),
+        so that tuning them for the length_heads twin leaves the main RM's stage as it is."""
+        return () if self.length_head else ("length_coef", "ortho_coef")
