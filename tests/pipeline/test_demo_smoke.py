@@ -112,3 +112,51 @@ def test_gold_reward_ablation_trains_ppo_on_the_judge(tmp_path, capsys):
     capsys.readouterr()
     assert main(["demo", "--out", str(tmp_path / "bad"), "--profile", "smoke", "ablations=[nope]"]) != 0
     assert "gold_reward" in capsys.readouterr().err
+
+
+def test_the_stress_and_length_head_twins_run_and_fill_their_report_rows(tmp_path):
+    """ptx_stress: PPO at lr_scale x the learning rate, with and without ptx; length_heads: an RM with a
+    length head on the unbalanced pairs (the filter twin shared with length_balance, made once)."""
+    out = tmp_path / "run"
+    abl = "ablations=[length_balance,length_heads,ptx_stress]"
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--profile",
+                "smoke",
+                *TINY,
+                abl,
+                "ceiling_n=0",
+                "ptx_stress.lr_scale=3",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    cfg = {
+        n: json.loads((out / "models" / n / "ppo_config.json").read_text())
+        for n in ("ppo", "ppo_stress", "ppo_stress_noptx")
+    }
+    assert (
+        cfg["ppo_stress"]["lr"] == pytest.approx(3 * cfg["ppo"]["lr"])
+        and cfg["ppo_stress"]["ptx_coef"] == cfg["ppo"]["ptx_coef"]
+    )
+    assert (
+        cfg["ppo_stress_noptx"]["ptx_coef"] == 0.0
+        and cfg["ppo_stress_noptx"]["lr"] == cfg["ppo_stress"]["lr"]
+    )
+    assert json.loads((out / "models" / "rm_heads" / "reward_model.json").read_text())["heads"] == 2
+    assert sorted(p.name for p in (out / "stages").glob("filter_nobalance*")) == [
+        "filter_nobalance.done.json"
+    ]
+    rows = table_rows(out, metrics)
+    assert [r["setting"] for r in rows if r["name"] == "length balancing"] == [
+        "on",
+        "off",
+        "length head (ODIN)",
+    ]
+    stress = [r for r in rows if r["name"].startswith("ptx loss under stress")]
+    assert [r["setting"] for r in stress] == ["on", "off"] and all("probe_overall" in r for r in stress)

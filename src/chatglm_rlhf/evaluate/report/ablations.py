@@ -24,7 +24,9 @@ def _wins(c: ReportContext, name: str) -> dict[str, Any]:
 
 def _probe(c: ReportContext, name: str) -> dict[str, Any]:
     overall = c.get(f"probe.{name}.overall")
-    return {} if overall is None else {"probe_overall": overall}
+    if overall is None:
+        return {}
+    return {"probe_overall": overall, "probe_dev": c.get(f"probe.{name}.by_split.dev")}
 
 
 def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
@@ -49,6 +51,10 @@ def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
     if c.get("ppo_noptx") is not None:
         for setting, ppo in (("on", "ppo"), ("off", "ppo_noptx")):
             rows.append({"name": "ptx loss", "setting": setting,
+                         "sft_heldout_loss": c.get(f"{ppo}.sft_heldout_loss"), **_wins(c, ppo), **_probe(c, ppo)})  # fmt: skip
+    if c.get("ppo_stress") is not None:  # a declared stress test (pushed harder), not the paper's setting
+        for setting, ppo in (("on", "ppo_stress"), ("off", "ppo_stress_noptx")):
+            rows.append({"name": "ptx loss under stress (declared stress test)", "setting": setting,
                          "sft_heldout_loss": c.get(f"{ppo}.sft_heldout_loss"), **_wins(c, ppo), **_probe(c, ppo)})  # fmt: skip
     if c.get("ppo_goldreward") is not None:
         for setting, ppo in (("reward model", "ppo"), ("gold judge", "ppo_goldreward")):

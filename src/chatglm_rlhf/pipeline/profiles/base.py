@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from chatglm_rlhf.config import field_
+from chatglm_rlhf.config import POSITIVE, field_
 from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.models.generation import GenerationSettings, VLLMSettings
 from chatglm_rlhf.pipeline.context import RunContext
@@ -33,7 +33,9 @@ ABLATIONS_HELP = (
     "RM with ODIN's length head whose quality head alone is the reward, and PPO on it), baseline (PPO on the raw RM score instead of "
     "the reference baseline r - r_ref), ptx (PPO without the ptx loss), gold_reward (PPO on the gold judge's score: "
     "what a perfect RM would give; tasks with a gold judge), critic_free (the `pg` section with every "
-    "registered critic-free estimator: grpo, dr_grpo, rloo, reinforce_pp, ref_baseline, remax, next to PPO)"
+    "registered critic-free estimator: grpo, dr_grpo, rloo, reinforce_pp, ref_baseline, remax, next to PPO), "
+    "ptx_stress (a declared stress test: PPO at ptx_stress.lr_scale x its learning rate and steps_scale x its "
+    "steps, with and without ptx, so that forgetting exists for ptx to prevent)"
 )
 
 
@@ -83,6 +85,18 @@ class Ablation:
         return self.policies() if callable(self.policies) else self.policies
 
 
+@dataclass
+class StressSettings:
+    lr_scale: float = field_(4.0, help="ptx_stress: PPO's learning rate times this", check=POSITIVE)
+    steps_scale: float = field_(1.0, help="ptx_stress: PPO's steps times this", check=POSITIVE)
+
+
+def _stress(b: StageBuilder) -> dict[str, Any]:
+    """The stress twin's changes to the profile's PPO section."""
+    st, ppo = getattr(b.cfg, "ptx_stress", None) or StressSettings(), b.policy_config("ppo")
+    return {"lr": ppo.lr * st.lr_scale, "steps": max(1, round(ppo.steps * st.steps_scale))}
+
+
 def critic_free() -> list[str]:
     """The registered advantage estimators that need no critic, in registration order."""
     from chatglm_rlhf.policy.online.estimators import ADV_ESTIMATORS
@@ -108,6 +122,13 @@ ABLATIONS: dict[str, Ablation] = {
             # one scale both ways, so its spread compares (a normalised twin would not).
             b.policy("ppo", "ppo_nobaseline", reward_baseline=False),
         ], ("ppo_nobaseline",)),
+        # A declared stress test, not the paper's setting: PPO pushed harder (ptx_stress.lr_scale x the
+        # learning rate, steps_scale x the steps) with and without ptx, so that there is forgetting for
+        # ptx to prevent. Its scales are chosen on the dev prompts and the probe's dev items.
+        Ablation("ptx_stress", lambda b: [
+            b.policy("ppo", "ppo_stress", **_stress(b), snapshot_every=0),
+            b.policy("ppo", "ppo_stress_noptx", **_stress(b), ptx_coef=0.0, snapshot_every=0),
+        ], ("ppo_stress", "ppo_stress_noptx")),
         # No snapshots for the twin: the over-optimisation curve is drawn for the main PPO only.
         Ablation("ptx", lambda b: [b.policy("ppo", "ppo_noptx", ptx_coef=0.0, snapshot_every=0)], ("ppo_noptx",)),
         # The same recipe with ground truth as the reward (the critic still starts from the RM), put on the

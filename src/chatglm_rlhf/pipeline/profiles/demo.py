@@ -24,14 +24,28 @@ from chatglm_rlhf.config import field_
 from chatglm_rlhf.evaluate.evaluate import EvalGeneration
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.pipeline.context import RunContext
-from chatglm_rlhf.pipeline.profiles.base import ABLATIONS_HELP, PipelineConfig, Profile, StageBuilder
+from chatglm_rlhf.pipeline.profiles.base import (
+    ABLATIONS_HELP,
+    PipelineConfig,
+    Profile,
+    StageBuilder,
+    StressSettings,
+)
 from chatglm_rlhf.pipeline.stages import data, evaluate, models, reward
 from chatglm_rlhf.policy.dpo.config import DPOConfig
 from chatglm_rlhf.policy.online.config import PGConfig, PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
 from chatglm_rlhf.reward.rm_config import RMConfig
 
-SUPPORTED_ABLATIONS = ("length_balance", "length_heads", "baseline", "ptx", "gold_reward", "critic_free")
+SUPPORTED_ABLATIONS = (
+    "length_balance",
+    "length_heads",
+    "baseline",
+    "ptx",
+    "ptx_stress",
+    "gold_reward",
+    "critic_free",
+)
 
 
 @dataclass
@@ -165,6 +179,7 @@ class DemoConfig(PipelineConfig):
     probe: bool = field_(
         True, help="the capability probe (held-out knowledge prompts) for SFT and every policy"
     )
+    ptx_stress: StressSettings = field(default_factory=StressSettings)
 
 
 class DemoStages(StageBuilder):
