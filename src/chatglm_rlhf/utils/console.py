@@ -8,6 +8,7 @@ commands keep their read reports: there the file is the user's.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -15,6 +16,16 @@ from contextlib import contextmanager
 
 VERBOSE_ENV = "CHATGLM_RLHF_VERBOSE"
 _quiet = False
+
+
+class _ErrorsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+# DeepSpeed (installed with the dev extra) logs "Setting accelerator to CPU ..." as a warning when it is
+# imported on a machine without a GPU: a filter on its logger, set before the import, keeps its errors.
+_DEEPSPEED = logging.getLogger("DeepSpeed")
 
 
 def verbose() -> bool:
@@ -37,6 +48,8 @@ def quiet_run() -> Iterator[None]:
     bars, level, before = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity(), _quiet
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    ds_filter = _ErrorsOnly()
+    _DEEPSPEED.addFilter(ds_filter)
     _quiet = True
     try:
         with warnings.catch_warnings():
@@ -44,6 +57,7 @@ def quiet_run() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             yield
     finally:
+        _DEEPSPEED.removeFilter(ds_filter)
         _quiet = before
         hf_logging.set_verbosity(level)
         if bars:
