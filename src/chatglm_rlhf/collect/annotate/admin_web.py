@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from sqlalchemy import select
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -65,30 +67,30 @@ def set_guidelines(name: str, auth_form: FormAdmin, db: DB) -> Response:
     return see_other(f"/admin/projects/{name}?notice=saved")
 
 
-def export_bytes(db, name: str, fmt: str, include_skipped: bool = False) -> tuple[bytes, int, int]:
-    """The export file's bytes, written by the same code as the CLI; (bytes, written, left out)."""
+def export_response(db, name: str, fmt: str, include_skipped: bool = False, filename: str = "") -> Response:
+    """The export file as a response, written by the same code as the CLI to a temporary file that is
+    sent in chunks and deleted afterwards: the server never holds a whole export in memory."""
     if fmt not in export.FORMATS:
         raise service.Invalid(f"format must be one of {export.FORMATS}")
-    with db.read() as s:
-        records = export.comparisons(s, service.get_project(s, name), include_skipped=include_skipped)
-    with tempfile.TemporaryDirectory() as tmp:
+    tmp = tempfile.mkdtemp(prefix="annotate-export-")
+    try:
         path = Path(tmp) / "export.jsonl"
-        written, left_out = export.write(path, records, fmt)
-        return path.read_bytes(), written, left_out
+        with db.read() as s:
+            records = export.iter_comparisons(s, service.get_project(s, name), include_skipped)
+            written, left_out = export.write(path, records, fmt)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    headers = {"x-records-written": str(written), "x-records-left-out": str(left_out)}
+    if filename:
+        headers["content-disposition"] = f'attachment; filename="{filename}"'
+    cleanup = BackgroundTask(shutil.rmtree, tmp, ignore_errors=True)
+    return FileResponse(path, media_type="application/x-ndjson", headers=headers, background=cleanup)
 
 
 @router.get("/projects/{name}/export")
 def export_file(name: str, auth: PageAdmin, db: DB, format: str = "ours") -> Response:  # noqa: A002
-    data, written, left_out = export_bytes(db, name, format)
-    return Response(
-        data,
-        media_type="application/x-ndjson",
-        headers={
-            "content-disposition": f'attachment; filename="{name}-{format}.jsonl"',
-            "x-records-written": str(written),
-            "x-records-left-out": str(left_out),
-        },
-    )
+    return export_response(db, name, format, filename=f"{name}-{format}.jsonl")
 
 
 @router.post("/load")

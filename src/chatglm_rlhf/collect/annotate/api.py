@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from chatglm_rlhf.collect.annotate import service
-from chatglm_rlhf.collect.annotate.admin_web import export_bytes
+from chatglm_rlhf.collect.annotate.admin_web import export_response
 from chatglm_rlhf.collect.annotate.deps import DB, ApiAdmin, ApiUser
 from chatglm_rlhf.collect.annotate.models import Annotation, Item, Project, Sample, User
 from chatglm_rlhf.collect.annotate.stats import project_stats
@@ -172,6 +172,4 @@ def stats(name: str, auth: ApiAdmin, db: DB) -> dict:
 def export(
     name: str, auth: ApiAdmin, db: DB, format: str = "ours", include_skipped: bool = False
 ) -> Response:  # noqa: A002
-    data, written, left_out = export_bytes(db, name, format, include_skipped)
-    headers = {"x-records-written": str(written), "x-records-left-out": str(left_out)}
-    return Response(data, media_type="application/x-ndjson", headers=headers)
+    return export_response(db, name, format, include_skipped)

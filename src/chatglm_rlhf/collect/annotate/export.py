@@ -7,6 +7,7 @@ candidates file), and ``label``/``strength``/``scores`` refer to that order. Wha
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sqlalchemy import select
@@ -53,8 +54,12 @@ def to_comparison(ann: Annotation, item: Item, sample: Sample, user: User, proje
     )
 
 
-def comparisons(s: Session, project: Project, include_skipped: bool = False) -> list[Comparison]:
-    """Every raw annotation of the project (one record per annotator and pair), oldest first."""
+EXPORT_BATCH = 1000  # rows fetched at a time (a server-side cursor on PostgreSQL)
+
+
+def iter_comparisons(s: Session, project: Project, include_skipped: bool = False) -> Iterator[Comparison]:
+    """Every raw annotation of the project (one record per annotator and pair), oldest first, fetched
+    EXPORT_BATCH rows at a time: an export of any size holds one batch, not the whole project."""
     q = (
         select(Annotation, Item, Sample, User)
         .join(Item, Item.id == Annotation.item_id)
@@ -62,14 +67,23 @@ def comparisons(s: Session, project: Project, include_skipped: bool = False) -> 
         .join(User, User.id == Annotation.user_id)
         .where(Annotation.project_id == project.id)
         .order_by(Annotation.id)
+        .execution_options(yield_per=EXPORT_BATCH)
     )
     if not include_skipped:
         q = q.where(Annotation.skipped.is_(False))
-    return [to_comparison(a, i, smp, u, project) for a, i, smp, u in s.execute(q).all()]
+    # The identity map holds loaded rows weakly: each batch is freed once its records are written.
+    for a, i, smp, u in s.execute(q):
+        yield to_comparison(a, i, smp, u, project)
 
 
-def write(path: str | Path, records: list[Comparison], fmt: str) -> tuple[int, int]:
-    """Write ``records`` in ``fmt``; returns (written, left out). TRL files cannot hold ties or skips."""
+def comparisons(s: Session, project: Project, include_skipped: bool = False) -> list[Comparison]:
+    """:func:`iter_comparisons` as a list (for small projects and tests)."""
+    return list(iter_comparisons(s, project, include_skipped))
+
+
+def write(path: str | Path, records: Iterable[Comparison], fmt: str) -> tuple[int, int]:
+    """Write ``records`` (streamed) in ``fmt``; returns (written, left out). TRL files cannot hold ties
+    or skips."""
     from chatglm_rlhf.data.io import write_jsonl
 
     if fmt == "ours":
@@ -80,6 +94,15 @@ def write(path: str | Path, records: list[Comparison], fmt: str) -> tuple[int, i
         from chatglm_rlhf.data.formats import write_trl
     except ImportError as e:  # the formats module is another stage's; say so instead of crashing
         raise UserError(f"TRL export needs chatglm_rlhf.data.formats.write_trl ({e})") from e
-    kept = [c for c in records if not c.meta.get("skipped")]
-    written, ties = write_trl(path, kept, conversational=fmt == "trl-conversational")
-    return written, ties + (len(records) - len(kept))
+    skipped = 0
+
+    def kept() -> Iterator[Comparison]:
+        nonlocal skipped
+        for c in records:
+            if c.meta.get("skipped"):
+                skipped += 1
+            else:
+                yield c
+
+    written, ties = write_trl(path, kept(), conversational=fmt == "trl-conversational")
+    return written, ties + skipped

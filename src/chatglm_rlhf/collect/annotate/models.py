@@ -131,8 +131,6 @@ class Item(Base):
     __table_args__ = (
         UniqueConstraint("sample_pk", "idx_a", "idx_b", name="uq_items_pair"),
         CheckConstraint("idx_a < idx_b", name="ck_items_order"),
-        # The next-item query walks this index: open items of a project, fullest first.
-        Index("ix_items_project_active", "project_id", "n_active"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -146,12 +144,18 @@ class Item(Base):
     sample: Mapped[Sample] = relationship()
 
 
+# The next-item query walks this index in its exact order (open items of a project, fullest first,
+# then by id), so it stops at the first item it may give instead of sorting every open item.
+Index("ix_items_pick", Item.project_id, Item.n_active.desc(), Item.id)
+
+
 class Assignment(Base):
     __tablename__ = "assignments"
     __table_args__ = (
         UniqueConstraint("item_id", "user_id", name="uq_assignments_item_user"),
         CheckConstraint("status IN ('pending', 'done', 'skipped')", name="ck_assignments_status"),
-        Index("ix_assignments_user_status", "user_id", "status"),
+        # An annotator's counts and open item per project, from the index alone.
+        Index("ix_assignments_user_project_status", "user_id", "project_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -7,15 +7,18 @@ raise them. Every function takes an open SQLAlchemy session; the caller owns the
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 
-from sqlalchemy import select
+from sqlalchemy import exists, insert, select
 from sqlalchemy.orm import Session
 
 from chatglm_rlhf.collect.annotate.models import Item, Project, Sample
-from chatglm_rlhf.data.schema import DialogueSample
+from chatglm_rlhf.data.io import DataError, NotUtf8Line, ReadReport, iter_records
+from chatglm_rlhf.data.schema import DialogueSample, SchemaError
 from chatglm_rlhf.errors import UserError
 
 PAIR_MODES = ("all", "adjacent", "first")
@@ -150,23 +153,38 @@ def _reject_reason(sample: DialogueSample, max_chars: int) -> str | None:
     return None
 
 
+LOAD_BATCH = 500  # samples per INSERT: ~2.5 MB of text at the paper's shape, one round trip each
+
+
 def load_samples(
     s: Session,
     project: Project,
-    samples: list[DialogueSample],
+    samples: Iterable[DialogueSample],
     max_chars: int = 50_000,
-    where: list[str] | None = None,
+    where: Iterable[str] | None = None,
 ) -> LoadReport:
     """Add samples and their pairs (by the project's pair mode); samples already loaded are kept as is.
 
     ``where`` (one per sample, e.g. ``file:line``) starts each rejection, so it can be found and fixed.
     An id that comes twice in ``samples`` is rejected the second time, naming where it came first.
+    ``samples`` may be a generator: it is read and inserted LOAD_BATCH at a time, never held whole.
     """
+    where = where if where is not None else (f"sample {n + 1}" for n in itertools.count())
+    return load_rows(s, project, zip(where, samples), max_chars)
+
+
+def load_rows(
+    s: Session, project: Project, rows: Iterable[tuple[str, DialogueSample]], max_chars: int = 50_000
+) -> LoadReport:
+    """:func:`load_samples` on (where, sample) pairs."""
     report = LoadReport()
-    known = set(s.scalars(select(Sample.sample_id).where(Sample.project_id == project.id)))
-    first_seen: dict[str, str] = {}
-    for n, sample in enumerate(samples):
-        at = where[n] if where is not None else f"sample {n + 1}"
+    # Into an empty project nothing can be loaded already (repeats in ``rows`` are caught below), so
+    # the database is not asked: during one long load PostgreSQL has no statistics of the rows it
+    # just took, answered by scanning every sample of the project, and the load became quadratic.
+    had_samples = s.scalar(select(exists().where(Sample.project_id == project.id)))
+    first_seen: dict[str, str] = {}  # id -> where: all that is kept per sample (~150 bytes, for the message)
+    batch: list[DialogueSample] = []
+    for at, sample in rows:
         reason = _reject_reason(sample, max_chars)
         if sample.id and sample.id in first_seen:
             reason = f"duplicate id (first at {first_seen[sample.id]})"
@@ -175,43 +193,82 @@ def load_samples(
         if reason:
             report.rejected.append(f"{at}: sample {sample.id or '?'}: {reason}")
             continue
-        if sample.id in known:
-            report.already_loaded += 1
-            continue
-        known.add(sample.id)
-        row = Sample(
-            project_id=project.id,
-            sample_id=sample.id,
-            prompt=sample.prompt,
-            history=[{"role": t.role, "content": t.content} for t in sample.history],
-            responses=list(sample.responses),
-            category=sample.category,
-            meta=dict(sample.meta),
-        )
-        s.add(row)
-        s.flush()
-        report.samples_added += 1
-        for i, j in form_pairs(len(sample.responses), project.pair_mode):
-            if sample.responses[i] == sample.responses[j]:
-                report.identical_pairs += 1  # nothing to compare: an annotator's time is better spent
-                continue
-            s.add(Item(project_id=project.id, sample_pk=row.id, idx_a=i, idx_b=j))
-            report.items_added += 1
-    s.flush()
+        batch.append(sample)
+        if len(batch) >= LOAD_BATCH:
+            _insert_batch(s, project, batch, report, had_samples)
+            batch = []
+    _insert_batch(s, project, batch, report, had_samples)
     return report
 
 
-def read_candidates(
-    path: str, source: str | None = None
-) -> tuple[list[tuple[int, DialogueSample]], list[str]]:
-    """(line, sample) pairs of a candidates JSONL and the read report's lines, every problem as
-    ``source:line[:column]: reason``; ``source`` names the file in messages (an upload's own name
-    rather than the server's temporary file)."""
-    from chatglm_rlhf.data.io import read_records
+def _insert_batch(
+    s: Session, project: Project, samples: list[DialogueSample], report: LoadReport, check: bool
+) -> None:
+    """Insert new samples with one multi-row INSERT (ids back in order), then their pairs with another.
 
-    refuse_preference_file(path, source or str(path))
-    rows, report = read_records(path, lambda obj, line: (line, DialogueSample.from_dict(obj)), with_line=True)
-    if source is not None and source != str(path):
+    With ``check``, which samples the project already has is asked of the database for this batch
+    only: a set of every id in a large project is memory that grows with it."""
+    if not samples:
+        return
+    known: set[str] = set()
+    if check:
+        in_batch = Sample.sample_id.in_([smp.id for smp in samples])
+        known = set(s.scalars(select(Sample.sample_id).where(Sample.project_id == project.id, in_batch)))
+    new = [smp for smp in samples if smp.id not in known]
+    report.already_loaded += len(samples) - len(new)
+    if not new:
+        return
+    rows = [
+        {
+            "project_id": project.id,
+            "sample_id": smp.id,
+            "prompt": smp.prompt,
+            "history": [{"role": t.role, "content": t.content} for t in smp.history],
+            "responses": list(smp.responses),
+            "category": smp.category,
+            "meta": dict(smp.meta),
+        }
+        for smp in new
+    ]
+    pks = s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows).all()
+    items = []
+    for pk, smp in zip(pks, new):
+        for i, j in form_pairs(len(smp.responses), project.pair_mode):
+            if smp.responses[i] == smp.responses[j]:
+                report.identical_pairs += 1  # nothing to compare: an annotator's time is better spent
+                continue
+            items.append({"project_id": project.id, "sample_pk": pk, "idx_a": i, "idx_b": j, "n_active": 0})
+    if items:
+        s.execute(insert(Item), items)
+    report.samples_added += len(new)
+    report.items_added += len(items)
+
+
+def iter_candidates(path: str, report: ReadReport) -> Iterator[tuple[int, DialogueSample]]:
+    """(line, sample) of a candidates file, one at a time; what cannot be read goes to ``report``
+    (as :func:`~chatglm_rlhf.data.io.read_records` would put it, which holds every record at once)."""
+    for line_no, obj in iter_records(path):
+        report.read += 1
+        if isinstance(obj, NotUtf8Line):
+            report.rejected.append(str(obj))
+            continue
+        if isinstance(obj, Exception):
+            report.reject(line_no, f"invalid JSON ({obj.msg.removesuffix(' at')} at column {obj.colno})")
+            continue
+        try:
+            sample = DialogueSample.from_dict(obj)
+        except (SchemaError, ValueError, KeyError, TypeError) as e:
+            report.reject(line_no, str(e) or type(e).__name__)
+            continue
+        report.kept += 1
+        yield line_no, sample
+    if report.read == 0:
+        raise DataError(f"{path}: no records (an empty file?)")
+
+
+def read_report_lines(report: ReadReport, path: str, source: str) -> list[str]:
+    """The read report's lines, naming ``source`` (an upload's own name) instead of ``path``."""
+    if source != str(path):
         prefix = f"{path}:"
         report.rejected = [
             source + m[len(str(path)) :] if m.startswith(prefix) else m for m in report.rejected
@@ -220,7 +277,7 @@ def read_candidates(
     lines = [report.summary()] + [f"  {m}" for m in report.rejected[:50]]
     if len(report.rejected) > 50:
         lines.append(f"  ... and {len(report.rejected) - 50} more")
-    return rows, lines
+    return lines
 
 
 PAIR_KEYS = ({"chosen", "rejected"}, {"response_a", "response_b"})  # TRL's and our preference records
@@ -257,17 +314,20 @@ def load_file(
     """Read a candidates JSONL and load it in one transaction; returns (read-report lines, load report).
 
     ``overlap`` and ``pair_mode`` apply when the project is created; an existing project keeps its own.
-    ``source`` is the file's name in messages (default: ``path``).
+    ``source`` is the file's name in messages (default: ``path``). The file is streamed: read, checked
+    and inserted in batches inside the transaction, so memory does not grow with the file.
     """
     label = source if source is not None else str(path)
-    rows, lines = read_candidates(path, label)
+    refuse_preference_file(path, label)
+    read = ReadReport(str(path))
     with db.write() as s:
         project, created = ensure_project(s, project_name, overlap, pair_mode)
-        if not created and (project.overlap, project.pair_mode) != (overlap, pair_mode):
-            lines.append(
-                f"project {project.name} exists: it keeps overlap {project.overlap} and pairs "
-                f"{project.pair_mode!r} (change overlap with `annotate project set`)"
-            )
-        samples, where = [r for _, r in rows], [f"{label}:{line}" for line, _ in rows]
-        report = load_samples(s, project, samples, max_chars=max_chars, where=where)
+        rows = ((f"{label}:{line}", sample) for line, sample in iter_candidates(path, read))
+        report = load_rows(s, project, rows, max_chars)
+    lines = read_report_lines(read, path, label)
+    if not created and (project.overlap, project.pair_mode) != (overlap, pair_mode):
+        lines.append(
+            f"project {project.name} exists: it keeps overlap {project.overlap} and pairs "
+            f"{project.pair_mode!r} (change overlap with `annotate project set`)"
+        )
     return lines, report

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from chatglm_rlhf.collect.annotate import security
@@ -223,9 +223,12 @@ def guidelines_changes(s: Session, user: User, project: Project, sections: list[
 # --- assignment -----------------------------------------------------------------------------------
 
 
-def pending_assignment(s: Session, user: User, project: Project) -> Assignment | None:
-    """The user's open item in the project, if any (read-only, so it can run beside writers)."""
-    return s.scalars(
+def pending_assignment(
+    s: Session, user: User, project: Project, with_item: bool = False
+) -> Assignment | None:
+    """The user's open item in the project, if any (read-only, so it can run beside writers);
+    ``with_item`` loads its pair and sample in the same query (the item page shows them)."""
+    q = (
         select(Assignment)
         .where(
             Assignment.user_id == user.id,
@@ -234,7 +237,22 @@ def pending_assignment(s: Session, user: User, project: Project) -> Assignment |
         )
         .order_by(Assignment.id)
         .limit(1)
-    ).first()
+    )
+    if with_item:
+        q = q.options(joinedload(Assignment.item).joinedload(Item.sample))
+    return s.scalars(q).first()
+
+
+def pick_query(user: User, project: Project) -> Select:
+    """Open items the user has not had, fullest first, then by id: the order of index ix_items_pick,
+    so the database reads from its start and stops at the first row that qualifies (no sort)."""
+    mine = select(Assignment.id).where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
+    return (
+        select(Item)
+        .where(Item.project_id == project.id, Item.n_active < project.overlap, ~exists(mine))
+        .order_by(Item.n_active.desc(), Item.id)
+        .limit(1)
+    )
 
 
 def _pick_item(s: Session, user: User, project: Project) -> Item | None:
@@ -246,13 +264,7 @@ def _pick_item(s: Session, user: User, project: Project) -> Item | None:
     different items instead of queueing; if that finds nothing (all candidates briefly locked, or a
     re-check failed under LIMIT 1), one blocking attempt gives the exact answer.
     """
-    mine = select(Assignment.id).where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
-    query = (
-        select(Item)
-        .where(Item.project_id == project.id, Item.n_active < project.overlap, ~exists(mine))
-        .order_by(Item.n_active.desc(), Item.id)
-        .limit(1)
-    )
+    query = pick_query(user, project)
     if s.get_bind().dialect.name != "postgresql":
         return s.scalars(query).first()
     item = s.scalars(query.with_for_update(skip_locked=True, of=Item)).first()

@@ -1,4 +1,8 @@
-"""Progress, per-annotator counts and speed, and agreement for one project (CLI ``stats`` and /admin)."""
+"""Progress, per-annotator counts and speed, and agreement for one project (CLI ``stats`` and /admin).
+
+The annotations stream through once, grouped by sample and item, into accumulators; medians are
+fetched by the database. Memory stays flat however many annotations a project has.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from chatglm_rlhf.collect.annotate.agreement import (
+    Coincidences,
+    MajorityAgreement,
+    PairwiseKappa,
     count_cycles,
-    krippendorff_alpha,
-    majority_agreement,
-    mean_pairwise_kappa,
 )
 from chatglm_rlhf.collect.annotate.models import Annotation, Assignment, Item, Project, Sample, User
 
@@ -68,7 +72,11 @@ class ProjectStats:
         return d
 
 
-def _rows(s: Session, project: Project) -> list:
+STATS_BATCH = 2000  # annotation rows fetched at a time
+
+
+def _rows(s: Session, project: Project):
+    """The project's annotations, streamed, grouped by sample and then by item (both contiguous)."""
     return s.execute(
         select(
             User.username,
@@ -77,7 +85,6 @@ def _rows(s: Session, project: Project) -> list:
             Annotation.label,
             Annotation.choice,
             Annotation.flags,
-            Annotation.time_spent_ms,
             Item.sample_pk,
             Item.idx_a,
             Item.idx_b,
@@ -85,43 +92,50 @@ def _rows(s: Session, project: Project) -> list:
         .join(User, User.id == Annotation.user_id)
         .join(Item, Item.id == Annotation.item_id)
         .where(Annotation.project_id == project.id)
-    ).all()
+        .order_by(Item.sample_pk, Annotation.item_id)
+        .execution_options(yield_per=STATS_BATCH)
+    )
 
 
-def _agreement(st: ProjectStats, rows: list, per_user: dict[str, AnnotatorStats]) -> None:
-    labels: dict[int, dict[str, str]] = defaultdict(dict)
-    choices: dict[int, list[int]] = defaultdict(list)
-    prefs: dict[tuple[str, int], dict[tuple[int, int], str]] = defaultdict(dict)
-    for r in rows:
-        if r.skipped:
-            continue
-        labels[r.item_id][r.username] = r.label
-        choices[r.item_id].append(r.choice)
-        prefs[(r.username, r.sample_pk)][(r.idx_a, r.idx_b)] = r.label
-    st.alpha_label = krippendorff_alpha(labels_list(labels), "nominal")
-    st.alpha_choice = krippendorff_alpha(list(choices.values()), "ordinal")
-    st.kappa_mean, st.kappa_pairs = mean_pairwise_kappa(labels)
-    for user, (agree, n) in majority_agreement(labels).items():
-        per_user[user].majority_agree, per_user[user].majority_n = agree, n
-    for p in prefs.values():
-        checked, cyclic = count_cycles(p)
-        st.triangles_checked += checked
-        st.cycles += cyclic
+class _Tally:
+    """Counts and agreement fed one item (and one sample) at a time: its memory is the number of
+    annotators and label values, not the number of annotations."""
+
+    def __init__(self, overlap: int) -> None:
+        self.overlap, self.complete_items, self.triangles, self.cycles = overlap, 0, 0, 0
+        self.alpha_label, self.alpha_choice = Coincidences(), Coincidences()
+        self.kappa, self.majority = PairwiseKappa(), MajorityAgreement()
+
+    def item(self, votes: dict[str, str], choices: list[int]) -> None:
+        """One item's judgements (skips left out): {annotator: label} and the 5-point choices."""
+        self.complete_items += int(len(choices) >= self.overlap)
+        self.alpha_label.add(list(votes.values()))
+        self.alpha_choice.add(choices)
+        self.kappa.add(votes)
+        self.majority.add(votes)
+
+    def sample(self, prefs: dict[str, dict[tuple[int, int], str]]) -> None:
+        """One sample's judgements per annotator, {annotator: {(i, j): label}}: its cycles."""
+        for p in prefs.values():
+            checked, cyclic = count_cycles(p)
+            self.triangles += checked
+            self.cycles += cyclic
 
 
-def labels_list(labels: dict[int, dict[str, str]]) -> list[list[str]]:
-    return [list(v.values()) for v in labels.values()]
-
-
-def project_stats(s: Session, project: Project) -> ProjectStats:
-    st = ProjectStats(project=project.name, overlap=project.overlap)
-    st.samples = s.scalar(select(func.count()).select_from(Sample).where(Sample.project_id == project.id))
-    st.items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project.id))
-    rows = _rows(s, project)
-    per_user: dict[str, AnnotatorStats] = {}
-    times: dict[str, list[float]] = defaultdict(list)
-    done_per_item: dict[int, int] = defaultdict(int)
-    for r in rows:
+def _stream(s: Session, project: Project, st: ProjectStats, per_user: dict[str, AnnotatorStats]) -> _Tally:
+    tally = _Tally(project.overlap)
+    votes: dict[str, str] = {}
+    choices: list[int] = []
+    prefs: dict[str, dict[tuple[int, int], str]] = defaultdict(dict)
+    item = sample = None
+    for r in _rows(s, project):
+        if r.item_id != item:
+            if votes:
+                tally.item(votes, choices)
+            item, votes, choices = r.item_id, {}, []
+        if r.sample_pk != sample:
+            tally.sample(prefs)
+            sample, prefs = r.sample_pk, defaultdict(dict)
         a = per_user.setdefault(r.username, AnnotatorStats(r.username))
         a.flagged += int(bool(r.flags))
         st.flagged += int(bool(r.flags))
@@ -131,9 +145,45 @@ def project_stats(s: Session, project: Project) -> ProjectStats:
             continue
         a.done += 1
         st.done += 1
-        done_per_item[r.item_id] += 1
-        if r.time_spent_ms is not None:
-            times[r.username].append(r.time_spent_ms / 1000.0)
+        votes[r.username] = r.label
+        choices.append(r.choice)
+        prefs[r.username][(r.idx_a, r.idx_b)] = r.label
+    if votes:
+        tally.item(votes, choices)
+    tally.sample(prefs)
+    return tally
+
+
+def _median_seconds(s: Session, project: Project) -> dict[str, float]:
+    """Each annotator's median time per judgement, the middle row(s) fetched by the database (a list
+    of every time per annotator would grow with the project)."""
+    judged = (Annotation.project_id == project.id) & Annotation.skipped.is_(False)
+    timed = judged & Annotation.time_spent_ms.is_not(None)
+    counts = s.execute(
+        select(User.id, User.username, func.count())
+        .join(Annotation, Annotation.user_id == User.id)
+        .where(timed)
+        .group_by(User.id, User.username)
+    ).all()
+    out = {}
+    for user_id, name, n in counts:
+        middle = s.scalars(
+            select(Annotation.time_spent_ms)
+            .where(timed, Annotation.user_id == user_id)
+            .order_by(Annotation.time_spent_ms)
+            .offset((n - 1) // 2)
+            .limit(2 - n % 2)
+        ).all()
+        out[name] = statistics.median([ms / 1000.0 for ms in middle])
+    return out
+
+
+def project_stats(s: Session, project: Project) -> ProjectStats:
+    st = ProjectStats(project=project.name, overlap=project.overlap)
+    st.samples = s.scalar(select(func.count()).select_from(Sample).where(Sample.project_id == project.id))
+    st.items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project.id))
+    per_user: dict[str, AnnotatorStats] = {}
+    tally = _stream(s, project, st, per_user)
     for name, n in s.execute(
         select(User.username, func.count())
         .select_from(Assignment)
@@ -142,10 +192,14 @@ def project_stats(s: Session, project: Project) -> ProjectStats:
         .group_by(User.username)
     ).all():
         per_user.setdefault(name, AnnotatorStats(name)).pending = n
-    for name, ts in times.items():
-        per_user[name].median_seconds = statistics.median(ts)
-    st.complete_items = sum(1 for n in done_per_item.values() if n >= project.overlap)
-    _agreement(st, rows, per_user)
+    for name, median in _median_seconds(s, project).items():
+        per_user[name].median_seconds = median
+    st.complete_items, st.triangles_checked, st.cycles = tally.complete_items, tally.triangles, tally.cycles
+    st.alpha_label = tally.alpha_label.alpha("nominal")
+    st.alpha_choice = tally.alpha_choice.alpha("ordinal")
+    st.kappa_mean, st.kappa_pairs = tally.kappa.mean()
+    for user, (agree, n) in tally.majority.result().items():
+        per_user[user].majority_agree, per_user[user].majority_n = agree, n
     st.annotators = sorted(per_user.values(), key=lambda a: a.username)
     return st
 

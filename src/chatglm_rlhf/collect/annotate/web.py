@@ -233,7 +233,7 @@ def _annotate(project_name: str, auth: Auth, db: Database, notice: str | None) -
         user = s.get(User, auth.user_id)
         if not service.has_seen_guidelines(s, user, project):
             return see_other(f"/annotate/{project_name}/guidelines")
-        assignment = service.pending_assignment(s, user, project)
+        assignment = service.pending_assignment(s, user, project, with_item=True)
         ctx = None if assignment is None else _item_context(s, auth, project, assignment)
     if ctx is None:
         with db.write() as s:
