@@ -209,23 +209,12 @@ def first_record(path: str | os.PathLike) -> dict:
     return first
 
 
-def read_records(
-    path: str | os.PathLike,
-    parse: Callable[..., T | list[T]],
-    strict: bool = False,
-    with_line: bool = False,
-) -> tuple[list[T], ReadReport]:
-    """Read a data file (see :func:`iter_records`), turning each JSON object into records with ``parse``.
-
-    ``parse`` may return one record or a list of them (e.g. one HH-RLHF line gives one comparison, one
-    candidates line with k responses gives several pairs). It raises ``SchemaError``/``ValueError`` to
-    reject a line; the reason lands in the report with its file and line number. With ``with_line``
-    it is called as ``parse(obj, line_no)`` (records that remember where they came from).
-    A file without any record is an error; with ``strict`` so is any rejected line (the report is
-    printed first, then one line says how many).
-    """
-    report = ReadReport(str(path))
-    out: list[T] = []
+def iter_parsed(
+    path: str | os.PathLike, parse: Callable[..., T], report: ReadReport, with_line: bool = False
+) -> Iterator[tuple[int, T]]:
+    """``(line_no, parse(obj))`` for every record of a data file, one at a time (see :func:`iter_records`);
+    a line that is not JSON or that ``parse`` rejects (``SchemaError``/``ValueError``/...) goes to
+    ``report`` with its file and line number. A file without any record is an error."""
     for line_no, obj in iter_records(path):
         report.read += 1
         if isinstance(obj, NotUtf8Line):
@@ -241,12 +230,33 @@ def read_records(
             report.reject(line_no, str(e) or type(e).__name__)
             continue
         report.kept += 1
+        yield line_no, rec
+    if report.read == 0:
+        raise DataError(f"{path}: no records (an empty file?)")
+
+
+def read_records(
+    path: str | os.PathLike,
+    parse: Callable[..., T | list[T]],
+    strict: bool = False,
+    with_line: bool = False,
+) -> tuple[list[T], ReadReport]:
+    """Read a data file (see :func:`iter_records`), turning each JSON object into records with ``parse``.
+
+    ``parse`` may return one record or a list of them (e.g. one HH-RLHF line gives one comparison, one
+    candidates line with k responses gives several pairs). It raises ``SchemaError``/``ValueError`` to
+    reject a line; the reason lands in the report with its file and line number. With ``with_line``
+    it is called as ``parse(obj, line_no)`` (records that remember where they came from).
+    A file without any record is an error; with ``strict`` so is any rejected line (the report is
+    printed first, then one line says how many). :func:`iter_parsed` streams instead.
+    """
+    report = ReadReport(str(path))
+    out: list[T] = []
+    for _, rec in iter_parsed(path, parse, report, with_line):
         if isinstance(rec, list):
             out.extend(rec)
         else:
             out.append(rec)
-    if report.read == 0:
-        raise DataError(f"{path}: no records (an empty file?)")
     if strict and report.rejected:
         report.print()
         raise DataError(strict_message(report))

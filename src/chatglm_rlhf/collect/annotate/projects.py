@@ -17,8 +17,8 @@ from sqlalchemy import exists, insert, select
 from sqlalchemy.orm import Session
 
 from chatglm_rlhf.collect.annotate.models import Item, Project, Sample
-from chatglm_rlhf.data.io import DataError, NotUtf8Line, ReadReport, iter_records
-from chatglm_rlhf.data.schema import DialogueSample, SchemaError
+from chatglm_rlhf.data.io import ReadReport, iter_parsed
+from chatglm_rlhf.data.schema import DialogueSample
 from chatglm_rlhf.errors import UserError
 
 PAIR_MODES = ("all", "adjacent", "first")
@@ -247,23 +247,7 @@ def _insert_batch(
 def iter_candidates(path: str, report: ReadReport) -> Iterator[tuple[int, DialogueSample]]:
     """(line, sample) of a candidates file, one at a time; what cannot be read goes to ``report``
     (as :func:`~chatglm_rlhf.data.io.read_records` would put it, which holds every record at once)."""
-    for line_no, obj in iter_records(path):
-        report.read += 1
-        if isinstance(obj, NotUtf8Line):
-            report.rejected.append(str(obj))
-            continue
-        if isinstance(obj, Exception):
-            report.reject(line_no, f"invalid JSON ({obj.msg.removesuffix(' at')} at column {obj.colno})")
-            continue
-        try:
-            sample = DialogueSample.from_dict(obj)
-        except (SchemaError, ValueError, KeyError, TypeError) as e:
-            report.reject(line_no, str(e) or type(e).__name__)
-            continue
-        report.kept += 1
-        yield line_no, sample
-    if report.read == 0:
-        raise DataError(f"{path}: no records (an empty file?)")
+    yield from iter_parsed(path, DialogueSample.from_dict, report)
 
 
 def read_report_lines(report: ReadReport, path: str, source: str) -> list[str]:
