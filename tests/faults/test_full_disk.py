@@ -79,3 +79,18 @@ def test_a_stage_that_fills_the_disk_leaves_the_run_folder_as_before(tmp_path):
     assert [p.name for p in (tmp_path / "models" / "rm").iterdir()] == []
     run_stages(tmp_path, stages)  # space again: the rerun redoes rm only
     assert json.loads((tmp_path / "metrics.json").read_text())["rm"] == {"saved": True}
+
+
+def test_a_save_replaces_every_weight_file_of_the_previous_one(tmp_path):
+    """A sharded save then a single-file one: the old shards and their index go, other files stay."""
+    out = tmp_path / "m"
+    with atomic_save(out) as tmp:
+        for name in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                     "model.safetensors.index.json", "config.json"):  # fmt: skip
+            (tmp / name).write_text("old")
+    (out / "metrics.jsonl").write_text("{}\n")  # a trainer's log beside the model
+    with atomic_save(out) as tmp:
+        (tmp / "model.safetensors").write_text("new")
+        (tmp / "config.json").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors"]
+    assert (out / "config.json").read_text() == "new"

@@ -22,6 +22,14 @@ from pathlib import Path
 from chatglm_rlhf.errors import CorruptFileError
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# A model's weight files: a new save replaces all of them (an old shard index left beside a single file
+# would make from_pretrained look for shards that are gone).
+WEIGHT_FILES = (
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
@@ -54,6 +62,9 @@ def atomic_save(out: str | os.PathLike) -> Iterator[Path]:
             if code is None or isinstance(e, OSError):
                 raise
             raise OSError(code, os.strerror(code), str(out)) from e
+        new = {f.name for f in tmp.iterdir()}
+        for stale in (f for pattern in WEIGHT_FILES for f in out.glob(pattern) if f.name not in new):
+            stale.unlink()  # a previous save's other shards (save_pretrained would remove them too)
         for src in sorted(tmp.rglob("*")):
             dst = out / src.relative_to(tmp)
             if src.is_dir():
