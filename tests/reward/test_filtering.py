@@ -203,3 +203,29 @@ def test_filter_cli(tmp_path):
     summary = json.loads(output_paths(out)["summary"].read_text())
     assert summary["dropped_by_reason"] == {"prompt_too_short": 48}
     assert main(["filter", str(tmp_path / "missing.jsonl"), "-o", str(out)]) == 2
+
+
+def test_streamed_file_equals_the_in_memory_filter(tmp_path):
+    """run_filter streams a JSONL file into votes and re-reads lines by byte offset when it writes:
+    a byte-order mark, blank lines, CRLF line ends, non-ASCII text and a bad line must not shift a
+    line, and the outputs equal filter_labels' on the same comparisons."""
+    data = [*_spam_data(), cmp("x", "", "a"), cmp("a", "b", "a"), cmp("b", "c", "a"), cmp("c", "a", "a")]
+    data += [cmp("été", "über", "b", "u9", history=[Turn("user", "héllo"), Turn("assistant", "ok")])]
+    src = tmp_path / "prefs.jsonl"
+    lines = [json.dumps(c.to_dict(), ensure_ascii=False) for c in data]
+    lines[3:3] = ["", "{not json"]
+    src.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    config = dict(spam_threshold=0.5, balance="reweight")
+    res = run_filter(FilterConfig(input=str(src), output=str(tmp_path / "out.jsonl"), **config), quiet=True)
+    numbered = [i + 1 for i, line in enumerate(lines) if line.startswith('{"')]
+    mem = filter_labels(
+        [Label(c, f"{src}:{n}") for c, n in zip(data, numbered)], cfg(**config), unreadable=[f"{src}:5: x"]
+    )
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert written == [c.to_dict() for c in mem.kept] and len(written) == len(res.kept) > 10
+    assert written[-1]["response_a"] == "été" and written[-1]["meta"]["sources"] == [f"{src}:{numbered[-1]}"]
+    ledger = [json.loads(line) for line in (tmp_path / "out.dropped.jsonl").read_text().splitlines()]
+    assert [d["reason"] for d in ledger] == [d.reason for d in mem.dropped]
+    assert [d["comparison"] for d in ledger[1:]] == [d.comparison.to_dict() for d in mem.dropped[1:]]
+    assert [d["source"] for d in ledger[1:]] == [d.source for d in mem.dropped[1:]]
+    assert ledger[0]["source"] == f"{src}:5" and ledger[0]["comparison"] is None

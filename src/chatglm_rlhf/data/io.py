@@ -18,7 +18,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,17 +73,24 @@ _PARQUET_MAGIC = b"PAR1"
 REDO_FILE = "write it again (in a pipeline run: rerun with --from the stage that wrote it)"
 
 
-def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any | Exception]]:
+def iter_json_lines(
+    path: str | os.PathLike, line_starts: MutableSequence[int] | None = None
+) -> Iterator[tuple[int, Any | Exception]]:
     """Yield ``(line_no, obj)`` for every non-blank line; ``obj`` is the exception if the JSON is bad
     (a ``json.JSONDecodeError``) or the line is not UTF-8 (a :class:`NotUtf8Line`). A UTF-8 byte-order
-    mark at the start of the file is skipped."""
+    mark at the start of the file is skipped. ``line_starts``, if given, gets the byte offset of every
+    line (blank ones too: line N starts at ``line_starts[N - 1]``), for a reader that comes back to one."""
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file")
     if is_parquet(path):
         raise DataError(f"{path} looks like Parquet, not JSONL: read it with a reader that takes Parquet")
     # Bytes, decoded line by line: a decoding error then knows its line and column.
+    pos = 0
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            if line_starts is not None:
+                line_starts.append(pos)
+                pos += len(raw)
             if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
             try:
@@ -113,6 +120,12 @@ def is_parquet(path: str | os.PathLike) -> bool:
         return False
     with open(p, "rb") as f:
         return f.read(4) == _PARQUET_MAGIC
+
+
+def is_jsonl_file(path: str | os.PathLike) -> bool:
+    """A file that :func:`iter_records` reads as JSONL (not Parquet, not a ``.json`` list, not a folder)."""
+    p = Path(path)
+    return p.is_file() and not is_parquet(p) and not _is_json_array(p)
 
 
 def _is_json_array(path: Path) -> bool:
@@ -151,10 +164,13 @@ def _load_hub_dataset(name: str) -> list[dict]:
         raise DataError(f"{name}: no such file, and loading it as a hub dataset failed: {first}") from None
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, Any | Exception]]:
+def iter_records(
+    path: str | os.PathLike, line_starts: MutableSequence[int] | None = None
+) -> Iterator[tuple[int, Any | Exception]]:
     """``(line_or_row_no, obj)`` for every record of a JSONL / JSON / Parquet file or a datasets folder.
 
     ``obj`` is the exception for a JSONL line that is not JSON (the reader rejects it with its line).
+    ``line_starts``: see :func:`iter_json_lines` (JSONL only).
     """
     p = Path(path)
     if p.is_dir():
@@ -181,7 +197,7 @@ def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, Any | Exception
             raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         yield from enumerate(rows if isinstance(rows, list) else [rows], start=1)
     else:
-        yield from iter_json_lines(path)
+        yield from iter_json_lines(path, line_starts)
 
 
 def _load_dataset_folder(path: Path) -> list[dict]:
@@ -210,12 +226,16 @@ def first_record(path: str | os.PathLike) -> dict:
 
 
 def iter_parsed(
-    path: str | os.PathLike, parse: Callable[..., T], report: ReadReport, with_line: bool = False
+    path: str | os.PathLike,
+    parse: Callable[..., T],
+    report: ReadReport,
+    with_line: bool = False,
+    line_starts: MutableSequence[int] | None = None,
 ) -> Iterator[tuple[int, T]]:
     """``(line_no, parse(obj))`` for every record of a data file, one at a time (see :func:`iter_records`);
     a line that is not JSON or that ``parse`` rejects (``SchemaError``/``ValueError``/...) goes to
     ``report`` with its file and line number. A file without any record is an error."""
-    for line_no, obj in iter_records(path):
+    for line_no, obj in iter_records(path, line_starts):
         report.read += 1
         if isinstance(obj, NotUtf8Line):
             report.rejected.append(str(obj))

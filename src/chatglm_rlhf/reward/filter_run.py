@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import codecs
+import json
 import sys
+from array import array
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from chatglm_rlhf.data.io import ReadReport, read_records, write_jsonl
+from chatglm_rlhf.data.io import (
+    DataError,
+    ReadReport,
+    is_jsonl_file,
+    iter_parsed,
+    read_records,
+    strict_message,
+    write_jsonl,
+)
+from chatglm_rlhf.data.schema import Comparison
 from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.reward.balancing import format_table, make_length_fn
-from chatglm_rlhf.reward.filtering import REASONS, FilterConfig, FilterResult, Label, filter_labels
+from chatglm_rlhf.reward.filter_votes import Dropped, Vote
+from chatglm_rlhf.reward.filtering import (
+    REASONS,
+    FilterConfig,
+    FilterResult,
+    Label,
+    filter_labels,
+    filter_votes,
+    screen,
+    unreadable_entry,
+)
 from chatglm_rlhf.utils.training import save_json
 
 
@@ -17,10 +39,9 @@ def read_labels(
     path: str | Path, fmt: str = "auto", strict: bool = False
 ) -> tuple[list[Label], list[str], ReadReport]:
     """Every line of a preference file as a :class:`Label` with its ``file:line``, plus the rejects."""
-    from chatglm_rlhf.data.formats import FORMATS, parse_preference
+    from chatglm_rlhf.data.formats import parse_preference
 
-    if fmt != "auto" and fmt not in FORMATS:
-        raise UserError(f"filter: format must be 'auto' or one of {FORMATS}, got {fmt!r}")
+    _check_format(fmt)
     labels, report = read_records(
         path,
         lambda obj, line_no: Label(parse_preference(obj, fmt), f"{path}:{line_no}"),
@@ -28,6 +49,75 @@ def read_labels(
         with_line=True,
     )
     return labels, report.rejected, report
+
+
+def _check_format(fmt: str) -> None:
+    from chatglm_rlhf.data.formats import FORMATS
+
+    if fmt != "auto" and fmt not in FORMATS:
+        raise UserError(f"filter: format must be 'auto' or one of {FORMATS}, got {fmt!r}")
+
+
+class FileRecords:
+    """The labels of a JSONL file, re-read by byte offset when an output or ledger line is written:
+    the filter keeps a :class:`Vote` per label (~300 bytes), not every dialogue (~9 KB at the paper's
+    shape), so its memory stays a small fraction of the file however many comparisons it has."""
+
+    def __init__(self, path: str | Path, fmt: str) -> None:
+        self.path, self.fmt = str(path), fmt
+        self.line_starts = array("q")  # byte offset of every line, filled while reading
+        self.lines = array("q")  # the line number of every label (ref -> line)
+        self._file: BinaryIO | None = None
+
+    def source(self, ref: int) -> str:
+        return f"{self.path}:{self.lines[ref]}"
+
+    def comparison(self, ref: int) -> Comparison:
+        from chatglm_rlhf.data.formats import parse_preference
+
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 (kept open while the outputs are written)
+        line_no = self.lines[ref]
+        self._file.seek(self.line_starts[line_no - 1])
+        raw = self._file.readline()
+        if line_no == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        return parse_preference(json.loads(raw), self.fmt)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def filter_file(cfg: FilterConfig, length_fn, quiet: bool = False) -> tuple[FilterResult, FileRecords | None]:
+    """Read and filter ``cfg.input``: a JSONL file streamed into votes, anything else (Parquet, a JSON
+    list, a datasets folder: read whole by their readers anyway) through :func:`filter_labels`."""
+    from chatglm_rlhf.data.formats import parse_preference
+
+    _check_format(cfg.format)
+    if not is_jsonl_file(cfg.input):
+        labels, unreadable, report = read_labels(cfg.input, cfg.format, cfg.strict)
+        if not quiet:
+            report.print()
+        return filter_labels(labels, cfg, length_fn=length_fn, unreadable=unreadable), None
+    records, report = FileRecords(cfg.input, cfg.format), ReadReport(str(cfg.input))
+    votes: list[Vote] = []
+    dropped: list[Dropped] = []
+    parsed = iter_parsed(
+        cfg.input, lambda obj: parse_preference(obj, cfg.format), report, line_starts=records.line_starts
+    )
+    for line_no, comparison in parsed:
+        records.lines.append(line_no)
+        out = screen(comparison, len(records.lines) - 1, cfg, length_fn, records)
+        (dropped if isinstance(out, Dropped) else votes).append(out)
+    if cfg.strict and report.rejected:
+        report.print()
+        raise DataError(strict_message(report))
+    if not quiet:
+        report.print()
+    dropped[:0] = [unreadable_entry(msg) for msg in report.rejected]
+    return filter_votes(votes, dropped, report.read, cfg, records), records
 
 
 def output_paths(output: str | Path) -> dict[str, Path]:
@@ -91,14 +181,14 @@ def run_filter(cfg: FilterConfig, quiet: bool = False) -> FilterResult:
         raise UserError("filter: an input file is required (chatglm-rlhf filter IN -o OUT)")
     if not cfg.output:
         raise UserError("filter: an output file is required (-o OUT)")
-    labels, unreadable, report = read_labels(cfg.input, cfg.format, cfg.strict)
-    if not quiet:
-        report.print()
-    length_fn = make_length_fn(cfg.tokenizer)
-    result = filter_labels(labels, cfg, length_fn=length_fn, unreadable=unreadable)
+    result, records = filter_file(cfg, make_length_fn(cfg.tokenizer), quiet)
     paths = output_paths(cfg.output)
-    write_jsonl(paths["kept"], result.kept)
-    write_jsonl(paths["dropped"], result.dropped)
+    try:
+        write_jsonl(paths["kept"], result.kept)
+        write_jsonl(paths["dropped"], result.dropped)
+    finally:
+        if records is not None:
+            records.close()
     save_json(paths["summary"], summary(result))
     from chatglm_rlhf.utils import console
 

@@ -18,6 +18,10 @@ Rules, in the order they are applied (a label is dropped for the first rule that
 
 Every read line ends up in exactly one place: merged into an output pair (``kept``) or in the drop
 ledger with its reason, so ``kept + dropped = read`` always holds (checked, not assumed).
+
+The rules see each label as a :class:`~.filter_votes.Vote` (hashed texts, lengths, label, annotator);
+texts are read back only to write the outputs (``filter_run`` re-reads a JSONL file's lines by byte
+offset), so a file of the paper's 221,866 comparisons filters in a fraction of its own size.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from chatglm_rlhf.config import field_
 from chatglm_rlhf.data.formats import InputFormat
@@ -40,6 +44,7 @@ from chatglm_rlhf.reward.balancing import (
     strength_strata,
     word_length,
 )
+from chatglm_rlhf.reward.filter_votes import Dropped, LabelRecords, Records, Vote, describe
 
 REASONS = (
     "unreadable",
@@ -112,7 +117,7 @@ class FilterConfig:
 
 @dataclass
 class Label:
-    """One read comparison with where it came from."""
+    """One read comparison with where it came from (the in-memory input of :func:`filter_labels`)."""
 
     comparison: Comparison
     source: str  # "file:line"
@@ -126,25 +131,27 @@ class Label:
         return agg.canonical_label(self.comparison)
 
 
-@dataclass
-class Dropped:
-    reason: str
-    detail: str
-    source: str
-    comparison: Comparison | None = None
+class KeptPairs(Sequence):
+    """The output pairs, each built from its first voter's comparison when read (written one at a time)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reason": self.reason,
-            "detail": self.detail,
-            "source": self.source,
-            "comparison": self.comparison.to_dict() if self.comparison else None,
-        }
+    def __init__(self, pairs: list[Pair], records: Records) -> None:
+        self.pairs, self.records = pairs, records
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [p.to_comparison(self.records) for p in self.pairs[i]]
+        return self.pairs[i].to_comparison(self.records)
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
 
 
 @dataclass
 class FilterResult:
-    kept: list[Comparison]  # output pairs (one per aggregated pair)
+    kept: Sequence[Comparison]  # output pairs (one per aggregated pair), built when read
     dropped: list[Dropped]
     read: int
     kept_labels: int  # read labels merged into output pairs
@@ -202,40 +209,39 @@ def label_problem(c: Comparison, rules: PromptRules) -> tuple[str, str] | None:
     return prompt_problem(c, rules)
 
 
-def _dedupe(labels: list[Label], dropped: list[Dropped]) -> list[Label]:
-    seen: dict[tuple, str] = {}
+def _dedupe(votes: list[Vote], records: Records, dropped: list[Dropped]) -> list[Vote]:
+    seen: dict[tuple, int] = {}
     out = []
-    for lab in labels:
-        k = (lab.key, lab.comparison.annotator, lab.canon)
+    for v in votes:
+        k = (v.key, v.annotator, v.canon)
         if k in seen:
-            dropped.append(Dropped("duplicate", f"same label as {seen[k]}", lab.source, lab.comparison))
+            dropped.append(Dropped("duplicate", f"same label as {records.source(seen[k])}", v.ref, records))
             continue
-        seen[k] = lab.source
-        out.append(lab)
+        seen[k] = v.ref
+        out.append(v)
     return out
 
 
 def _drop_spammers(
-    labels: list[Label], cfg: FilterConfig, dropped: list[Dropped]
-) -> tuple[list[Label], dict[str, float], dict[str, tuple[int, int]]]:
-    agreement = agg.annotator_agreement([(lab.key, lab.comparison.annotator, lab.canon) for lab in labels])
+    votes: list[Vote], cfg: FilterConfig, records: Records, dropped: list[Dropped]
+) -> tuple[list[Vote], dict[str, float], dict[str, tuple[int, int]]]:
+    agreement = agg.annotator_agreement([(v.key, v.annotator, v.canon) for v in votes])
     if cfg.spam_threshold <= 0:
-        return labels, {}, agreement
+        return votes, {}, agreement
     spammers = agg.find_spammers(agreement, cfg.spam_threshold, cfg.spam_min_items)
     if spammers and set(spammers) == set(agreement):
         # "Spammer" is relative to the others; when no one agrees with the majority the labels are
         # noise (e.g. every answer equally bad), and dropping every annotator would leave nothing.
         print(f"filter: every annotator agrees with the majority under {cfg.spam_threshold:.0%} of the time: "
               "the labels look like noise (are all the answers alike?); no one is dropped as a spammer")  # fmt: skip
-        return labels, {}, agreement
+        return votes, {}, agreement
     out = []
-    for lab in labels:
-        a = lab.comparison.annotator
-        if a in spammers:
-            detail = f"annotator {a!r} agrees with the majority {100 * spammers[a]:.0f}%"
-            dropped.append(Dropped("spammer", detail, lab.source, lab.comparison))
+    for v in votes:
+        if v.annotator in spammers:
+            detail = f"annotator {v.annotator!r} agrees with the majority {100 * spammers[v.annotator]:.0f}%"
+            dropped.append(Dropped("spammer", detail, v.ref, records))
         else:
-            out.append(lab)
+            out.append(v)
     return out, spammers, agreement
 
 
@@ -248,16 +254,22 @@ def _drop_spammers(
 class Pair:
     """An aggregated pair: its majority label (canonical) and the labels that voted for it."""
 
-    key: tuple[str, str, str]
+    key: tuple[str, int, int]
     canon: str
-    voters: list[Label]
+    voters: list[Vote]
     votes: Counter
     agreement: float
     weight: float = 1.0
 
-    def to_comparison(self) -> Comparison:
-        first = self.voters[0].comparison
-        annotators = sorted({str(v.comparison.annotator) for v in self.voters if v.comparison.annotator})
+    @property
+    def strength(self) -> float | None:
+        """The mean strength of the voters (None when no voter gave one)."""
+        values = [v.strength for v in self.voters if v.strength is not None]
+        return sum(values) / len(values) if values else None
+
+    def to_comparison(self, records: Records) -> Comparison:
+        first = records.comparison(self.voters[0].ref)
+        annotators = sorted({str(v.annotator) for v in self.voters if v.annotator})
         label = agg.oriented_label(self.canon, first)
         a_is_lo = first.response_a <= first.response_b
         flip = {agg.LO: "a" if a_is_lo else "b", agg.HI: "b" if a_is_lo else "a", agg.TIE: "tie"}
@@ -265,7 +277,7 @@ class Pair:
         meta.update(
             votes={flip[k]: n for k, n in sorted(self.votes.items())},
             agreement=self.agreement,
-            sources=[v.source for v in self.voters],
+            sources=[records.source(v.ref) for v in self.voters],
         )
         if self.weight != 1.0:
             meta["weight"] = self.weight
@@ -276,7 +288,7 @@ class Pair:
             response_b=first.response_b,
             label=label,
             history=list(first.history),
-            strength=_strength(self),
+            strength=self.strength,
             scores=first.scores,
             annotator=annotators[0] if len(annotators) == 1 else None,
             time=first.time,
@@ -286,52 +298,47 @@ class Pair:
 
 
 def _aggregate(
-    labels: list[Label], cfg: FilterConfig, dropped: list[Dropped]
+    votes: list[Vote], cfg: FilterConfig, records: Records, dropped: list[Dropped]
 ) -> tuple[list[Pair], list[float]]:
     """Majority-voted pairs, and the majority share of every pair with >= 2 labels (for the report)."""
-    groups: dict[tuple, list[Label]] = defaultdict(list)
-    for lab in labels:
+    groups: dict[tuple, list[Vote]] = defaultdict(list)
+    for v in votes:
         # Without aggregation every label is its own "pair"; conflicting ones then form 2-cycles.
-        groups[lab.key if cfg.aggregate else (lab.key, lab.source)].append(lab)
+        groups[v.key if cfg.aggregate else (v.key, v.ref)].append(v)
     pairs, shares = [], []
     for group in groups.values():
-        votes = Counter(lab.canon for lab in group)
-        top, share = agg.majority(lab.canon for lab in group)
+        counts = Counter(v.canon for v in group)
+        top, share = agg.majority(v.canon for v in group)
         if len(group) >= 2:
             shares.append(share)
         if top is None:
-            for lab in group:
-                detail = f"votes {dict(votes)}"
-                dropped.append(Dropped("no_majority", detail, lab.source, lab.comparison))
+            dropped += [Dropped("no_majority", f"votes {dict(counts)}", v.ref, records) for v in group]
             continue
-        losers = [lab for lab in group if lab.canon != top]
-        winners = [lab for lab in group if lab.canon == top]
-        for lab in losers:
-            dropped.append(Dropped("outvoted", f"majority {top} {dict(votes)}", lab.source, lab.comparison))
+        winners = [v for v in group if v.canon == top]
+        detail = f"majority {top} {dict(counts)}"
+        dropped += [Dropped("outvoted", detail, v.ref, records) for v in group if v.canon != top]
         if share < cfg.min_agreement:
-            for lab in winners:
-                detail = f"agreement {share:.2f} < {cfg.min_agreement}"
-                dropped.append(Dropped("low_agreement", detail, lab.source, lab.comparison))
+            detail = f"agreement {share:.2f} < {cfg.min_agreement}"
+            dropped += [Dropped("low_agreement", detail, v.ref, records) for v in winners]
             continue
-        pairs.append(Pair(group[0].key, top, winners, votes, share))
+        pairs.append(Pair(group[0].key, top, winners, counts, share))
     return pairs, shares
 
 
-def _drop_pairs(pairs: list[Pair], bad: set[int], reason: str, detail: str, dropped: list[Dropped]):
+def _drop_pairs(pairs: list[Pair], bad: set[int], reason: str, detail: str, records: Records, dropped):
     for i in sorted(bad):
-        for lab in pairs[i].voters:
-            dropped.append(Dropped(reason, detail, lab.source, lab.comparison))
+        dropped += [Dropped(reason, detail, v.ref, records) for v in pairs[i].voters]
     return [p for i, p in enumerate(pairs) if i not in bad]
 
 
-def _drop_ties(pairs: list[Pair], cfg: FilterConfig, dropped: list[Dropped]) -> list[Pair]:
+def _drop_ties(pairs: list[Pair], cfg: FilterConfig, records: Records, dropped: list[Dropped]) -> list[Pair]:
     if cfg.keep_ties:
         return pairs
     ties = {i for i, p in enumerate(pairs) if p.canon == agg.TIE}
-    return _drop_pairs(pairs, ties, "tie", "majority label is tie", dropped)
+    return _drop_pairs(pairs, ties, "tie", "majority label is tie", records, dropped)
 
 
-def _drop_cycles(pairs: list[Pair], dropped: list[Dropped]) -> list[Pair]:
+def _drop_cycles(pairs: list[Pair], records: Records, dropped: list[Dropped]) -> list[Pair]:
     by_context: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):
         if p.canon != agg.TIE:
@@ -343,32 +350,25 @@ def _drop_cycles(pairs: list[Pair], dropped: list[Dropped]) -> list[Pair]:
             _, lo, hi = pairs[i].key
             edges.append((lo, hi) if pairs[i].canon == agg.LO else (hi, lo))
         bad |= {idx[j] for j in agg.cycle_edges(edges)}
-    return _drop_pairs(pairs, bad, "cycle", "on a preference cycle of its prompt", dropped)
-
-
-def _strength(pair: Pair) -> float | None:
-    """The mean strength of a pair's voters (None when no voter gave one)."""
-    values = [v.comparison.strength for v in pair.voters if v.comparison.strength is not None]
-    return sum(values) / len(values) if values else None
+    return _drop_pairs(pairs, bad, "cycle", "on a preference cycle of its prompt", records, dropped)
 
 
 def _balance(
-    pairs: list[Pair], cfg: FilterConfig, length_fn: Callable[[str], int], dropped: list[Dropped]
+    pairs: list[Pair], cfg: FilterConfig, records: Records, dropped: list[Dropped]
 ) -> tuple[list[Pair], list[BucketRow]]:
     decided = [i for i, p in enumerate(pairs) if p.canon != agg.TIE]
     lengths = []
     for i in decided:
-        _, lo, hi = pairs[i].key
-        chosen, rejected = (lo, hi) if pairs[i].canon == agg.LO else (hi, lo)
-        lengths.append((length_fn(chosen), length_fn(rejected)))
-    strata = strength_strata([_strength(pairs[i]) for i in decided], cfg.balance_within)
+        lo, hi = pairs[i].voters[0].lengths
+        lengths.append((lo, hi) if pairs[i].canon == agg.LO else (hi, lo))  # (chosen, rejected)
+    strata = strength_strata([pairs[i].strength for i in decided], cfg.balance_within)
     weights, rows = balance(lengths, cfg.bucket_edges, cfg.balance, seed=cfg.seed, strata=strata)
     bad = set()
     for i, w in zip(decided, weights):
         if w == 0.0:
             bad.add(i)
         pairs[i].weight = w
-    kept = _drop_pairs(pairs, bad, "length_balance", "down-sampled in its length bucket", dropped)
+    kept = _drop_pairs(pairs, bad, "length_balance", "down-sampled in its length bucket", records, dropped)
     return kept, rows
 
 
@@ -377,33 +377,28 @@ def _balance(
 # --------------------------------------------------------------------------------------------------
 
 
-def filter_labels(
-    labels: Sequence[Label],
-    cfg: FilterConfig,
-    length_fn: Callable[[str], int] = word_length,
-    unreadable: Sequence[str] = (),
+def screen(c: Comparison, ref: int, cfg: FilterConfig, length_fn, records: Records) -> Vote | Dropped:
+    """A label's per-label rules: the :class:`Dropped` entry if one hits, else its :class:`Vote`."""
+    problem = label_problem(c, cfg.prompt)
+    return Dropped(problem[0], problem[1], ref, records) if problem else describe(c, ref, length_fn)
+
+
+def filter_votes(
+    votes: list[Vote], dropped: list[Dropped], read: int, cfg: FilterConfig, records: Records
 ) -> FilterResult:
-    """Apply every rule (module docstring) to ``labels``; ``unreadable`` are ``file:line: reason`` strings."""
-    dropped = [Dropped("unreadable", msg, msg.split(": ", 1)[0]) for msg in unreadable]
-    live = []
-    for lab in labels:
-        problem = label_problem(lab.comparison, cfg.prompt)
-        if problem:
-            dropped.append(Dropped(problem[0], problem[1], lab.source, lab.comparison))
-        else:
-            live.append(lab)
+    """The rules after the per-label ones, on the votes of the labels that passed them (:func:`screen`)."""
     if cfg.dedupe:
-        live = _dedupe(live, dropped)
-    live, spammers, agreement = _drop_spammers(live, cfg, dropped)
-    pairs, multi = _aggregate(live, cfg, dropped)
-    pairs = _drop_ties(pairs, cfg, dropped)
+        votes = _dedupe(votes, records, dropped)
+    votes, spammers, agreement = _drop_spammers(votes, cfg, records, dropped)
+    pairs, multi = _aggregate(votes, cfg, records, dropped)
+    pairs = _drop_ties(pairs, cfg, records, dropped)
     if cfg.drop_cycles:
-        pairs = _drop_cycles(pairs, dropped)
-    pairs, rows = _balance(pairs, cfg, length_fn, dropped)
+        pairs = _drop_cycles(pairs, records, dropped)
+    pairs, rows = _balance(pairs, cfg, records, dropped)
     result = FilterResult(
-        kept=[p.to_comparison() for p in pairs],
+        kept=KeptPairs(pairs, records),
         dropped=dropped,
-        read=len(labels) + len(unreadable),
+        read=read,
         kept_labels=sum(len(p.voters) for p in pairs),
         spammers=spammers,
         annotator_agreement=agreement,
@@ -413,3 +408,24 @@ def filter_labels(
     )
     result.check()
     return result
+
+
+def unreadable_entry(message: str) -> Dropped:
+    """The ledger entry of a ``file:line: reason`` rejection."""
+    return Dropped("unreadable", message, None, where=message.split(": ", 1)[0])
+
+
+def filter_labels(
+    labels: Sequence[Label],
+    cfg: FilterConfig,
+    length_fn: Callable[[str], int] = word_length,
+    unreadable: Sequence[str] = (),
+) -> FilterResult:
+    """Apply every rule (module docstring) to ``labels``; ``unreadable`` are ``file:line: reason`` strings."""
+    records = LabelRecords(labels)
+    dropped = [unreadable_entry(msg) for msg in unreadable]
+    votes = []
+    for ref, lab in enumerate(labels):
+        out = screen(lab.comparison, ref, cfg, length_fn, records)
+        (dropped if isinstance(out, Dropped) else votes).append(out)
+    return filter_votes(votes, dropped, len(labels) + len(unreadable), cfg, records)
