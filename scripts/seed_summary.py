@@ -75,6 +75,18 @@ def one_run(run: Path) -> dict:
     return out
 
 
+def claims_table(dirs: list[str]) -> str:
+    """The report's "paper's claims" rows, judged over every seed by the same rules (evaluate/report/claims)."""
+    from chatglm_rlhf.evaluate.report import claims
+    from chatglm_rlhf.evaluate.report.context import ReportContext
+
+    figs = [
+        claims.figures(ReportContext(Path(d), json.loads((Path(d) / "metrics.json").read_text()), {}))
+        for d in dirs
+    ]
+    return claims.markdown(claims.judge(figs), len(figs))
+
+
 def mean_sd(xs: list[float]) -> str:
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -125,6 +137,7 @@ def main(dirs: list[str]) -> None:
             sec = statistics.mean(r[p]["s_per_iteration"] for r in runs)
             print(f"{p:<15} gold win {win:.3f} (PPO - 0.05 = {ppo_win - 0.05:.3f}: {'ok' if win >= ppo_win - 0.05 else 'below'}); "
                   f"{sec:.2f} s / iteration = {sec / ppo_s:.2f}x PPO's")  # fmt: skip
+    print(claims_table(dirs))
     out = Path(dirs[0]).parent / "seeds.json"
     out.write_text(json.dumps(runs, indent=1))
     print(f"per-seed figures in {out}")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chatglm_rlhf.evaluate.report import ablations, judged, plots
+from chatglm_rlhf.evaluate.report import ablations, claims, judged, plots
 from chatglm_rlhf.evaluate.report.context import ReportContext, read_jsonl, run_policies
 from chatglm_rlhf.evaluate.report.html import card, esc, fmt, img, kv_table, not_run, section, table
 
@@ -298,6 +298,7 @@ def _example_html(name: str, r: dict) -> str:
 
 SECTIONS: list[tuple[str, Callable[[ReportContext], str]]] = [
     ("Read first", flags),
+    ("The paper's claims", claims.section_),
     ("Data", _data),
     ("Length balancing", _balance),
     ("Reward model", _reward_model),
