@@ -209,8 +209,13 @@ def load_actor_and_reference(cfg, device: str) -> ActorWithReference:
         cfg.model, dtype="fp32", device=device, trust_remote_code=trust, lora=lora,
         gradient_checkpointing=cfg.gradient_checkpointing,
     )  # fmt: skip
+    # A reference other than the start (``reference_model``: a later feedback round) is loaded on its
+    # own even with LoRA: the adapter-free actor would be the previous round's policy, not SFT.
+    ref_path = getattr(cfg, "reference_model", "") or cfg.model
     reference = (
-        None if lora else load_causal_lm(cfg.model, dtype="auto", device=device, trust_remote_code=trust)
+        None
+        if lora and ref_path == cfg.model
+        else load_causal_lm(ref_path, dtype="auto", device=device, trust_remote_code=trust)
     )
     return ActorWithReference(actor, tok, reference=reference)
 

@@ -306,3 +306,36 @@ def test_rollout_forward_runs_in_eval_mode_and_restores_train_mode(tok, tmp_path
     R.forward_in_chunks(m, batch, chunk=1, values=True)
     assert seen and not any(any(flags) for flags in seen)  # old log-probs / values without dropout
     assert all(mod.training for mod in m.trainable)  # and the update's train mode is back
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_reference_model_is_loaded_apart_from_the_start(tok, tmp_path, lora_r):
+    """A later feedback round starts from the previous round's policy (``model``) with its KL to the SFT
+    model (``reference_model``): the reference must be that model, with or without LoRA."""
+    from chatglm_rlhf.policy.models import load_actor_and_reference
+
+    start, sft = tmp_path / "round1", tmp_path / "sft"
+    for path, seed in ((start, 0), (sft, 1)):
+        build_tiny_model(tok, hidden_size=32, num_heads=4, num_kv_heads=2, seed=seed).save_pretrained(path)
+        tok.save_pretrained(path)
+    batch = build_seq_batch(
+        [tok.encode("What is 1 plus 2?")], [tok.encode("The answer is 3.")], tok.pad_token_id
+    )
+
+    def logprobs(model):
+        with torch.no_grad():
+            return response_logprobs(lm_forward(model, batch)[0], batch)
+
+    from transformers import AutoModelForCausalLM
+
+    want_ref, want_actor = (logprobs(AutoModelForCausalLM.from_pretrained(p)) for p in (sft, start))
+    roles = load_actor_and_reference(
+        make_cfg(tmp_path, model=str(start), reference_model=str(sft), lora_r=lora_r), "cpu"
+    )
+    with roles.reference_lm() as ref:
+        assert torch.allclose(logprobs(ref), want_ref, atol=1e-5)
+    assert torch.allclose(logprobs(roles.actor), want_actor, atol=1e-5)
+    assert not torch.allclose(want_ref, want_actor, atol=1e-3)
+    same = load_actor_and_reference(make_cfg(tmp_path, model=str(start), lora_r=lora_r), "cpu")
+    with same.reference_lm() as ref:  # without reference_model: the start itself, as before
+        assert torch.allclose(logprobs(ref), want_actor, atol=1e-5)

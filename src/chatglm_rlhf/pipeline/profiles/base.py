@@ -91,6 +91,31 @@ class StressSettings:
     steps_scale: float = field_(1.0, help="ptx_stress: PPO's steps times this", check=POSITIVE)
 
 
+@dataclass
+class RoundSettings:
+    """Feedback rounds after the first (``rounds=N``; pipeline/stages/rounds.py)."""
+
+    budget: int = field_(
+        1200, help="comparisons (labels) annotated in each round after the first", check=POSITIVE
+    )
+    select: Literal["random", "uncertainty"] = field_(
+        "random", help="which answer pairs are annotated: random | uncertainty (an ensemble's least sure)"
+    )
+    uncertainty: Literal["entropy", "disagreement", "bald"] = field_(
+        "disagreement", help="select=uncertainty's score: entropy of the mean preference | disagreement "
+        "(std of the members' preferences) | bald (mutual information)",
+    )  # fmt: skip
+    members: int = field_(
+        3, help="bootstrap reward models in the ensemble (select=uncertainty)", check=POSITIVE
+    )
+    k: int = field_(4, help="the current policy's answers per prompt", check=POSITIVE)
+    prompts: Literal["pref_prompts", "rl_prompts"] = field_(
+        "pref_prompts", help="the prompts a round answers"
+    )
+    per_prompt: int = field_(0, help="at most this many pairs from one prompt (0 = no cap)")
+    ppo_steps: int = field_(0, help="PPO steps of each later round (0 = ppo.steps)")
+
+
 def _stress(b: StageBuilder) -> dict[str, Any]:
     """The stress twin's changes to the profile's PPO section."""
     st, ppo = getattr(b.cfg, "ptx_stress", None) or StressSettings(), b.policy_config("ppo")
@@ -277,7 +302,43 @@ class StageBuilder:
     def evaluated(self) -> list[str]:
         """Every trained policy the evaluation compares with SFT, in stage order."""
         return [*self.cfg.algorithms,
-                *[p for a in ABLATIONS.values() if a.name in self.cfg.ablations for p in a.policy_names()]]  # fmt: skip
+                *[p for a in ABLATIONS.values() if a.name in self.cfg.ablations for p in a.policy_names()],
+                *[f"ppo_r{r}" for r in range(2, getattr(self.cfg, "rounds", 1) + 1)]]  # fmt: skip
+
+    def rounds(self, seed: int) -> list[Stage]:
+        """Rounds 2..``rounds``: (bootstrap RMs ->) the policy's answers annotated -> every round's
+        comparisons filtered -> a new RM (from the SFT model, like round 1's) -> PPO continued from the
+        previous round's policy, its KL still to SFT."""
+        from chatglm_rlhf.pipeline.stages import reward, rounds
+
+        c, out = self.cfg, []
+        if getattr(c, "rounds", 1) > 1:
+            if "ppo" not in c.algorithms:
+                raise ConfigError("rounds: a later round continues PPO; algorithms must include ppo")
+            if c.round.select == "uncertainty" and c.round.members < 2:
+                raise ConfigError("round.members: select=uncertainty needs an ensemble of >= 2 reward models")
+            if c.round.budget < c.collect.overlap:
+                raise ConfigError(f"round.budget: {c.round.budget} comparisons is less than one pair's "
+                                  f"{c.collect.overlap} (collect.overlap)")  # fmt: skip
+        policy, filtered, rm = "ppo", "filter", "rm"
+        for r in range(2, getattr(c, "rounds", 1) + 1):
+            members = []
+            if c.round.select == "uncertainty":
+                members = [f"ens_r{r}_{m}" for m in range(c.round.members)]
+                out += [
+                    self.rm(n, filtered, bootstrap=1000 * seed + 10 * r + m) for m, n in enumerate(members)
+                ]
+            out.append(self.stage(f"collect_r{r}", rounds.collect_round, r, policy, rm, members, c.round,
+                                  c.collect.overlap, c.generation, seed + 100 * r, c.progress,
+                                  key=f"round_{r}", task=("collect",)))  # fmt: skip
+            out.append(
+                self.stage(f"filter_r{r}", reward.filter_, f"filter_r{r}", rounds.upto_name(r), c.filter)
+            )
+            out.append(self.rm(f"rm_r{r}", f"filter_r{r}"))
+            steps = {"steps": c.round.ppo_steps} if c.round.ppo_steps else {}
+            out.append(self.policy("ppo", f"ppo_r{r}", rm=f"rm_r{r}", init=policy, **steps))
+            policy, filtered, rm = f"ppo_r{r}", f"filter_r{r}", f"rm_r{r}"
+        return out
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from chatglm_rlhf.config import field_
+from chatglm_rlhf.config import POSITIVE, field_
 from chatglm_rlhf.evaluate.evaluate import EvalGeneration
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.pipeline.context import RunContext
@@ -28,6 +28,7 @@ from chatglm_rlhf.pipeline.profiles.base import (
     ABLATIONS_HELP,
     PipelineConfig,
     Profile,
+    RoundSettings,
     StageBuilder,
     StressSettings,
 )
@@ -184,17 +185,24 @@ class DemoConfig(PipelineConfig):
         True, help="the capability probe (held-out knowledge prompts) for SFT and every policy"
     )
     ptx_stress: StressSettings = field(default_factory=StressSettings)
+    rounds: int = field_(
+        1, added=True, check=POSITIVE,
+        help="feedback rounds: each after the first annotates the current policy's answers (round.budget "
+        "comparisons), retrains the RM on every round's and continues PPO from the last round's policy",
+    )  # fmt: skip
+    round: RoundSettings = field(default_factory=RoundSettings)
 
 
 class DemoStages(StageBuilder):
     def filter(self, name: str, balance: str | None = None):
         return self.stage(name, reward.filter_, name, "comparisons", self.cfg.filter, balance=balance)
 
-    def rm(self, name: str, filtered: str, **changes):
+    def rm(self, name: str, filtered: str, bootstrap: int | None = None, **changes):
         c = self.cfg
         cfg = dataclasses.replace(c.rm, **changes) if changes else c.rm
+        member = {} if bootstrap is None else {"bootstrap": bootstrap}  # (a round's ensemble member)
         return self.stage(name, reward.rm, name, f"{filtered}/filtered.jsonl", cfg, self.ctx.models / "sft",
-                          eval_fraction=0.15, seed=c.task.seed, progress=c.progress)  # fmt: skip
+                          eval_fraction=0.15, seed=c.task.seed, progress=c.progress, **member)  # fmt: skip
 
     def build(self):
         c, seed, progress = self.cfg, self.cfg.task.seed, self.cfg.progress
@@ -210,6 +218,7 @@ class DemoStages(StageBuilder):
             self.rm("rm", "filter"),
             *self.policies(),
             *self.ablations(),
+            *self.rounds(seed),
             self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, progress, prompts=c.eval_prompts),
         ]
         if c.ceiling_n > 0:

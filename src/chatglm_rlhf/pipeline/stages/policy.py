@@ -11,12 +11,14 @@ from chatglm_rlhf.pipeline.context import RunContext
 
 
 def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scorer=None,
-           prompt_limit: int = 0, progress: bool = True, match_scale: bool = False,
+           prompt_limit: int = 0, progress: bool = True, match_scale: bool = False, init: str = "",
            **changes: Any) -> dict[str, Any]:  # fmt: skip
     """Train ``algorithm`` into ``models/<name>`` on ``data/rl_prompts.jsonl`` (the first ``prompt_limit``
     when > 0) with ``cfg`` (its stage config) changed by ``changes``; the reward is ``models/<rm>`` unless
     a ``scorer`` is given (its critic, if any, still starts from that RM). ``match_scale``: the scorer is
-    first rescaled to the RM's spread on the SFT model's candidate answers (reward/scale.py says why)."""
+    first rescaled to the RM's spread on the SFT model's candidate answers (reward/scale.py says why).
+    ``init``: start from ``models/<init>`` (a feedback round's previous policy) with the SFT model as the
+    reference (online algorithms: ``reference_model``)."""
     from chatglm_rlhf.pipeline.context import KEPT
     from chatglm_rlhf.pipeline.runner import trainer_config
     from chatglm_rlhf.policy.registry import PolicyInputs, train_policy
@@ -29,8 +31,10 @@ def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scor
     scale_info = None
     if scorer is not None and match_scale:
         scorer, scale_info = _scaled_to_rm(ctx, scorer, rm)
+    if init:
+        changes = {**changes, "reference_model": str(ctx.sft_path)}
     inputs = PolicyInputs(
-        sft_path=str(ctx.sft_path), output_dir=str(ctx.models / name), prompts=prompts, sft_examples=ctx.ptx_examples(),
+        sft_path=str(ctx.models / init if init else ctx.sft_path), output_dir=str(ctx.models / name), prompts=prompts, sft_examples=ctx.ptx_examples(),
         heldout_examples=heldout, scorer=scorer if scorer is not None else ctx.scorer(rm),
         reward_model=str(ctx.models / rm), progress=progress,
     )  # fmt: skip

@@ -20,13 +20,15 @@ def filter_(ctx: RunContext, name: str, source: str, cfg, balance: str | None = 
 
 
 def rm(ctx: RunContext, name: str, train: str, cfg, init: str | Path, eval_fraction: float = 0.0,
-       seed: int = 0, backbone: str | None = None, progress: bool | None = None) -> dict[str, Any]:  # fmt: skip
+       seed: int = 0, backbone: str | None = None, progress: bool | None = None,
+       bootstrap: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Train reward model ``models/<name>`` from ``init`` on ``train`` (a path in the run folder).
 
     Held-out pairs: with ``eval_fraction`` > 0 a share of the training file's prompts (split by prompt,
     so eval prompts are never trained on); else the task's ``data/rm_eval.jsonl``. With a gold judge the
     RM is also checked against it (gold accuracy, length correlation on gold ties, a scatter of reward vs
     length, the task's own probes); with ``data/heldout.jsonl``, its accuracy on those pairs.
+    ``bootstrap``: an ensemble member: the training pairs resampled with replacement (that seed).
     """
     from chatglm_rlhf.data.formats import load_comparisons
     from chatglm_rlhf.data.io import write_jsonl
@@ -35,12 +37,18 @@ def rm(ctx: RunContext, name: str, train: str, cfg, init: str | Path, eval_fract
 
     train_path, eval_path = ctx.out / train, ctx.data / "rm_eval.jsonl"
     held = None
-    if eval_fraction > 0:
-        comps, _ = load_comparisons(train_path)
-        train_part, held = split_by_prompt(comps, eval_fraction=eval_fraction, seed=seed)
-        train_path, eval_path = ctx.out / name / "train.jsonl", ctx.out / name / "eval.jsonl"
+    if eval_fraction > 0 or bootstrap is not None:
+        train_part, _ = load_comparisons(train_path)
+        if eval_fraction > 0:
+            train_part, held = split_by_prompt(train_part, eval_fraction=eval_fraction, seed=seed)
+            eval_path = ctx.out / name / "eval.jsonl"
+            write_jsonl(eval_path, held)
+        if bootstrap is not None:
+            from chatglm_rlhf.reward.ensemble import bootstrap_indices
+
+            train_part = [train_part[i] for i in bootstrap_indices(len(train_part), 1, seed=bootstrap)[0]]
+        train_path = ctx.out / name / "train.jsonl"
         write_jsonl(train_path, train_part)
-        write_jsonl(eval_path, held)
     if progress is not None:
         cfg = dataclasses.replace(cfg, progress=progress)
     gold_fn = ctx.gold_fn if ctx.gold() is not None else None

@@ -54,6 +54,11 @@ class OnlineConfig(TrainerConfig):
     SINCE: ClassVar[dict[str, Any]] = {}
 
     model: str = default_("", help="SFT model to start from (actor and reference): local path or hub id")
+    reference_model: str = field_(
+        "", added=True,
+        help="the frozen reference (KL, reference baseline) when it is not `model`: feedback rounds start "
+        "`model` from the previous round's policy and keep the SFT model here (empty = model)",
+    )  # fmt: skip
     output_dir: str = default_("out/ppo")
     log_every: int = default_(1)
     report_to: ReportTo = default_("tensorboard")  # curves next to metrics.jsonl
