@@ -160,3 +160,33 @@ def test_the_stress_and_length_head_twins_run_and_fill_their_report_rows(tmp_pat
     ]
     stress = [r for r in rows if r["name"].startswith("ptx loss under stress")]
     assert [r["setting"] for r in stress] == ["on", "off"] and all("probe_overall" in r for r in stress)
+
+
+def test_two_feedback_rounds_annotate_the_policy_and_continue_it(tmp_path, capsys):
+    """rounds=2: round 2 annotates PPO's answers (pairs chosen by an ensemble's uncertainty under the
+    budget), filters both rounds' comparisons, retrains the RM and continues PPO from round 1's policy
+    with its KL to SFT; every comparison says its round and which model wrote each answer."""
+    from chatglm_rlhf.data.formats import load_comparisons
+
+    out = tmp_path / "run"
+    args = ["demo", "--out", str(out), "--profile", "smoke", *TINY, "ablations=[]", "ceiling_n=0", "probe=false",
+            "algorithms=[ppo]", "rounds=2", "round.select=uncertainty", "round.members=2", "round.budget=12"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    rd = metrics["round_2"]
+    assert rd["select"] == "uncertainty" and rd["selected_pairs"] == 12 // 2 and rd["comparisons"] == 12
+    round1 = load_comparisons(out / "data" / "comparisons.jsonl")[0]
+    both = load_comparisons(out / "data" / "comparisons_upto_r2.jsonl")[0]
+    assert [c.meta["round"] for c in both] == [1] * len(round1) + [2] * 12
+    assert {(c.meta["model_a"], c.meta["model_b"]) for c in both[len(round1) :]} == {("ppo", "ppo")}
+    assert metrics["filter_r2"]["read"] == len(round1) + 12
+    cfg = json.loads((out / "models" / "ppo_r2" / "ppo_config.json").read_text())
+    assert cfg["model"] == str(out / "models" / "ppo") and cfg["reference_model"] == str(
+        out / "models" / "sft"
+    )
+    assert cfg["reward_model"] == str(out / "models" / "rm_r2")
+    ev = metrics["evaluate"]["ppo_r2"]
+    assert ev["versus"] == "ppo" and 0.0 <= ev["gold_win_rate_vs_versus"] <= 1.0
+    assert "round 2: 12 comparisons on ppo's answers (uncertainty)" in capsys.readouterr().out
+    html = (out / "report.html").read_text()
+    assert "Feedback rounds" in html and "ppo_r2" in html

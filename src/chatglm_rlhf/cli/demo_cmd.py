@@ -131,4 +131,7 @@ def summary(metrics: dict) -> str:
     rm, flt = metrics.get("rm") or {}, metrics.get("filter") or {}
     lines.append(f"reward model: held-out accuracy {f(rm.get('eval_accuracy'))}, gold accuracy "
                  f"{f(rm.get('gold_accuracy'))}; filter kept {flt.get('kept', '-')} of {flt.get('read', '-')}")  # fmt: skip
+    from chatglm_rlhf.evaluate.report.rounds import terminal_lines
+
+    lines += terminal_lines(metrics)
     return "\n".join(lines)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chatglm_rlhf.evaluate.report import ablations, claims, judged, plots
+from chatglm_rlhf.evaluate.report import ablations, claims, judged, plots, rounds
 from chatglm_rlhf.evaluate.report.context import ReportContext, read_jsonl, run_policies
 from chatglm_rlhf.evaluate.report.html import card, esc, fmt, img, kv_table, not_run, section, table
 
@@ -309,6 +309,7 @@ SECTIONS: list[tuple[str, Callable[[ReportContext], str]]] = [
     ("Best-of-n ceiling", _ceiling),
     ("Capability probe", judged.probe),
     ("Ablations", ablations.section_),
+    ("Feedback rounds", rounds.section_),
     ("Example answers", _examples),
     ("Held-out prompts: SFT vs PPO", judged.side_by_side),
     ("Time per stage", judged.timing),

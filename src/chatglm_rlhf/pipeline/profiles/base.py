@@ -305,6 +305,13 @@ class StageBuilder:
                 *[p for a in ABLATIONS.values() if a.name in self.cfg.ablations for p in a.policy_names()],
                 *[f"ppo_r{r}" for r in range(2, getattr(self.cfg, "rounds", 1) + 1)]]  # fmt: skip
 
+    def versus(self) -> dict[str, Any]:
+        """The evaluation's ``versus`` keyword: each later round's policy against the round before it
+        (nothing when there is one round, so that a one-round run's evaluation is unchanged)."""
+        n = getattr(self.cfg, "rounds", 1)
+        pairs = {f"ppo_r{r}": "ppo" if r == 2 else f"ppo_r{r - 1}" for r in range(2, n + 1)}
+        return {"versus": pairs} if pairs else {}
+
     def rounds(self, seed: int) -> list[Stage]:
         """Rounds 2..``rounds``: (bootstrap RMs ->) the policy's answers annotated -> every round's
         comparisons filtered -> a new RM (from the SFT model, like round 1's) -> PPO continued from the

@@ -219,7 +219,8 @@ class DemoStages(StageBuilder):
             *self.policies(),
             *self.ablations(),
             *self.rounds(seed),
-            self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, progress, prompts=c.eval_prompts),
+            self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, progress, prompts=c.eval_prompts,
+                       **self.versus()),
         ]
         if c.ceiling_n > 0:
             stages.append(self.stage("ceiling", evaluate.ceiling, c.ceiling_n, c.ppo.generation, c.eval,

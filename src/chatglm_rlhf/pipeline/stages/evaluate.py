@@ -19,14 +19,33 @@ from chatglm_rlhf.pipeline.context import RunContext
 
 
 def evaluate(ctx: RunContext, policies: list[str], settings, seed: int, progress: bool = True,
-             prompts: str = "eval_prompts", judges: tuple[str, ...] = ("judge_rm",)) -> dict:  # fmt: skip
+             prompts: str = "eval_prompts", judges: tuple[str, ...] = ("judge_rm",),
+             versus: dict[str, str] | None = None) -> dict:  # fmt: skip
     """The gold judge's verdicts when the task has one (``settings``: the generation settings), else the
     judges' (``settings``: the profile's eval settings, ``judges``: the judge RMs; see
     :func:`evaluate_judges`). ``prompts``: the data file asked (``dev_prompts`` while tuning a recipe;
-    tasks with a gold judge)."""
+    tasks with a gold judge). ``versus``: policy -> another policy it is also judged against (a feedback
+    round against the round before it; gold only)."""
     if ctx.gold() is not None:
-        return evaluate_gold(ctx, policies, settings, seed, progress, prompts)
+        out = evaluate_gold(ctx, policies, settings, seed, progress, prompts)
+        for name, other in (versus or {}).items():
+            out[name].update(_versus(ctx, name, other, settings, seed, progress, prompts))
+        return out
     return evaluate_judges(ctx, policies, settings, seed, progress, judges)
+
+
+def _versus(ctx: RunContext, name: str, other: str, generation, seed: int, progress: bool, prompts_file: str):
+    """``name``'s gold win rate against ``other`` (not SFT) on the same prompts."""
+    from chatglm_rlhf.evaluate.evaluate import evaluate_models
+    from chatglm_rlhf.evaluate.judges import GoldJudgeAdapter
+
+    (policy, tok), (base, _) = ctx.load(name), ctx.load(other)
+    res = evaluate_models(
+        policy, base, tok, ctx.samples(prompts_file), GoldJudgeAdapter(ctx.gold()), generation, seed=seed,
+        output_dir=ctx.out / "eval" / f"{name}_vs_{other}", progress=progress,
+    )  # fmt: skip
+    return {"versus": other, "gold_win_rate_vs_versus": res.summary["overall"]["win_rate"],
+            "ci_vs_versus": res.summary["overall"]["ci"]}  # fmt: skip
 
 
 def evaluate_gold(ctx: RunContext, policies: list[str], generation, seed: int, progress: bool,

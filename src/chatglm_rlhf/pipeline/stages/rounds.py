@@ -55,6 +55,19 @@ def on_policy_accuracy(ctx: RunContext, cands, pairs, scores) -> dict[str, Any]:
     return {"rm_on_policy_gold_accuracy": right / decided if decided else None, "gold_decided_pairs": decided}
 
 
+def agreement(comps) -> float | None:
+    """Mean majority share of the pairs judged more than once (1.0: every annotator of a pair agreed)."""
+    from collections import defaultdict
+
+    from chatglm_rlhf.reward import aggregation as agg
+
+    votes: dict[tuple, list[str]] = defaultdict(list)
+    for c in comps:
+        votes[agg.pair_key(c)].append(agg.canonical_label(c))
+    shares = [agg.majority(v)[1] for v in votes.values() if len(v) > 1]
+    return sum(shares) / len(shares) if shares else None
+
+
 def collect_round(ctx: RunContext, r: int, policy: str, rm: str, members: list[str], settings, overlap: int,
                   generation, seed: int, progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Round ``r``: ``policy`` answers, pairs chosen under ``settings.budget`` comparisons, annotated by the
@@ -113,8 +126,9 @@ def collect_round(ctx: RunContext, r: int, policy: str, rm: str, members: list[s
     out.update(selected_pairs=len(chosen), comparisons=len(comps), comparisons_total=len(earlier) + len(comps),
                select=settings.select, budget=settings.budget,
                labels={lab: sum(c.label == lab for c in comps) for lab in ("a", "b", "tie")})  # fmt: skip
+    out["annotator_agreement"] = agreement(comps)
     if scores is not None:
-        picked = {p for p in chosen}
+        picked = set(chosen)
         sel = [u for p, u in zip(pairs, scores) if p in picked]
         out["uncertainty_selected_mean"] = sum(sel) / len(sel) if sel else None
         out["uncertainty_all_mean"] = sum(scores) / len(scores) if scores else None
