@@ -114,6 +114,10 @@ class RoundSettings:
     )
     per_prompt: int = field_(0, help="at most this many pairs from one prompt (0 = no cap)")
     ppo_steps: int = field_(0, help="PPO steps of each later round (0 = ppo.steps)")
+    rm_init: Literal["sft", "previous"] = field_(
+        "sft",
+        help="a round's reward model starts from the SFT model (as round 1's) or the previous round's RM",
+    )
 
 
 def _stress(b: StageBuilder) -> dict[str, Any]:
@@ -341,7 +345,9 @@ class StageBuilder:
             out.append(
                 self.stage(f"filter_r{r}", reward.filter_, f"filter_r{r}", rounds.upto_name(r), c.filter)
             )
-            out.append(self.rm(f"rm_r{r}", f"filter_r{r}"))
+            out.append(
+                self.rm(f"rm_r{r}", f"filter_r{r}", **({"init": rm} if c.round.rm_init == "previous" else {}))
+            )
             steps = {"steps": c.round.ppo_steps} if c.round.ppo_steps else {}
             out.append(self.policy("ppo", f"ppo_r{r}", rm=f"rm_r{r}", init=policy, **steps))
             policy, filtered, rm = f"ppo_r{r}", f"filter_r{r}", f"rm_r{r}"

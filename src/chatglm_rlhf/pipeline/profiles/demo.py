@@ -197,11 +197,11 @@ class DemoStages(StageBuilder):
     def filter(self, name: str, balance: str | None = None):
         return self.stage(name, reward.filter_, name, "comparisons", self.cfg.filter, balance=balance)
 
-    def rm(self, name: str, filtered: str, bootstrap: int | None = None, **changes):
+    def rm(self, name: str, filtered: str, bootstrap: int | None = None, init: str = "sft", **changes):
         c = self.cfg
         cfg = dataclasses.replace(c.rm, **changes) if changes else c.rm
         member = {} if bootstrap is None else {"bootstrap": bootstrap}  # (a round's ensemble member)
-        return self.stage(name, reward.rm, name, f"{filtered}/filtered.jsonl", cfg, self.ctx.models / "sft",
+        return self.stage(name, reward.rm, name, f"{filtered}/filtered.jsonl", cfg, self.ctx.models / init,
                           eval_fraction=0.15, seed=c.task.seed, progress=c.progress, **member)  # fmt: skip
 
     def build(self):
