@@ -100,6 +100,11 @@ class CollectSettings:
     noise: float = field_(0.1, help="std of each annotator's judgement noise")
     length_bias: float = field_(0.15, help="annotators' preference for longer answers (per 10 words)")
     tie_margin: float = field_(0.05, help="utility difference below which annotators say tie")
+    prompts: int = field_(
+        0,
+        added=True,
+        help="annotate only the first N preference prompts (0 = all): a smaller first-round budget",
+    )
 
 
 def _sampling() -> GenerationSettings:
@@ -213,7 +218,7 @@ class DemoStages(StageBuilder):
             self.stage("sft", models.sft, c.sft, seed, progress),
             self.stage("sft_eval", data.sft_eval, c.generation, seed, progress, key="sft"),
             self.stage("collect", data.collect, c.collect.k, c.collect.overlap, c.generation, seed + 1, progress,
-                       key="data", task=("collect",)),
+                       key="data", task=("collect",), **({"n_prompts": c.collect.prompts} if c.collect.prompts else {})),
             self.filter("filter"),
             self.rm("rm", "filter"),
             *self.policies(),

@@ -37,27 +37,30 @@ def sft_eval(ctx: RunContext, generation, seed: int, progress: bool = True) -> d
     }
 
 
-def _candidates(ctx: RunContext, k: int, generation, seed: int, progress: bool):
+def _candidates(ctx: RunContext, k: int, generation, seed: int, progress: bool, n_prompts: int = 0):
     from chatglm_rlhf.collect.generate import generate_candidates
     from chatglm_rlhf.data.io import write_jsonl
 
     model, tok = ctx.load("sft")
+    prompts = ctx.samples("pref_prompts")
     cands = generate_candidates(
-        model, tok, ctx.samples("pref_prompts"), k, generation, seed=seed, progress=progress
+        model, tok, prompts[:n_prompts] if n_prompts else prompts, k, generation, seed=seed, progress=progress
     )
     write_jsonl(ctx.data / "candidates.jsonl", cands)
     return cands
 
 
-def collect(ctx: RunContext, k: int, overlap: int, generation, seed: int, progress: bool = True) -> dict:
-    """k SFT samples per preference prompt, compared pairwise by the task's (simulated) annotators."""
+def collect(ctx: RunContext, k: int, overlap: int, generation, seed: int, progress: bool = True,
+            n_prompts: int = 0) -> dict:  # fmt: skip
+    """k SFT samples per preference prompt (the first ``n_prompts`` when > 0), compared pairwise by the
+    task's (simulated) annotators."""
     from chatglm_rlhf.data.formats import write_trl
     from chatglm_rlhf.data.io import write_jsonl
 
     pool = ctx.task.annotators()
     if pool is None:
         raise UserError(f"collect: task {ctx.task.name} has no annotators (use the generate stage)")
-    comparisons = pool.annotate(_candidates(ctx, k, generation, seed, progress), overlap=overlap)
+    comparisons = pool.annotate(_candidates(ctx, k, generation, seed, progress, n_prompts), overlap=overlap)
     write_jsonl(ctx.data / "comparisons.jsonl", comparisons)
     written, ties = write_trl(ctx.data / "comparisons.trl.jsonl", comparisons)
     labels = {lab: sum(x.label == lab for x in comparisons) for lab in ("a", "b", "tie")}
