@@ -286,7 +286,8 @@ def run_backend(db_url: str, candidates: Path, work: Path, args: argparse.Namesp
     out["bulk_annotate"] = bulk_annotate(db_url)
     if args.live:
         out["live_paced"] = live(db_url, args.per_annotator, args.think_ms / 1000)
-        out["live_flat_out"] = live(db_url, args.burst_per_annotator, 0.0)
+        if args.burst_per_annotator:  # 0: no flat-out phase
+            out["live_flat_out"] = live(db_url, args.burst_per_annotator, 0.0)
     stats = measure([*ANNOTATE, "stats", "--project", load_bench.PROJECT, "--json", *db], work / "stats.log")
     st = json.loads(stats.pop("stdout"))
     keys = (
@@ -416,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--think-ms", type=float, default=500.0, help="mean think time between an annotator's items"
     )
-    p.add_argument("--burst-per-annotator", type=int, default=25, help="judgements per annotator flat out")
+    p.add_argument(
+        "--burst-per-annotator", type=int, default=25, help="judgements per annotator flat out (0: none)"
+    )
     p.add_argument("--no-live", dest="live", action="store_false", help="only the commands, no annotators")
     p.add_argument("--workdir", default="/tmp/annotate_scale", help="files and the SQLite database go here")
     p.add_argument("--keep", action="store_true", help="keep the candidates file")

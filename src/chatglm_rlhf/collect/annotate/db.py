@@ -5,18 +5,23 @@ SQLite (the default, a file) runs in WAL mode so that readers never block the wr
 write transaction opens with ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes
 can fail with SQLITE_BUSY when another writer committed in between, which would lose a submission.
 Inside one server process writes also queue on a lock, which is fairer than SQLite's sleep-and-retry.
+
+On PostgreSQL every round trip to the server counts (a busy machine adds milliseconds of scheduling to
+each): a pooled connection is pinged before use only after it sat idle (:data:`PING_AFTER_IDLE_S`),
+and ``lookup()`` reads without BEGIN and COMMIT (see there).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from chatglm_rlhf.errors import UserError
@@ -24,6 +29,8 @@ from chatglm_rlhf.errors import UserError
 DEFAULT_DB = "annotate.db"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A PostgreSQL connection back in the pool for longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_S = 1.0
 
 
 def normalize_url(db: str) -> str:
@@ -72,8 +79,34 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only if it sat idle for PING_AFTER_IDLE_S.
+
+    ``pool_pre_ping`` pings on every checkout: one more round trip per transaction, two per form
+    post. A connection that idled may have been dropped (a server restart, an idle timeout): a
+    failed ping makes the pool discard it and connect afresh, as ``pool_pre_ping`` does. One used
+    less than PING_AFTER_IDLE_S ago is handed out as it is; if the server dropped it in that moment,
+    the request using it fails (as any request in flight during a restart does), and SQLAlchemy then
+    discards every pooled connection as old as that one, so the requests after it reconnect.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:  # noqa: BLE001 - any failure: discard it, the pool connects again
+            raise DisconnectionError(f"pooled connection failed its ping: {e}") from e
+
+
 class Database:
-    """An engine plus two session factories: ``write()`` (serialised on SQLite) and ``read()``."""
+    """An engine plus session factories: ``write()`` (serialised on SQLite), ``read()`` and ``lookup()``."""
 
     def __init__(self, url: str, echo: bool = False) -> None:
         self.url = normalize_url(url)
@@ -84,12 +117,17 @@ class Database:
             _sqlite_setup(self.engine)
             write_engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         else:
-            self.engine = create_engine(
-                self.url, echo=echo, pool_size=10, max_overflow=30, pool_pre_ping=True
-            )
+            self.engine = create_engine(self.url, echo=echo, pool_size=10, max_overflow=30)
+            _ping_when_idle(self.engine)
             write_engine = self.engine
         self._write = sessionmaker(write_engine, expire_on_commit=False)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL in READ COMMITTED gives each statement its own snapshot inside a transaction
+        # too, so for plain reads a transaction only costs its BEGIN and COMMIT round trips.
+        lookup_engine = (
+            self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+        self._lookup = sessionmaker(lookup_engine, expire_on_commit=False)
         self._write_lock = threading.Lock() if self.is_sqlite else None
 
     @contextmanager
@@ -101,6 +139,15 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         with self._read() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def lookup(self) -> Iterator[Session]:
+        """Reads on every request's path (who is asking; the item page): on PostgreSQL without a
+        transaction, each statement committed on its own, which saves the BEGIN and COMMIT round
+        trips and reads the same as READ COMMITTED's one snapshot per statement. On SQLite the same as
+        ``read()`` (one snapshot for all). Not for server-side cursors (``yield_per``): use ``read()``."""
+        with self._lookup() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

@@ -60,7 +60,7 @@ def _cookie_auth(request: Request) -> Auth | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
-    with _db(request).read() as s:
+    with _db(request).lookup() as s:
         ws = service.session_for(s, token)
         if ws is None:
             return None
@@ -111,7 +111,7 @@ def api_user(request: Request) -> Auth:
         raise HTTPException(
             401, "send an API token: Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"}
         )
-    with _db(request).read() as s:
+    with _db(request).lookup() as s:
         user = service.user_by_token(s, token.strip())
         if user is None:
             raise HTTPException(401, "invalid API token", {"WWW-Authenticate": "Bearer"})

@@ -206,7 +206,7 @@ def _item_context(s, auth: Auth, project, assignment: Assignment) -> dict:
         ],
         "criteria": CRITERIA,
         "choices": CHOICES,
-        "counts": service.user_counts(s, s.get(User, auth.user_id), project),
+        "counts": service.user_counts(s, auth.user_id, project),
         "idem": secrets.token_urlsafe(18),
         "max_rationale": service.MAX_RATIONALE_CHARS,
         "values": {},
@@ -228,16 +228,16 @@ def annotate(
 def _annotate(project_name: str, auth: Auth, db: Database, notice: str | None) -> Response:
     # Usually the item was assigned when the previous one was submitted: a read is enough, and reads
     # do not wait for writers. Only when nothing is open does a write transaction assign one.
-    with db.read() as s:
+    with db.lookup() as s:
         project = service.get_project(s, project_name)
-        user = s.get(User, auth.user_id)
+        user = auth.user_id  # the session lookup read the user: no need to load the row again
         if not service.has_seen_guidelines(s, user, project):
             return see_other(f"/annotate/{project_name}/guidelines")
         assignment = service.pending_assignment(s, user, project, with_item=True)
         ctx = None if assignment is None else _item_context(s, auth, project, assignment)
     if ctx is None:
         with db.write() as s:
-            project, user = service.get_project(s, project_name), s.get(User, auth.user_id)
+            project, user = service.get_project(s, project_name), auth.user_id
             assignment = service.next_assignment(s, user, project)
             if assignment is None:
                 counts = service.user_counts(s, user, project)
@@ -267,14 +267,17 @@ def parse_submission(form: FormData) -> service.Submission:
 
 
 def submit_once(db: Database, user_id: int, assignment_id: int, sub: service.Submission) -> tuple[int, bool]:
-    """One transaction; if a concurrent duplicate won the race, answer with the stored row instead."""
+    """One transaction; if a concurrent duplicate won the race, answer with the stored row instead.
+
+    The user is passed by id: the request's session lookup has just read the user (active, or it
+    would not have got here), and loading the row again would cost one more round trip."""
     try:
         with db.write() as s:
-            ann, created = service.submit(s, s.get(User, user_id), assignment_id, sub)
+            ann, created = service.submit(s, user_id, assignment_id, sub)
             return ann.id, created
     except IntegrityError:
         with db.read() as s:
-            ann = service.find_by_key(s, s.get(User, user_id), sub.idempotency_key)
+            ann = service.find_by_key(s, user_id, sub.idempotency_key)
             if ann is not None and ann.assignment_id == assignment_id:
                 return ann.id, False
         raise service.Conflict("this item was already submitted") from None
