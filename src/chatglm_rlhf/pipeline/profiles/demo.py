@@ -189,7 +189,11 @@ class DemoConfig(PipelineConfig):
     probe: bool = field_(
         True, help="the capability probe (held-out knowledge prompts) for SFT and every policy"
     )
-    ptx_stress: StressSettings = field(default_factory=StressSettings)
+    # 16x the learning rate, the same steps: chosen on seed 0's dev prompts and the probe's dev items
+    # (scripts/ptx_stress_sweep.py; without ptx / with ptx, dev probe drop from SFT's 0.147): 4x1 0.000 /
+    # -0.118, 8x1 0.059 / -0.088, 8x2 0.059 / -0.088, 16x1 0.118 / -0.118 (the only clear drop: 4 of 34 items).
+    # Held-out items, 3 seeds (scripts/ptx_stress_seeds.py): drop 0.115 +- 0.025 without ptx, -0.008 +- 0.061 with.
+    ptx_stress: StressSettings = field(default_factory=lambda: StressSettings(lr_scale=16.0))
     rounds: int = field_(
         1, added=True, check=POSITIVE,
         help="feedback rounds: each after the first annotates the current policy's answers (round.budget "
