@@ -6,12 +6,36 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 PASSWORD = "correct-horse-1"
+
+
+@contextmanager
+def scratch_postgres(bench) -> Iterator[str]:
+    """A fresh, empty database on the known PostgreSQL server (``bench``: benchmarks/annotate_load.py),
+    dropped afterwards; skip, saying why, when there is no usable server."""
+    url = bench.pg_url_from_env()
+    if not url:
+        pytest.skip(
+            "no PostgreSQL server: set CHATGLM_RLHF_TEST_PG_URL or run scripts/ci_annotate_services.sh "
+            f"(writes {bench.PG_URL_FILE})"
+        )
+    pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]' for PostgreSQL")
+    try:
+        ctx = bench.fresh_postgres(url)
+        db_url = ctx.__enter__()
+    except Exception as e:  # noqa: BLE001 - any connection problem means "no server": skip, say why
+        pytest.skip(f"PostgreSQL at {url.split('@')[-1]} not usable: {e}")
+    try:
+        yield db_url
+    finally:
+        ctx.__exit__(None, None, None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -186,6 +210,7 @@ def helpers():
             "start": staticmethod(start_annotating),
             "candidates": staticmethod(candidates),
             "write_candidates": staticmethod(write_candidates),
+            "scratch_postgres": staticmethod(scratch_postgres),
             "password": PASSWORD,
         },
     )

@@ -36,36 +36,22 @@ def _check(result: dict, tmp_path: Path, bench) -> None:
 
 
 @contextmanager
-def _database(backend: str, tmp_path: Path, bench) -> Iterator[str]:
+def _database(backend: str, tmp_path: Path, bench, helpers) -> Iterator[str]:
     """A fresh SQLite file, or a scratch database on the known PostgreSQL server (else skip, saying why)."""
     if backend == "sqlite":
         yield str(tmp_path / "load.db")
         return
-    url = bench.pg_url_from_env()
-    if not url:
-        pytest.skip(
-            "no PostgreSQL server: set CHATGLM_RLHF_TEST_PG_URL or run scripts/ci_annotate_services.sh "
-            f"(writes {bench.PG_URL_FILE})"
-        )
-    pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]' for PostgreSQL")
-    try:
-        ctx = bench.fresh_postgres(url)
-        db_url = ctx.__enter__()
-    except Exception as e:  # noqa: BLE001 - any connection problem means "no server": skip, say why
-        pytest.skip(f"PostgreSQL at {url.split('@')[-1]} not usable: {e}")
-    try:
+    with helpers.scratch_postgres(bench) as db_url:
         yield db_url
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 @pytest.mark.load
 @pytest.mark.faults
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_load_with_three_kills(backend, tmp_path, repo_script):
+def test_load_with_three_kills(backend, tmp_path, repo_script, helpers):
     """20 annotators x 50 acknowledged judgements; the server SIGKILLed 3 times mid-flight."""
     bench = repo_script("benchmarks/annotate_load.py")
-    with _database(backend, tmp_path, bench) as db_url:
+    with _database(backend, tmp_path, bench, helpers) as db_url:
         _check(bench.run(db_url, kills=3), tmp_path, bench)
 
 

@@ -21,24 +21,10 @@ from chatglm_rlhf.collect.annotate.models import Annotation, Assignment, Item
 
 
 @pytest.fixture
-def pg_url(repo_script):
+def pg_url(repo_script, helpers):
     """A fresh, empty database on the known PostgreSQL server (dropped afterwards), else skip."""
-    bench = repo_script("benchmarks/annotate_load.py")
-    url = bench.pg_url_from_env()
-    if not url:
-        pytest.skip(
-            "no PostgreSQL server: set CHATGLM_RLHF_TEST_PG_URL or run scripts/ci_annotate_services.sh"
-        )
-    pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]' for PostgreSQL")
-    try:
-        ctx = bench.fresh_postgres(url)
-        db_url = ctx.__enter__()
-    except Exception as e:  # noqa: BLE001 - any connection problem means "no server": skip, say why
-        pytest.skip(f"PostgreSQL at {url.split('@')[-1]} not usable: {e}")
-    try:
+    with helpers.scratch_postgres(repo_script("benchmarks/annotate_load.py")) as db_url:
         yield db_url
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def _project(url: str, helpers, tmp_path: Path) -> Database:
