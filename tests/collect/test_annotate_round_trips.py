@@ -102,13 +102,15 @@ def test_round_trips_of_the_item_page_and_the_form_post(backend_db, helpers, mon
         r, get = trips.during(client.get, "/annotate/demo")
         assert r.status_code == 200 and 'id="annotate-form"' in r.text
         page = r.text
-    # Post: who is asking (1); the locked assignment with its project and key (1); the status and
-    # the annotation (2); the next item taken (1) and assigned (1). Page: who is asking (1); the
-    # project, the guidelines confirmation, the open item with its pair, the counts (4).
-    reads = ["SELECT"]
-    assert post[:1] == get[:1] == reads  # no ping, no BEGIN or COMMIT around the session lookup
-    body = ["SELECT", "UPDATE", "INSERT", "UPDATE", "INSERT"]
-    assert post[1:] == (body if backend_db.is_sqlite else ["BEGIN", *body, "COMMIT"])
+    # Post: who is asking (1); then the locked assignment with its project and key (1), the annotation
+    # (1), and on PostgreSQL one statement that closes the assignment and takes and assigns the next
+    # item (SQLite: three). Page: who is asking (1); the project, the guidelines confirmation, the open
+    # item with its pair, the counts (4).
+    assert post[:1] == get[:1] == ["SELECT"]  # no ping, no BEGIN or COMMIT around the session lookup
+    if backend_db.is_sqlite:
+        assert post[1:] == ["SELECT", "INSERT", "UPDATE", "UPDATE", "INSERT"]
+    else:
+        assert post[1:] == ["BEGIN", "SELECT", "INSERT", "WITH", "COMMIT"]
     assert get[1:] == ["SELECT"] * 4
 
 
@@ -214,4 +216,62 @@ def test_an_idle_connection_the_server_dropped_is_replaced(pg_url, monkeypatch):
         backend_pid()
     assert backend_pid() != pid
     admin.dispose()
+    db.dispose()
+
+
+def _judgement(key: str, skip: bool = False) -> service.Submission:
+    scores = dict.fromkeys(service.CRITERIA, 3)
+    return service.Submission(key, skip=skip, overall=2, scores_left=scores, scores_right=scores)
+
+
+def test_close_and_assign_waits_when_every_open_item_is_locked(pg_url, helpers, fast_hash, tmp_path):
+    """SKIP LOCKED finds nothing while another transaction holds every item: the blocking attempt
+    then waits for it, and the judged assignment is closed either way (one statement, then one more)."""
+    db = _project(pg_url, helpers, tmp_path)
+    with db.write() as s:
+        user, project = service.get_user(s, "ann1"), service.get_project(s, "demo")
+        first = service.next_assignment(s, user, project)
+        first_id, user_id = first.id, user.id
+    done: list = []
+
+    def post() -> None:
+        with db.write() as s:
+            ann, created = service.submit(s, user_id, first_id, _judgement("wait-key-01"))
+            assert s.get(Assignment, first_id).status == "done"  # the session sees what was stored
+            done.append(created)
+
+    with db.write() as s:
+        s.execute(select(Item.id).with_for_update()).all()  # every item, locked until this commits
+        worker = threading.Thread(target=post)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock(db) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _waiting_on_a_lock(db), "the take did not wait for the locked items"
+    worker.join(10)
+    assert done == [True]
+    with db.read() as s:
+        states = dict(s.execute(select(Assignment.id, Assignment.status)).all())
+        assert states[first_id] == "done" and list(states.values()).count("pending") == 1
+        second = s.scalars(select(Assignment).where(Assignment.status == "pending")).one()
+        assert s.get(Item, second.item_id).n_active == 1 and second.item_id != first.item_id
+    db.dispose()
+
+
+def test_no_second_open_item_after_a_judgement(pg_url, helpers, fast_hash, tmp_path):
+    """A user with two open items (possible only through a race elsewhere) who judges one gets no
+    third: the take's guard leaves out only the assignment being closed."""
+    db = _project(pg_url, helpers, tmp_path)
+    with db.write() as s:
+        user, project = service.get_user(s, "ann1"), service.get_project(s, "demo")
+        first = service.next_assignment(s, user, project)
+        assert s.scalar(service.take_statement(user, project, "skip_locked")) is None  # one is open
+        item = s.scalars(select(Item).where(Item.id != first.item_id).order_by(Item.id)).first()
+        item.n_active += 1
+        s.add(Assignment(item_id=item.id, user_id=user.id, project_id=project.id, status="pending"))
+    with db.write() as s:
+        service.submit(s, user.id, first.id, _judgement("two-open-01"))
+    with db.read() as s:
+        pending = s.scalars(select(Assignment.item_id).where(Assignment.status == "pending")).all()
+    assert pending == [item.id]
     db.dispose()

@@ -1,7 +1,8 @@
 """The app's rules, independent of HTTP: users, sessions, assignment, submission (on top of projects).
 
-Projects, names, loading and the errors are in :mod:`~chatglm_rlhf.collect.annotate.projects` and
-re-exported here, so the app, the CLI and the tests keep one entry point (``service.X``).
+Projects, names, loading and the errors are in :mod:`~chatglm_rlhf.collect.annotate.projects`, which
+item is assigned next in :mod:`~chatglm_rlhf.collect.annotate.assign`; both are re-exported here, so
+the app, the CLI and the tests keep one entry point (``service.X``).
 
 Every function takes an open SQLAlchemy session; the caller owns the transaction (one request or one
 CLI command = one transaction), so a submission is either wholly stored or not at all.
@@ -11,14 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import Select, Update, and_, exists, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from chatglm_rlhf.collect.annotate import security
+from chatglm_rlhf.collect.annotate.assign import (  # noqa: F401 (re-exported: callers use service.X)
+    UserRef,
+    close_and_assign,
+    get_assignment,
+    lock_assignment,
+    next_assignment,
+    pending_assignment,
+    pick_query,
+    take_statement,
+    user_id_of,
+)
 from chatglm_rlhf.collect.annotate.models import (
     ROLES,
     Annotation,
@@ -59,15 +70,6 @@ from chatglm_rlhf.errors import UserError  # noqa: F401 (re-exported: callers ca
 
 FLAGS = ("unsafe", "broken")
 MAX_RATIONALE_CHARS = 5_000
-
-# A user, or only the id where that is all a caller has (a request knows its user's id from the
-# session lookup; loading the row again would be one more round trip to the database).
-UserRef = User | int
-
-
-def _user_id(user: UserRef) -> int:
-    return user if isinstance(user, int) else user.id
-
 
 # --- users, sessions, tokens ----------------------------------------------------------------------
 
@@ -172,7 +174,7 @@ def end_session(s: Session, token: str | None) -> None:
 def _seen(s: Session, user: UserRef, project: Project) -> GuidelinesSeen | None:
     return s.scalars(
         select(GuidelinesSeen).where(
-            GuidelinesSeen.user_id == _user_id(user), GuidelinesSeen.project_id == project.id
+            GuidelinesSeen.user_id == user_id_of(user), GuidelinesSeen.project_id == project.id
         )
     ).first()
 
@@ -229,148 +231,6 @@ def guidelines_changes(s: Session, user: User, project: Project, sections: list[
     return GuidelinesChanges(updated=True, changed=changed, removed=removed)
 
 
-# --- assignment -----------------------------------------------------------------------------------
-
-
-def pending_assignment(
-    s: Session, user: UserRef, project: Project, with_item: bool = False
-) -> Assignment | None:
-    """The user's open item in the project, if any (read-only, so it can run beside writers);
-    ``with_item`` loads its pair and sample in the same query (the item page shows them)."""
-    q = (
-        select(Assignment)
-        .where(
-            Assignment.user_id == _user_id(user),
-            Assignment.project_id == project.id,
-            Assignment.status == "pending",
-        )
-        .order_by(Assignment.id)
-        .limit(1)
-    )
-    if with_item:
-        q = q.options(joinedload(Assignment.item).joinedload(Item.sample))
-    return s.scalars(q).first()
-
-
-def pick_query(user: UserRef, project: Project) -> Select:
-    """Open items the user has not had, fullest first, then by id: the order of index ix_items_pick,
-    so the database reads from its start and stops at the first row that qualifies (no sort)."""
-    mine = select(Assignment.id).where(Assignment.item_id == Item.id, Assignment.user_id == _user_id(user))
-    return (
-        select(Item)
-        .where(Item.project_id == project.id, Item.n_active < project.overlap, ~exists(mine))
-        .order_by(Item.n_active.desc(), Item.id)
-        .limit(1)
-    )
-
-
-def take_statement(user: UserRef, project: Project, lock: str | None = None) -> Update:
-    """``UPDATE items SET n_active = n_active + 1 WHERE id = (the pick query) RETURNING id``, only
-    while the user has no open item in the project (next_assignment's first look, repeated in the
-    same statement as the take). ``lock`` (PostgreSQL): "skip_locked" or "wait"; see _take_item."""
-    open_item = exists().where(
-        Assignment.user_id == _user_id(user),
-        Assignment.project_id == project.id,
-        Assignment.status == "pending",
-    )
-    pick = pick_query(user, project).with_only_columns(Item.id)
-    if lock is not None:
-        pick = pick.with_for_update(skip_locked=lock == "skip_locked", key_share=True, of=Item)
-    # The pick reads its own ``items``: never correlated to the table being updated.
-    pick = pick.correlate_except(Item).scalar_subquery()
-    return (
-        update(Item)
-        .where(Item.id == pick, ~open_item)
-        .values(n_active=Item.n_active + 1)
-        .returning(Item.id)
-        .execution_options(synchronize_session="fetch")
-    )
-
-
-def _take_item(s: Session, user: UserRef, project: Project) -> int | None:
-    """Take the next open item (one statement, :func:`take_statement`); returns its id, or None.
-
-    SQLite transactions that write are already serialised (BEGIN IMMEDIATE). On PostgreSQL the pick
-    locks its row (FOR NO KEY UPDATE: the lock an UPDATE of a non-key column takes, which does not
-    conflict with the key-share locks that foreign keys to the item take), and PostgreSQL re-checks
-    ``n_active < overlap`` once it holds the lock, so two annotators can never both take an item's
-    last slot. SKIP LOCKED lets concurrent annotators take different items instead of queueing; if
-    that finds nothing (all candidates briefly locked, or a re-check failed under LIMIT 1), one
-    blocking attempt gives the exact answer.
-    """
-    if s.get_bind().dialect.name != "postgresql":
-        return s.scalar(take_statement(user, project))
-    item_id = s.scalar(take_statement(user, project, "skip_locked"))
-    return item_id if item_id is not None else s.scalar(take_statement(user, project, "wait"))
-
-
-def _assign(s: Session, user: UserRef, project: Project) -> Assignment | None:
-    """A newly assigned item (see :func:`_take_item`); None when nothing is left for this user."""
-    item_id = _take_item(s, user, project)
-    if item_id is None:
-        return None
-    assignment = Assignment(
-        item_id=item_id,
-        user_id=_user_id(user),
-        project_id=project.id,
-        swapped=secrets.randbelow(2) == 1,  # display order randomised per annotator, recorded
-        status="pending",
-    )
-    s.add(assignment)
-    s.flush()
-    return assignment
-
-
-def next_assignment(s: Session, user: UserRef, project: Project) -> Assignment | None:
-    """The user's open item, or a newly assigned one; None when nothing is left for this user.
-
-    Items nearest to their overlap go first (so pairs get complete judgements early), then by id, so
-    that one annotator tends to get all pairs of a sample and intransitive cycles can be measured.
-    """
-    pending = pending_assignment(s, user, project)
-    if pending is not None:
-        return pending
-    return _assign(s, user, project)
-
-
-def _own(assignment: Assignment | None, user: UserRef, assignment_id: int) -> Assignment:
-    if assignment is None:
-        raise NotFound(f"no item {assignment_id}")
-    if assignment.user_id != _user_id(user):
-        raise Forbidden("this item is assigned to another annotator")
-    return assignment
-
-
-def get_assignment(s: Session, user: UserRef, assignment_id: int) -> Assignment:
-    """The assignment if it is the user's own; 404 if missing, 403 if someone else's."""
-    return _own(s.get(Assignment, assignment_id), user, assignment_id)
-
-
-def _lock_assignment(
-    s: Session, user: UserRef, assignment_id: int, key: str
-) -> tuple[Assignment, Project, Annotation | None]:
-    """:func:`get_assignment`, locked (a concurrent post of the same form waits here until the other
-    commits, then gets the row as that left it), with its project and the user's annotation under
-    idempotency key ``key`` (if any) in the same query.
-
-    The annotation comes from the statement's snapshot, taken before any wait for the lock: one
-    that a concurrent duplicate committed meanwhile is not in it. That duplicate also marked the
-    assignment done, which the locked row does show; so ``submit`` looks the key up again, in a new
-    statement, whenever the assignment is no longer pending.
-    """
-    replay = and_(Annotation.user_id == _user_id(user), Annotation.idempotency_key == key)
-    row = s.execute(
-        select(Assignment, Project, Annotation)
-        .join(Project, Project.id == Assignment.project_id)
-        .outerjoin(Annotation, replay)
-        .where(Assignment.id == assignment_id)
-        .with_for_update(of=Assignment)
-    ).first()
-    if row is None:
-        raise NotFound(f"no item {assignment_id}")
-    return _own(row[0], user, assignment_id), row[1], row[2]
-
-
 # --- submission -----------------------------------------------------------------------------------
 
 
@@ -423,19 +283,19 @@ def canonical(sub: Submission, swapped: bool) -> dict:
 
 def _replay(s: Session, user: UserRef, key: str) -> Annotation | None:
     return s.scalars(
-        select(Annotation).where(Annotation.user_id == _user_id(user), Annotation.idempotency_key == key)
+        select(Annotation).where(Annotation.user_id == user_id_of(user), Annotation.idempotency_key == key)
     ).first()
 
 
 def submit(s: Session, user: UserRef, assignment_id: int, sub: Submission) -> tuple[Annotation, bool]:
     """Store a judgement (or a skip); returns (annotation, created). A replayed key returns the original.
 
-    A new judgement is five statements (round trips, on PostgreSQL) between BEGIN and COMMIT: the
-    locked assignment with its project and any earlier use of the key; the assignment's status and
-    the annotation (one flush); the next item taken; its assignment.
+    On PostgreSQL a new judgement is three statements (round trips) between BEGIN and COMMIT: the
+    locked assignment with its project and any earlier use of the key; the annotation; the
+    assignment's status with the next item taken and assigned (:func:`close_and_assign`).
     """
     validate(sub)
-    assignment, project, previous = _lock_assignment(s, user, assignment_id, sub.idempotency_key)
+    assignment, project, previous = lock_assignment(s, user, assignment_id, sub.idempotency_key)
     if previous is None and assignment.status != "pending":  # perhaps a duplicate's, committed since
         previous = _replay(s, user, sub.idempotency_key)
     if previous is not None:
@@ -461,14 +321,13 @@ def submit(s: Session, user: UserRef, assignment_id: int, sub: Submission) -> tu
         **labels,
     )
     s.add(ann)
-    assignment.status = "skipped" if sub.skip else "done"
     if sub.skip:  # a skip frees the slot so that another annotator gets the pair
         s.execute(update(Item).where(Item.id == assignment.item_id).values(n_active=Item.n_active - 1))
     s.flush()
-    # Assign the next item in the same transaction: the page that follows only has to read it, and
-    # a commit (an fsync) is saved per item. (Not while the user has another open item: the take
-    # checks that in the same statement, as next_assignment would first.)
-    _assign(s, user, project)
+    # Close the assignment and assign the next item in the same transaction: the page that follows
+    # only has to read it, and a commit (an fsync) is saved per item. (Not while the user has another
+    # open item: the take checks that in the same statement, as next_assignment would first.)
+    close_and_assign(s, assignment, "skipped" if sub.skip else "done", project)
     return ann, True
 
 
@@ -479,7 +338,7 @@ def find_by_key(s: Session, user: UserRef, key: str) -> Annotation | None:
 def user_counts(s: Session, user: UserRef, project: Project) -> dict[str, int]:
     rows = s.execute(
         select(Assignment.status, func.count())
-        .where(Assignment.user_id == _user_id(user), Assignment.project_id == project.id)
+        .where(Assignment.user_id == user_id_of(user), Assignment.project_id == project.id)
         .group_by(Assignment.status)
     ).all()
     counts = {"pending": 0, "done": 0, "skipped": 0}
