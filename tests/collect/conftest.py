@@ -196,6 +196,26 @@ def start_annotating(client, project: str = "demo") -> str:
     return r.text
 
 
+def check_pick_order(s, project, a1, a2, a3) -> None:
+    """On the ``env`` project (overlap 2): the next item is the fullest open one, then the lowest id."""
+    from sqlalchemy import select
+
+    from chatglm_rlhf.collect.annotate import service
+    from chatglm_rlhf.collect.annotate.models import Item
+
+    first = service.next_assignment(s, a1, project).item_id
+    service.submit(
+        s, a1, service.pending_assignment(s, a1, project).id, service.Submission("k-000001", skip=True)
+    )
+    second = service.pending_assignment(s, a1, project).item_id  # the skip freed `first`
+    # a2: `second` is the only item with a judge so far: fullest first, then the lowest id.
+    assert service.next_assignment(s, a2, project).item_id == second
+    # a3: `second` is full (overlap 2), so the lowest id of the empty ones, which is `first` again.
+    assert service.next_assignment(s, a3, project).item_id == first
+    ids = sorted(s.scalars(select(Item.id).where(Item.project_id == project.id)))
+    assert first == ids[0] and second == ids[1]
+
+
 @pytest.fixture
 def helpers():
     """The page helpers above, for test modules (they cannot import conftest by name)."""
@@ -211,6 +231,7 @@ def helpers():
             "candidates": staticmethod(candidates),
             "write_candidates": staticmethod(write_candidates),
             "scratch_postgres": staticmethod(scratch_postgres),
+            "check_pick_order": staticmethod(check_pick_order),
             "password": PASSWORD,
         },
     )

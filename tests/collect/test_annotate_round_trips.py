@@ -119,15 +119,7 @@ def test_pick_order_is_fullest_first_then_by_id_on_postgres(pg_url, helpers, fas
     with db.write() as s:
         project = service.get_project(s, "demo")
         a1, a2, a3 = (service.get_user(s, f"ann{n}") for n in (1, 2, 3))
-        first = service.next_assignment(s, a1, project).item_id
-        service.submit(
-            s, a1, service.pending_assignment(s, a1, project).id, service.Submission("k-000001", skip=True)
-        )
-        second = service.pending_assignment(s, a1, project).item_id  # the skip freed `first`
-        assert service.next_assignment(s, a2, project).item_id == second  # fullest first
-        assert service.next_assignment(s, a3, project).item_id == first  # `second` is full: lowest id
-        ids = sorted(s.scalars(select(Item.id).where(Item.project_id == project.id)))
-        assert first == ids[0] and second == ids[1]
+        helpers.check_pick_order(s, project, a1, a2, a3)
         # No second open item while one is open: the take's guard.
         assert s.scalar(service.take_statement(a2, project, "skip_locked")) is None
     db.dispose()
@@ -170,16 +162,21 @@ def test_a_duplicate_post_waiting_on_the_lock_gets_the_first_ones_row(pg_url, he
         first_id = service.submit(s, user_id, assignment_id, sub)[0].id
         worker = threading.Thread(target=post_again)
         worker.start()
-        deadline = time.monotonic() + 10
-        while not _waiting_on_a_lock(db) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert _waiting_on_a_lock(db), "the second post did not wait for the first's lock"
+        _wait_for_a_lock(db, "the second post did not wait for the first's lock")
     worker.join(10)
     assert second == [(first_id, False)]
     with db.read() as s:
         assert s.scalar(select(Annotation.id).where(Annotation.assignment_id == assignment_id)) == first_id
         assert len(s.scalars(select(Assignment).where(Assignment.status == "pending")).all()) == 1
     db.dispose()
+
+
+def _wait_for_a_lock(db: Database, message: str) -> None:
+    """Up to 10 s for another session to block on a lock (the thread under test), else fail."""
+    deadline = time.monotonic() + 10
+    while not _waiting_on_a_lock(db) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _waiting_on_a_lock(db), message
 
 
 def _waiting_on_a_lock(db: Database) -> bool:
@@ -244,10 +241,7 @@ def test_close_and_assign_waits_when_every_open_item_is_locked(pg_url, helpers, 
         s.execute(select(Item.id).with_for_update()).all()  # every item, locked until this commits
         worker = threading.Thread(target=post)
         worker.start()
-        deadline = time.monotonic() + 10
-        while not _waiting_on_a_lock(db) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert _waiting_on_a_lock(db), "the take did not wait for the locked items"
+        _wait_for_a_lock(db, "the take did not wait for the locked items")
     worker.join(10)
     assert done == [True]
     with db.read() as s:

@@ -162,18 +162,8 @@ def test_next_item_query_reads_its_index_without_sorting(env):
     assert "ix_items_pick" in plan and "TEMP B-TREE" not in plan, plan
 
 
-def test_pick_order_is_fullest_first_then_by_id(env):
+def test_pick_order_is_fullest_first_then_by_id(env, helpers):
     with env.db.write() as s:
         project = service.get_project(s, "demo")
         a1, a2, a3 = (service.get_user(s, f"ann{n}") for n in (1, 2, 3))
-        first = service.next_assignment(s, a1, project).item_id
-        service.submit(
-            s, a1, service.pending_assignment(s, a1, project).id, service.Submission("k-000001", skip=True)
-        )
-        second = service.pending_assignment(s, a1, project).item_id  # the skip freed `first`
-        # a2: `second` is the only item with a judge so far: fullest first, then the lowest id.
-        assert service.next_assignment(s, a2, project).item_id == second
-        # a3: `second` is full (overlap 2), so the lowest id of the empty ones, which is `first` again.
-        assert service.next_assignment(s, a3, project).item_id == first
-        ids = sorted(s.scalars(select(Item.id).where(Item.project_id == project.id)))
-        assert first == ids[0] and second == ids[1]
+        helpers.check_pick_order(s, project, a1, a2, a3)
