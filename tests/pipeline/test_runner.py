@@ -41,6 +41,19 @@ def test_resume_skips_finished_stages_and_from_redoes(tmp_path):
         run_stages(tmp_path, [Stage("a", make("a"))], from_stage="zzz")
 
 
+def test_until_stops_after_that_stage_and_a_rerun_goes_on(tmp_path):
+    calls = []
+    make = _stages(calls)
+    stages = [Stage("a", make("a")), Stage("b", make("b")), Stage("c", make("c"))]
+    metrics = run_stages(tmp_path, stages, until="b")
+    assert calls == ["a", "b"] and metrics["paused_after"] == "b" and "c" not in metrics
+    calls.clear()
+    metrics = run_stages(tmp_path, stages)
+    assert calls == ["c"] and "paused_after" not in metrics
+    with pytest.raises(UserError, match="--until zzz: unknown stage"):
+        run_stages(tmp_path, stages, until="zzz")
+
+
 def test_a_moved_run_folder_still_matches_its_markers(tmp_path):
     import shutil
 

@@ -82,6 +82,7 @@ def register(sub) -> None:
     )
     p.add_argument("--config", metavar="RECIPE", help="YAML recipe overriding the profile")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and all after it")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage (rerun without it to go on)")
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="override a setting, e.g. sft.max_steps=100"
     )
@@ -96,7 +97,7 @@ def run(args) -> int:
     cfg = load_pipeline_config(args.config, args.overrides, args.profile)
     out = args.out or get_profile(cfg.profile).out
     t0 = time.time()
-    metrics = run_pipeline(cfg, out, from_stage=args.from_stage)
+    metrics = run_pipeline(cfg, out, from_stage=args.from_stage, until=args.until)
     if "paused_after" in metrics:
         print(
             f"{cfg.profile}: paused after {metrics['paused_after']} ({time.time() - t0:.0f}s); run folder {out}"

@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--config", required=True, metavar="RECIPE", help="YAML recipe, e.g. recipes/demo.yaml")
     p.add_argument("--out", default=None, help="run folder (default: out/<recipe name>)")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and all after it")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage (rerun without it to go on)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe value")
     p.set_defaults(func=run)
 

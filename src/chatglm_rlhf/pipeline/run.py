@@ -71,8 +71,11 @@ def default_config(name: str) -> Any:
     )
 
 
-def run_pipeline(cfg: Any, out: str | Path, from_stage: str | None = None) -> dict[str, Any]:
-    """Every stage of ``cfg``'s profile into ``out``; finished stages are skipped (see runner)."""
+def run_pipeline(
+    cfg: Any, out: str | Path, from_stage: str | None = None, until: str | None = None
+) -> dict[str, Any]:
+    """Every stage of ``cfg``'s profile into ``out`` (up to ``until``); finished stages are skipped (see
+    runner)."""
     import torch
 
     from chatglm_rlhf.pipeline.context import RunContext
@@ -93,7 +96,7 @@ def run_pipeline(cfg: Any, out: str | Path, from_stage: str | None = None) -> di
         stages = p.build(ctx)
         policies = StageBuilder(ctx).evaluated()
         with quiet_run():  # one line per stage unless --verbose
-            metrics = run_stages(out, stages, from_stage=from_stage)
+            metrics = run_stages(out, stages, from_stage=from_stage, until=until)
     finally:
         torch.set_num_threads(threads)
     if "paused_after" in metrics:

@@ -57,12 +57,16 @@ def resuming() -> bool:
     return _RESUMING.get()
 
 
-def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None = None) -> dict[str, Any]:
+def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None = None,
+               until: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run (or skip, when done) every stage in order; ``until`` stops after that stage, as a pause does
+    (a sweep shares one run's early stages, a user looks at the RM before paying for RL)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in stages]
-    if from_stage is not None and from_stage not in names:
-        raise UserError(f"--from {from_stage}: unknown stage (stages: {', '.join(names)})")
+    for flag, name in (("--from", from_stage), ("--until", until)):
+        if name is not None and name not in names:
+            raise UserError(f"{flag} {name}: unknown stage (stages: {', '.join(names)})")
     redo = names.index(from_stage) if from_stage else len(names)
     metrics = _read_metrics(run_dir)
     upstream = legacy_upstream = ""
@@ -105,6 +109,8 @@ def run_stages(run_dir: str | Path, stages: list[Stage], from_stage: str | None 
         metrics.setdefault("timing", {})[stage.name] = seconds
         save_json(run_dir / "metrics.json", metrics)
         message = stage.pause(run_dir) if stage.pause else None
+        if message is None and stage.name == until:
+            message = "stopped here (--until); run again without --until to go on"
         if message:
             print(f"[{stage.name}] {message}")
             metrics["paused_after"] = stage.name
