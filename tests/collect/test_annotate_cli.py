@@ -38,9 +38,9 @@ def test_register_adds_annotate_with_defaults_in_help(capsys):
 def test_cli_end_to_end(tmp_path, helpers, fast_hash, monkeypatch, capsys):
     db = str(tmp_path / "a.db")
     assert _run(["init-db", "--db", db]) == 0
-    assert "migrated from empty to schema 0003" in capsys.readouterr().out
+    assert "migrated from empty to schema 0004" in capsys.readouterr().out
     assert _run(["migrate", "--db", db]) == 0
-    assert "already at schema 0003" in capsys.readouterr().out
+    assert "already at schema 0004" in capsys.readouterr().out
     cands = helpers.write_candidates(tmp_path / "c.jsonl", helpers.candidates(n=3, k=3))
     guide = tmp_path / "g.md"
     guide.write_text("# Our rules\n", encoding="utf-8")

@@ -46,7 +46,7 @@ def test_export_import_round_trip_preserves_every_field(env, helpers, tmp_path):
     }  # fmt: skip
     assert set(first["meta"]) == {
         "project", "annotation_id", "pair", "display_order", "choice_5pt", "rationale", "flags",
-        "time_spent_s", "skipped", "sample_meta",
+        "time_spent_s", "skipped", "sample_meta", "round",
     }  # fmt: skip
     assert first["meta"]["rationale"] == "why <not>" and first["meta"]["flags"] == ["unsafe"]
     assert first["meta"]["sample_meta"] == {"source": "test", "n": 0}

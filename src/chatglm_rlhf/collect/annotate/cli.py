@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from chatglm_rlhf.collect.annotate.batch_cli import add_batch_parser, round_arg
 from chatglm_rlhf.errors import UserError
 
 DEFAULT_DB = os.environ.get("CHATGLM_RLHF_ANNOTATE_DB", "annotate.db")
@@ -109,7 +110,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         raise UserError(f"{args.file}: no such file")
     database = _open(args, migrate=True)
     lines, report = service.load_file(
-        database, args.file, args.project, args.overlap, args.pairs, args.max_chars
+        database, args.file, args.project, args.overlap, args.pairs, args.max_chars, round_=args.round
     )
     for line in lines:
         print(line, file=sys.stderr)
@@ -153,13 +154,16 @@ def cmd_project_set(args: argparse.Namespace) -> int:
 
 def cmd_project_list(args: argparse.Namespace) -> int:
     from chatglm_rlhf.collect.annotate import service
-    from chatglm_rlhf.collect.annotate.stats import project_stats
+    from chatglm_rlhf.collect.annotate.stats import project_stats, round_line
 
     database = _open(args, migrate=False)
     with database.read() as s:
         for p in service.list_projects(s):
             st = project_stats(s, p)
-            print(f"{p.name}: {st.items} pairs, overlap {p.overlap}, {st.done}/{st.target} judgements")
+            rounds = f"; {round_line(st.rounds)}" if len(st.rounds) > 1 else ""
+            print(
+                f"{p.name}: {st.items} pairs, overlap {p.overlap}, {st.done}/{st.target} judgements{rounds}"
+            )
     return 0
 
 
@@ -233,7 +237,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     database = _open(args, migrate=False)
     with database.read() as s:  # written while the rows stream in: one snapshot, one batch in memory
         project = service.get_project(s, args.project)
-        records = export.iter_comparisons(s, project, include_skipped=args.include_skipped)
+        records = export.iter_comparisons(s, project, args.include_skipped, args.round)
         written, left_out = export.write(args.output, records, args.format)
     note = f" ({left_out} left out: ties and skips have no chosen/rejected)" if args.format != "ours" else ""
     print(f"wrote {written} records to {args.output} in format {args.format}{note}")
@@ -356,6 +360,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-chars", type=int, default=50_000, help="reject samples with a longer text")
     p.add_argument("--guidelines", default=None, help="Markdown file to use as the project's guidelines")
+    p.add_argument(
+        "--round",
+        type=round_arg,
+        default=None,
+        help="feedback round of every sample (default: each one's meta.round, else 1)",
+    )
     p.set_defaults(func=cmd_load)
     _add_user(sub, db)
     _add_project(sub, db)
@@ -368,6 +378,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--include-skipped", action="store_true", help="also export skips (label 'tie', meta.skipped = true)"
     )
+    p.add_argument("--round", type=round_arg, default=None, help="only this feedback round's comparisons")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser(
         "stats", parents=[db], formatter_class=FMT, help="progress and inter-annotator agreement"
@@ -375,6 +386,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--project", required=True, help="project name")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_stats)
+    add_batch_parser(sub, FMT)
 
 
 def register(subparsers) -> None:

@@ -2,7 +2,9 @@
 
 ``response_a``/``response_b`` are always in canonical pair order (response index i < j in the
 candidates file), and ``label``/``strength``/``scores`` refer to that order. What the annotator saw
-(the display order) and everything else the app recorded go into ``meta``.
+(the display order) and everything else the app recorded go into ``meta``, with the feedback round
+of the sample's batch (``round``) and, where the batch said, the model that wrote each answer
+(``model_a`` / ``model_b``: from the sample's ``meta.models``, one per response, or ``meta.model``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,23 @@ from chatglm_rlhf.errors import UserError
 FORMATS = ("ours", "trl", "trl-conversational")
 
 
+def answer_models(item: Item, sample: Sample) -> dict:
+    """``model_a`` / ``model_b``: who wrote the pair's answers, when the loaded sample says (else {})."""
+    meta = sample.meta or {}
+    models = meta.get("models")
+    if isinstance(models, list) and len(models) == len(sample.responses):
+        return {"model_a": models[item.idx_a], "model_b": models[item.idx_b]}
+    if isinstance(meta.get("model"), str):
+        return {"model_a": meta["model"], "model_b": meta["model"]}
+    return {}
+
+
 def _meta(ann: Annotation, item: Item, sample: Sample, project: Project) -> dict:
     # display_order: which canonical response was shown left ("Response A") and right.
     return {
         "project": project.name,
+        "round": sample.round,
+        **answer_models(item, sample),
         "annotation_id": ann.id,
         "pair": [item.idx_a, item.idx_b],
         "display_order": ["b", "a"] if ann.swapped else ["a", "b"],
@@ -57,9 +72,12 @@ def to_comparison(ann: Annotation, item: Item, sample: Sample, user: User, proje
 EXPORT_BATCH = 1000  # rows fetched at a time (a server-side cursor on PostgreSQL)
 
 
-def iter_comparisons(s: Session, project: Project, include_skipped: bool = False) -> Iterator[Comparison]:
+def iter_comparisons(
+    s: Session, project: Project, include_skipped: bool = False, round_: int | None = None
+) -> Iterator[Comparison]:
     """Every raw annotation of the project (one record per annotator and pair), oldest first, fetched
-    EXPORT_BATCH rows at a time: an export of any size holds one batch, not the whole project."""
+    EXPORT_BATCH rows at a time: an export of any size holds one batch, not the whole project.
+    ``round_``: only that feedback round's (a round's comparisons go to their own file)."""
     q = (
         select(Annotation, Item, Sample, User)
         .join(Item, Item.id == Annotation.item_id)
@@ -71,14 +89,18 @@ def iter_comparisons(s: Session, project: Project, include_skipped: bool = False
     )
     if not include_skipped:
         q = q.where(Annotation.skipped.is_(False))
+    if round_ is not None:
+        q = q.where(Sample.round == round_)
     # The identity map holds loaded rows weakly: each batch is freed once its records are written.
     for a, i, smp, u in s.execute(q):
         yield to_comparison(a, i, smp, u, project)
 
 
-def comparisons(s: Session, project: Project, include_skipped: bool = False) -> list[Comparison]:
+def comparisons(
+    s: Session, project: Project, include_skipped: bool = False, round_: int | None = None
+) -> list[Comparison]:
     """:func:`iter_comparisons` as a list (for small projects and tests)."""
-    return list(iter_comparisons(s, project, include_skipped))
+    return list(iter_comparisons(s, project, include_skipped, round_))
 
 
 def write(path: str | Path, records: Iterable[Comparison], fmt: str) -> tuple[int, int]:

@@ -5,7 +5,9 @@ checks that these models and the migrations agree. Texts are stored as loaded (n
 escaped when rendered.
 
 * ``Project``: a candidates file's worth of work, with its guidelines and overlap.
-* ``Sample``: one dialogue (history + prompt) with its k candidate responses.
+* ``Sample``: one dialogue (history + prompt) with its k candidate responses, in a feedback round (1 for
+  SFT candidates; a later round's batch holds the current policy's answers). A sample id is unique per
+  project and round: the same prompt comes back in every round with new answers.
 * ``Item``: one pair (i, j), i < j, of a sample's responses: the unit an annotator compares.
 * ``Assignment``: an item given to one annotator (unique per item and user, so nobody sees a pair
   twice), with the display order chosen for that annotator.
@@ -114,11 +116,15 @@ class Project(Base):
 
 class Sample(Base):
     __tablename__ = "samples"
-    __table_args__ = (UniqueConstraint("project_id", "sample_id", name="uq_samples_project_sample"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "round", "sample_id", name="uq_samples_project_round_sample"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     sample_id: Mapped[str] = mapped_column(String(255))
+    # The feedback round whose batch brought the sample (migration 0004; older rows are round 1).
+    round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     prompt: Mapped[str] = mapped_column(Text)
     history: Mapped[list] = mapped_column(JSON, default=list)  # [{"role", "content"}, ...]
     responses: Mapped[list] = mapped_column(JSON, default=list)

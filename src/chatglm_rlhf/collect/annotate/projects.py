@@ -126,10 +126,12 @@ class LoadReport:
     already_loaded: int = 0
     rejected: list[str] = field(default_factory=list)  # "sample <id>: reason"
     identical_pairs: int = 0
+    rounds: set[int] = field(default_factory=set)  # the feedback rounds of the samples added
 
     def lines(self) -> list[str]:
+        said = f" (round {', '.join(map(str, sorted(self.rounds)))})" if self.rounds - {1} else ""
         out = [
-            f"samples added {self.samples_added}, pairs added {self.items_added}, "
+            f"samples added {self.samples_added}{said}, pairs added {self.items_added}, "
             f"already loaded {self.already_loaded}, rejected {len(self.rejected)}, "
             f"identical pairs left out {self.identical_pairs}"
         ]
@@ -154,6 +156,36 @@ def _reject_reason(sample: DialogueSample, max_chars: int) -> str | None:
 
 
 LOAD_BATCH = 500  # samples per INSERT: ~2.5 MB of text at the paper's shape, one round trip each
+Pairs = list[tuple[int, int]]
+
+
+def sample_round(sample: DialogueSample, round_: int | None) -> tuple[int, str | None]:
+    """(the sample's feedback round, a rejection reason or None): its ``meta.round`` (a round's batch
+    says it), else ``round_`` (``annotate load --round``), else 1. The two must agree when both are given."""
+    given = (sample.meta or {}).get("round")
+    if given is None:
+        return round_ or 1, None
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        return 0, f"meta round {given!r} is not a round number (1, 2, ...)"
+    if round_ is not None and given != round_:
+        return 0, f"meta round {given}, but this load is for round {round_} (--round)"
+    return given, None
+
+
+def sample_pairs(sample: DialogueSample, mode: str) -> tuple[Pairs, str | None]:
+    """(the pairs to compare, a rejection reason or None): a batch's chosen pairs (``meta.pairs``, the
+    pairs a round's selection picked), else every pair the project's pair mode forms."""
+    given, k = (sample.meta or {}).get("pairs"), len(sample.responses)
+    if given is None:
+        return form_pairs(k, mode), None
+
+    def ok(p) -> bool:
+        ints = isinstance(p, list | tuple) and len(p) == 2 and all(type(x) is int for x in p)
+        return ints and 0 <= p[0] < p[1] < k
+
+    if not isinstance(given, list) or not given or not all(ok(p) for p in given):
+        return [], f"meta pairs must be a non-empty list of [i, j] with 0 <= i < j < {k}"
+    return sorted({(p[0], p[1]) for p in given}), None
 
 
 def load_samples(
@@ -162,19 +194,25 @@ def load_samples(
     samples: Iterable[DialogueSample],
     max_chars: int = 50_000,
     where: Iterable[str] | None = None,
+    round_: int | None = None,
 ) -> LoadReport:
     """Add samples and their pairs (by the project's pair mode); samples already loaded are kept as is.
 
     ``where`` (one per sample, e.g. ``file:line``) starts each rejection, so it can be found and fixed.
-    An id that comes twice in ``samples`` is rejected the second time, naming where it came first.
-    ``samples`` may be a generator: it is read and inserted LOAD_BATCH at a time, never held whole.
+    An id that comes twice in ``samples`` (in one round) is rejected the second time, naming where it
+    came first. ``samples`` may be a generator: it is read and inserted LOAD_BATCH at a time, never held
+    whole. ``round_``: the feedback round (see :func:`sample_round`).
     """
     where = where if where is not None else (f"sample {n + 1}" for n in itertools.count())
-    return load_rows(s, project, zip(where, samples), max_chars)
+    return load_rows(s, project, zip(where, samples), max_chars, round_)
 
 
 def load_rows(
-    s: Session, project: Project, rows: Iterable[tuple[str, DialogueSample]], max_chars: int = 50_000
+    s: Session,
+    project: Project,
+    rows: Iterable[tuple[str, DialogueSample]],
+    max_chars: int = 50_000,
+    round_: int | None = None,
 ) -> LoadReport:
     """:func:`load_samples` on (where, sample) pairs."""
     report = LoadReport()
@@ -182,18 +220,20 @@ def load_rows(
     # the database is not asked: during one long load PostgreSQL has no statistics of the rows it
     # just took, answered by scanning every sample of the project, and the load became quadratic.
     had_samples = s.scalar(select(exists().where(Sample.project_id == project.id)))
-    first_seen: dict[str, str] = {}  # id -> where: all that is kept per sample (~150 bytes, for the message)
-    batch: list[DialogueSample] = []
+    first_seen: dict[tuple[int, str], str] = {}  # (round, id) -> where: all that is kept per sample
+    batch: list[tuple[DialogueSample, int, Pairs]] = []
     for at, sample in rows:
-        reason = _reject_reason(sample, max_chars)
-        if sample.id and sample.id in first_seen:
-            reason = f"duplicate id (first at {first_seen[sample.id]})"
-        elif sample.id:
-            first_seen[sample.id] = at
+        rnd, round_reason = sample_round(sample, round_)
+        pairs, pairs_reason = sample_pairs(sample, project.pair_mode)
+        reason = _reject_reason(sample, max_chars) or round_reason or pairs_reason
+        if sample.id and (rnd, sample.id) in first_seen:
+            reason = f"duplicate id (first at {first_seen[(rnd, sample.id)]})"
+        elif sample.id and not reason:
+            first_seen[(rnd, sample.id)] = at
         if reason:
             report.rejected.append(f"{at}: sample {sample.id or '?'}: {reason}")
             continue
-        batch.append(sample)
+        batch.append((sample, rnd, pairs))
         if len(batch) >= LOAD_BATCH:
             _insert_batch(s, project, batch, report, had_samples)
             batch = []
@@ -202,38 +242,44 @@ def load_rows(
 
 
 def _insert_batch(
-    s: Session, project: Project, samples: list[DialogueSample], report: LoadReport, check: bool
+    s: Session,
+    project: Project,
+    batch: list[tuple[DialogueSample, int, Pairs]],
+    report: LoadReport,
+    check: bool,
 ) -> None:
     """Insert new samples with one multi-row INSERT (ids back in order), then their pairs with another.
 
     With ``check``, which samples the project already has is asked of the database for this batch
     only: a set of every id in a large project is memory that grows with it."""
-    if not samples:
+    if not batch:
         return
-    known: set[str] = set()
+    known: set[tuple[int, str]] = set()
     if check:
-        in_batch = Sample.sample_id.in_([smp.id for smp in samples])
-        known = set(s.scalars(select(Sample.sample_id).where(Sample.project_id == project.id, in_batch)))
-    new = [smp for smp in samples if smp.id not in known]
-    report.already_loaded += len(samples) - len(new)
+        in_batch = Sample.sample_id.in_([smp.id for smp, _, _ in batch])
+        q = select(Sample.round, Sample.sample_id).where(Sample.project_id == project.id, in_batch)
+        known = {(r, i) for r, i in s.execute(q)}
+    new = [(smp, rnd, pairs) for smp, rnd, pairs in batch if (rnd, smp.id) not in known]
+    report.already_loaded += len(batch) - len(new)
     if not new:
         return
     rows = [
         {
             "project_id": project.id,
             "sample_id": smp.id,
+            "round": rnd,
             "prompt": smp.prompt,
             "history": [{"role": t.role, "content": t.content} for t in smp.history],
             "responses": list(smp.responses),
             "category": smp.category,
             "meta": dict(smp.meta),
         }
-        for smp in new
+        for smp, rnd, _ in new
     ]
     pks = s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows).all()
     items = []
-    for pk, smp in zip(pks, new):
-        for i, j in form_pairs(len(smp.responses), project.pair_mode):
+    for pk, (smp, _, pairs) in zip(pks, new):
+        for i, j in pairs:
             if smp.responses[i] == smp.responses[j]:
                 report.identical_pairs += 1  # nothing to compare: an annotator's time is better spent
                 continue
@@ -242,6 +288,7 @@ def _insert_batch(
         s.execute(insert(Item), items)
     report.samples_added += len(new)
     report.items_added += len(items)
+    report.rounds.update(rnd for _, rnd, _ in new)
 
 
 def iter_candidates(path: str, report: ReadReport) -> Iterator[tuple[int, DialogueSample]]:
@@ -294,12 +341,15 @@ def load_file(
     pair_mode: str,
     max_chars: int = 50_000,
     source: str | None = None,
+    round_: int | None = None,
 ) -> tuple[list[str], LoadReport]:
     """Read a candidates JSONL and load it in one transaction; returns (read-report lines, load report).
 
     ``overlap`` and ``pair_mode`` apply when the project is created; an existing project keeps its own.
     ``source`` is the file's name in messages (default: ``path``). The file is streamed: read, checked
     and inserted in batches inside the transaction, so memory does not grow with the file.
+    ``round_``: the feedback round of every sample (else each sample's ``meta.round``, else 1); a
+    round's batch (``meta.pairs``) brings only its chosen pairs, whatever the pair mode.
     """
     label = source if source is not None else str(path)
     refuse_preference_file(path, label)
@@ -307,7 +357,7 @@ def load_file(
     with db.write() as s:
         project, created = ensure_project(s, project_name, overlap, pair_mode)
         rows = ((f"{label}:{line}", sample) for line, sample in iter_candidates(path, read))
-        report = load_rows(s, project, rows, max_chars)
+        report = load_rows(s, project, rows, max_chars, round_)
     lines = read_report_lines(read, path, label)
     if not created and (project.overlap, project.pair_mode) != (overlap, pair_mode):
         lines.append(

@@ -39,6 +39,21 @@ class AnnotatorStats:
 
 
 @dataclass
+class RoundProgress:
+    """One feedback round's share of a project (its batch's samples, pairs and judgements)."""
+
+    round: int
+    samples: int = 0
+    items: int = 0
+    done: int = 0
+    target: int = 0  # items x the project's overlap
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.done / self.target) if self.target else 0.0
+
+
+@dataclass
 class ProjectStats:
     project: str
     overlap: int
@@ -55,6 +70,7 @@ class ProjectStats:
     triangles_checked: int = 0
     cycles: int = 0
     annotators: list[AnnotatorStats] = field(default_factory=list)
+    rounds: list[RoundProgress] = field(default_factory=list)
 
     @property
     def target(self) -> int:
@@ -69,6 +85,8 @@ class ProjectStats:
         d.update(target=self.target, progress=self.progress)
         for a, obj in zip(d["annotators"], self.annotators):
             a["majority_rate"] = obj.majority_rate
+        for r, obj in zip(d["rounds"], self.rounds):
+            r["progress"] = obj.progress
         return d
 
 
@@ -178,10 +196,31 @@ def _median_seconds(s: Session, project: Project) -> dict[str, float]:
     return out
 
 
+def round_progress(s: Session, project: Project) -> list[RoundProgress]:
+    """Samples, pairs and judgements per feedback round: three grouped counts (the project's totals
+    are their sums, so this costs one query more than the totals alone did)."""
+    per: dict[int, RoundProgress] = {}
+    by_round = Sample.round
+    queries = (
+        ("samples", select(by_round, func.count()).where(Sample.project_id == project.id)),
+        ("items", select(by_round, func.count(Item.id)).join(Sample, Sample.id == Item.sample_pk)
+         .where(Item.project_id == project.id)),
+        ("done", select(by_round, func.count(Annotation.id)).join(Item, Item.id == Annotation.item_id)
+         .join(Sample, Sample.id == Item.sample_pk)
+         .where(Annotation.project_id == project.id, Annotation.skipped.is_(False))),
+    )  # fmt: skip
+    for key, q in queries:
+        for rnd, n in s.execute(q.group_by(by_round)):
+            setattr(per.setdefault(rnd, RoundProgress(rnd)), key, n)
+    for r in per.values():
+        r.target = r.items * project.overlap
+    return [per[k] for k in sorted(per)]
+
+
 def project_stats(s: Session, project: Project) -> ProjectStats:
     st = ProjectStats(project=project.name, overlap=project.overlap)
-    st.samples = s.scalar(select(func.count()).select_from(Sample).where(Sample.project_id == project.id))
-    st.items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project.id))
+    st.rounds = round_progress(s, project)
+    st.samples, st.items = sum(r.samples for r in st.rounds), sum(r.items for r in st.rounds)
     per_user: dict[str, AnnotatorStats] = {}
     tally = _stream(s, project, st, per_user)
     for name, n in s.execute(
@@ -208,6 +247,11 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def round_line(rounds: list[RoundProgress]) -> str:
+    """``round 1 40/40 (100.0%), round 2 3/12 (25.0%)``: judgements per feedback round."""
+    return ", ".join(f"round {r.round} {r.done}/{r.target} ({r.progress:.1%})" for r in rounds)
+
+
 def format_stats(st: ProjectStats) -> str:
     """A plain-text report for the terminal."""
     lines = [
@@ -218,6 +262,7 @@ def format_stats(st: ProjectStats) -> str:
         f"alpha (5-point, ordinal) {_fmt(st.alpha_choice)}, "
         f"mean Cohen kappa {_fmt(st.kappa_mean)} over {st.kappa_pairs} annotator pairs",
         f"cycles: {st.cycles} intransitive of {st.triangles_checked} fully judged response triangles",
+        *([f"rounds: {round_line(st.rounds)}"] if len(st.rounds) > 1 else []),
         "",
         f"{'annotator':<20} {'done':>6} {'skip':>5} {'flag':>5} {'open':>5} {'med s':>7} {'vs majority':>14}",
     ]

@@ -196,6 +196,7 @@ def _item_context(s, auth: Auth, project, assignment: Assignment) -> dict:
         "project": {"name": project.name},
         "assignment": {"id": assignment.id},
         "sample": {
+            "round": sample.round,  # a later feedback round's batch: the annotator sees which
             "prompt": sample.prompt,
             "older": list(sample.history)[:-HISTORY_SHOWN],
             "recent": list(sample.history)[-HISTORY_SHOWN:],
