@@ -246,8 +246,9 @@ def live(db_url: str, per_annotator: int, think_s: float) -> dict:
         rss = _vm_hwm_mb(server.proc.pid)
     finally:
         server.stop()
-    if stats["errors"]:
-        raise RuntimeError(f"live phase: {stats['errors'][:5]}")
+    if stats["errors"]:  # the server's own account of a 500: its traceback's last lines
+        said = [ln for ln in server.lines if "Error" in ln or "error" in ln][-10:]
+        raise RuntimeError(f"live phase: {stats['errors'][:5]}; server: " + "\n".join(said))
     pct, n = load_bench._pct, len(stats["acknowledged"])
     return {
         "think_s": think_s,
