@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--judges", type=int, default=2, help="judge RMs (the profile's default: 2)")
     ap.add_argument("--table", action="store_true", help="only print the table of finished settings")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     if a.table:
         table(a.out, a.algorithm)
         return
