@@ -229,3 +229,16 @@ def test_streamed_file_equals_the_in_memory_filter(tmp_path):
     assert [d["comparison"] for d in ledger[1:]] == [d.comparison.to_dict() for d in mem.dropped[1:]]
     assert [d["source"] for d in ledger[1:]] == [d.source for d in mem.dropped[1:]]
     assert ledger[0]["source"] == f"{src}:5" and ledger[0]["comparison"] is None
+
+
+def test_in_a_pipeline_the_filter_says_one_line_and_none_when_nothing_is_dropped(
+    tmp_path, capsys, monkeypatch
+):
+    from chatglm_rlhf.utils import console
+
+    monkeypatch.setattr(console, "_quiet", True)
+    src = tmp_path / "prefs.jsonl"
+    _write(src, [cmp("p", "good answer", "a"), cmp("q", "another answer", "b")])
+    run_filter(FilterConfig(input=str(src), output=str(tmp_path / "out.jsonl"), balance="none"))
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed == ["filter: kept 2 of 2 labels (2 pairs); dropped none"]

@@ -194,8 +194,10 @@ def run_filter(cfg: FilterConfig, quiet: bool = False) -> FilterResult:
 
     if console.quiet():  # a pipeline stage: one line; the table is in the report and filter summary JSON
         s = summary(result)
-        print(f"filter: kept {s['kept_labels']} of {s['read']} labels ({s['kept_pairs']} pairs); dropped "
-              + ", ".join(f"{k} {v}" for k, v in s["dropped_by_reason"].items() if v))  # fmt: skip
+        dropped = ", ".join(f"{k} {v}" for k, v in s["dropped_by_reason"].items() if v) or "none"
+        print(
+            f"filter: kept {s['kept_labels']} of {s['read']} labels ({s['kept_pairs']} pairs); dropped {dropped}"
+        )
     elif not quiet:
         print(format_summary(result))
         print(f"wrote {paths['kept']} ({len(result.kept)} pairs) and {paths['dropped']}", file=sys.stderr)
