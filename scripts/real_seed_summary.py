@@ -1,5 +1,6 @@
 """Means and spreads over seed runs of the real profile: each judge's PPO, DPO and critic-free (pg_*) win
-rates vs SFT, the judges' majority, the proxy RM's, the unfinished rate, the probe and the kept PPO checkpoint.
+rates vs SFT, the judges' majority, the proxy RM's, the unfinished rate, answer length, final KL, the probe,
+the refusal / hedge rate on benign requests and the kept PPO checkpoint.
 
 usage: python scripts/real_seed_summary.py RUN_DIR [RUN_DIR ...]   (writes seeds.json beside the first run)
 Every figure is read from the runs' metrics.json; nothing is tuned here.
@@ -22,6 +23,8 @@ def one_run(run: Path) -> dict:
         "run": str(run),
         "n_prompts": ev.get("n_prompts"),
         "sft_probe": m.get("probe", {}).get("sft", {}).get("overall"),
+        "sft_refusal_hedge_rate": m.get("probe", {}).get("sft", {}).get("refusal_hedge_rate"),
+        "sft_mean_words": (ev.get("sft", {}).get("lengths") or {}).get("mean_words"),
     }
     from chatglm_rlhf.evaluate.report.context import run_policies
 
@@ -30,9 +33,12 @@ def one_run(run: Path) -> dict:
         if p not in ev:
             continue
         row = {j: ev[p][j]["win_rate"] for j in judges if isinstance(ev[p].get(j), dict)}
-        row["unfinished_rate"] = (ev[p].get("lengths") or {}).get("unfinished_rate")
-        row["probe"] = (m.get("probe", {}).get(p) or {}).get("overall")
-        trained = m.get(p) or {}
+        lengths, probe, trained = ev[p].get("lengths") or {}, m.get("probe", {}).get(p) or {}, m.get(p) or {}
+        row["unfinished_rate"] = lengths.get("unfinished_rate")
+        row["mean_words"] = lengths.get("mean_words")
+        row["probe"] = probe.get("overall")
+        row["refusal_hedge_rate"] = probe.get("refusal_hedge_rate")  # benign requests refused or hedged
+        row["kl_final"] = trained.get("kl_final")  # online algorithms: the KL to the reference at the end
         if (
             trained.get("estimator") and trained.get("steps") and trained.get("seconds")
         ):  # online: s / iteration
@@ -67,8 +73,13 @@ def main(dirs: list[str]) -> None:
             summary[p][k] = {"mean": mu, "sd": sd, "values": vals}
             shown = ", ".join("-" if v is None else f"{v:.3f}" for v in vals)
             print(f"{p:10} {k:16} " + ("-" if mu is None else f"{mu:.3f} +- {sd:.3f}") + f"  ({shown})")
-    mu, sd = mean_sd([r["sft_probe"] for r in runs])
-    print(f"{'sft':10} {'probe':16} " + ("-" if mu is None else f"{mu:.3f} +- {sd:.3f}"))
+    for key, label in (
+        ("sft_probe", "probe"),
+        ("sft_refusal_hedge_rate", "refusal_hedge"),
+        ("sft_mean_words", "words"),
+    ):
+        mu, sd = mean_sd([r[key] for r in runs])
+        print(f"{'sft':10} {label:16} " + ("-" if mu is None else f"{mu:.3f} +- {sd:.3f}"))
     print("kept PPO checkpoint (dev): " + ", ".join(str(r["kept_step"]) for r in runs))
     (Path(dirs[0]) / "seeds.json").write_text(json.dumps(summary, indent=2))
 
