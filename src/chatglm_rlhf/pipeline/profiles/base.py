@@ -316,21 +316,36 @@ class StageBuilder:
         pairs = {f"ppo_r{r}": "ppo" if r == 2 else f"ppo_r{r - 1}" for r in range(2, n + 1)}
         return {"versus": pairs} if pairs else {}
 
+    def round_overlap(self) -> tuple[int, str]:
+        """(labels per chosen pair, the key that sets it): a round's budget buys budget // overlap pairs."""
+        return self.cfg.collect.overlap, "collect.overlap"
+
+    def round_collect(self, r: int, policy: str, rm: str, members: list[str], seed: int) -> list[Stage]:
+        """Round ``r``'s collect step, ending with ``data/comparisons_upto_r<r>.jsonl``: here the task's
+        simulated annotators label the chosen pairs at once (the files profile pauses for people instead)."""
+        from chatglm_rlhf.pipeline.stages import rounds
+
+        c = self.cfg
+        return [self.stage(f"collect_r{r}", rounds.collect_round, r, policy, rm, members, c.round,
+                           c.collect.overlap, c.generation, seed + 100 * r, c.progress,
+                           key=f"round_{r}", task=("collect",))]  # fmt: skip
+
     def rounds(self, seed: int) -> list[Stage]:
-        """Rounds 2..``rounds``: (bootstrap RMs ->) the policy's answers annotated -> every round's
-        comparisons filtered -> a new RM (from the SFT model, like round 1's) -> PPO continued from the
-        previous round's policy, its KL still to SFT."""
+        """Rounds 2..``rounds``: (bootstrap RMs ->) the policy's answers annotated (:meth:`round_collect`)
+        -> every round's comparisons filtered -> a new RM (from the SFT model, like round 1's) -> PPO
+        continued from the previous round's policy, its KL still to SFT."""
         from chatglm_rlhf.pipeline.stages import reward, rounds
 
         c, out = self.cfg, []
         if getattr(c, "rounds", 1) > 1:
+            overlap, key = self.round_overlap()
             if "ppo" not in c.algorithms:
                 raise ConfigError("rounds: a later round continues PPO; algorithms must include ppo")
             if c.round.select == "uncertainty" and c.round.members < 2:
                 raise ConfigError("round.members: select=uncertainty needs an ensemble of >= 2 reward models")
-            if c.round.budget < c.collect.overlap:
+            if c.round.budget < overlap:
                 raise ConfigError(f"round.budget: {c.round.budget} comparisons is less than one pair's "
-                                  f"{c.collect.overlap} (collect.overlap)")  # fmt: skip
+                                  f"{overlap} ({key})")  # fmt: skip
         policy, filtered, rm = "ppo", "filter", "rm"
         for r in range(2, getattr(c, "rounds", 1) + 1):
             members = []
@@ -339,9 +354,7 @@ class StageBuilder:
                 out += [
                     self.rm(n, filtered, bootstrap=1000 * seed + 10 * r + m) for m, n in enumerate(members)
                 ]
-            out.append(self.stage(f"collect_r{r}", rounds.collect_round, r, policy, rm, members, c.round,
-                                  c.collect.overlap, c.generation, seed + 100 * r, c.progress,
-                                  key=f"round_{r}", task=("collect",)))  # fmt: skip
+            out += self.round_collect(r, policy, rm, members, seed)
             out.append(
                 self.stage(f"filter_r{r}", reward.filter_, f"filter_r{r}", rounds.upto_name(r), c.filter)
             )

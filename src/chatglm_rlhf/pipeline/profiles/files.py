@@ -5,7 +5,11 @@
     generate    (no preferences given) k SFT candidates per prompt; the run stops with the annotate
                 commands, and ``--from split`` resumes once the exported comparisons are in data/
     split       the preferences, leak-free by context: rm_train / rm_eval / judge_train / heldout
-    filter, rm, judge_rm, ppo, dpo, evaluate (judge RM, proxy RM, LLM judge), probe   as the real profile
+    filter, rm, judge_rm, ppo, dpo   as the real profile
+    rounds=N    per round r >= 2 (pipeline/stages/human_rounds.py): [ens_r<r>_<m>] -> batch_r<r> (the
+                policy's answers, the pairs chosen under round.budget; the run stops with the annotate
+                commands) -> merge_r<r> (``--from merge_r<r>``) -> filter_r<r> -> rm_r<r> -> ppo_r<r>
+    evaluate (judge RM, proxy RM, LLM judge), probe   as the real profile
 
 The reward models start from the SFT model itself (``rm.backbone=policy``) unless a backbone is given.
 """
@@ -15,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from chatglm_rlhf.config import field_
+from chatglm_rlhf.config import POSITIVE, field_
 from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.pipeline.context import RunContext
-from chatglm_rlhf.pipeline.profiles.base import Profile
+from chatglm_rlhf.pipeline.profiles.base import Profile, RoundSettings
 from chatglm_rlhf.pipeline.profiles.real import (
     JudgedConfig,
     JudgedStages,
@@ -29,7 +33,7 @@ from chatglm_rlhf.pipeline.profiles.real import (
     rm_defaults,
     validate_judged,
 )
-from chatglm_rlhf.pipeline.stages import data, models
+from chatglm_rlhf.pipeline.stages import data, human_rounds, models
 from chatglm_rlhf.policy.dpo.config import DPOConfig
 from chatglm_rlhf.policy.online.config import PGConfig, PPOConfig
 from chatglm_rlhf.reward.rm_config import RMConfig
@@ -54,6 +58,19 @@ class FilesConfig(JudgedConfig):
     ppo: PPOConfig = field(default_factory=lambda: on_any_device(ppo_defaults()))
     pg: PGConfig = field(default_factory=lambda: on_any_device(pg_defaults()))
     dpo: DPOConfig = field(default_factory=lambda: on_any_device(dpo_defaults()))
+    overlap: int = field_(
+        3, added=True, check=POSITIVE,
+        help="annotators per pair in the annotation app (annotate load --overlap); a round's budget of "
+        "round.budget comparisons is round.budget // overlap pairs",
+    )  # fmt: skip
+    rounds: int = field_(
+        1, added=True, check=POSITIVE,
+        help="feedback rounds: each after the first has people annotate the current policy's answers "
+        "(round.budget comparisons; the run pauses for them), retrains the RM on every round's and "
+        "continues PPO from the last round's policy",
+    )  # fmt: skip
+    # rl_prompts: never a held-out context (the split says which), whether or not task.prompts is given.
+    round: RoundSettings = field(default_factory=lambda: RoundSettings(prompts="rl_prompts"))
 
 
 def on_any_device(section):
@@ -65,10 +82,26 @@ def _split(ctx: RunContext) -> dict:
     return ctx.task.split(ctx.data)
 
 
+class FilesStages(JudgedStages):
+    """The judged stages, with a feedback round's collect step done by people in the annotation app."""
+
+    def round_overlap(self) -> tuple[int, str]:
+        return self.cfg.overlap, "overlap"
+
+    def round_collect(self, r: int, policy: str, rm: str, members: list[str], seed: int) -> list:
+        c = self.cfg
+        return [
+            self.stage(f"batch_r{r}", human_rounds.batch, r, policy, rm, members, c.round, c.overlap, c.generation,
+                       c.task.seed + 100 * r, c.progress, key=f"round_{r}",
+                       pause=lambda ctx: human_rounds.awaiting(ctx, r)),
+            self.stage(f"merge_r{r}", human_rounds.merge, r, key=f"round_{r}"),
+        ]  # fmt: skip
+
+
 def _build(ctx: RunContext):
     from chatglm_rlhf.errors import UserError
 
-    b, c = JudgedStages(ctx), ctx.cfg
+    b, c = FilesStages(ctx), ctx.cfg
     if not c.model:
         raise UserError("files profile: model=PATH (the SFT chat checkpoint) is required")
     stages = [b.stage("checkpoint", models.checkpoint, c.model), b.stage("data", data.data, task=True)]

@@ -179,16 +179,22 @@ class JudgedStages(StageBuilder):
     def filter(self, name: str, balance: str | None = None):
         return self.stage(name, reward.filter_, name, "rm_train", self.cfg.filter, balance=balance)
 
-    def rm(self, name: str, filtered: str, **changes):
+    def rm(self, name: str, filtered: str, bootstrap: int | None = None, init: str = "", **changes):
+        """``bootstrap``: a feedback round's ensemble member (its training pairs resampled with that
+        seed); ``init``: start from ``models/<init>`` (round.rm_init=previous) instead of the backbone."""
         run = self.ctx
         rm_train = dataclasses.replace(self.cfg.rm_train, **changes) if changes else self.cfg.rm_train
+        member = {} if bootstrap is None else {"bootstrap": bootstrap}
 
         def train():  # the backbone is resolved when the stage runs (it may need the checkpoint stage)
-            b = backbone(run, self.cfg.rm)
+            b = str(run.models / init) if init else backbone(run, self.cfg.rm)
             return reward.rm(run, name, f"{filtered}/filtered.jsonl", rm_train, b,
-                             backbone=self.cfg.rm.backbone, progress=self.cfg.progress)  # fmt: skip
+                             backbone=self.cfg.rm.backbone, progress=self.cfg.progress, **member)  # fmt: skip
 
-        return self.stage(name, lambda _ctx: train(), settings=(filtered, self.cfg.rm, rm_train))
+        # A round's extras only when given: the main RM's settings (and so its fingerprint) stay as they were.
+        extra = {k: v for k, v in (("bootstrap", bootstrap), ("init", init)) if v not in (None, "")}
+        settings = (filtered, self.cfg.rm, rm_train, extra) if extra else (filtered, self.cfg.rm, rm_train)
+        return self.stage(name, lambda _ctx: train(), settings=settings)
 
     def judge(self, i: int, seed: int):
         c, n = self.cfg, self.cfg.judges
@@ -213,7 +219,7 @@ class JudgedStages(StageBuilder):
         c = self.cfg
         return [
             self.filter("filter"), self.rm("rm", "filter"), *(self.judge(i, seed) for i in range(c.judges)),
-            *self.policies(), *self.curve(seed, parts), *self.ablations(),
+            *self.policies(), *self.curve(seed, parts), *self.ablations(), *self.rounds(seed),
             self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, c.progress,
                        judges=self.judge_names()),
             self.stage("probe", evaluate.probe, ["sft", *self.evaluated()], c.eval.probe_max_new_tokens, bank="v2"),
@@ -225,6 +231,7 @@ def validate_judged(cfg: JudgedConfig, where: str, parts) -> None:
     trained = {
         *cfg.algorithms,
         *(p for a in cfg.ablations if a in ABLATIONS for p in ABLATIONS[a].policy_names()),
+        *(f"ppo_r{r}" for r in range(2, getattr(cfg, "rounds", 1) + 1)),  # the files profile's rounds
     }
     bad = sorted(set(cfg.eval.llm_judge_policies) - trained)
     if bad:

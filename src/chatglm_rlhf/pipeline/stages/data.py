@@ -87,11 +87,14 @@ def awaiting_annotation(ctx: RunContext) -> str | None:
     if (ctx.data / "comparisons.jsonl").exists():
         return None
     db = ctx.out / "annotate.db"
+    overlap = getattr(ctx.cfg, "overlap", 3)
+    # With later rounds in the same project, round 1's export must leave their comparisons out.
+    only = " --round 1" if getattr(ctx.cfg, "rounds", 1) > 1 else ""
     return "\n".join([
         "the candidates are ready for annotation; run:",
-        f"  chatglm-rlhf annotate load {ctx.data / 'candidates.jsonl'} --project run --db {db}",
+        f"  chatglm-rlhf annotate load {ctx.data / 'candidates.jsonl'} --project run --overlap {overlap} --db {db}",
         f"  chatglm-rlhf annotate user add NAME --role annotator --generate-password --db {db}",
         f"  chatglm-rlhf annotate serve --db {db}",
-        f"  chatglm-rlhf annotate export --project run --db {db} -o {ctx.data / 'comparisons.jsonl'}",
+        f"  chatglm-rlhf annotate export --project run{only} --db {db} -o {ctx.data / 'comparisons.jsonl'}",
         "then resume the run with --from split",
     ])  # fmt: skip

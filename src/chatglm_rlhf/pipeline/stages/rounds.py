@@ -18,32 +18,18 @@ from chatglm_rlhf.errors import UserError
 from chatglm_rlhf.pipeline.context import RunContext
 
 
-def upto_name(r: int) -> str:
-    """The comparisons of rounds 1..r, the file a round's filter reads (round 1: ``comparisons``)."""
-    return "comparisons" if r == 1 else f"comparisons_upto_r{r}"
-
-
-def _member_scores(ctx: RunContext, members: list[str], cands) -> Any:
-    """[members, responses] scores of every candidate answer, in candidate order."""
-    import torch
-
-    flat = [(s, resp) for s in cands for resp in s.responses]
-    rows = [ctx.scorer(m).score([s for s, _ in flat], [r for _, r in flat]) for m in members]
-    return torch.tensor(rows, dtype=torch.float32)
-
-
-def _offsets(cands) -> list[int]:
-    out, n = [], 0
-    for s in cands:
-        out.append(n)
-        n += len(s.responses)
-    return out
+def upto_name(r: int, first: str = "comparisons") -> str:
+    """The comparisons of rounds 1..r, the file a round's filter reads (round 1: ``first``, the file the
+    profile's first filter reads: the demo's ``comparisons``, the files profile's ``rm_train``)."""
+    return first if r == 1 else f"comparisons_upto_r{r}"
 
 
 def on_policy_accuracy(ctx: RunContext, cands, pairs, scores) -> dict[str, Any]:
     """The RM's agreement with gold on the policy's own answer pairs that gold decides (``scores``: the
     RM's score of every candidate answer, flat in candidate order)."""
-    off, right, decided = _offsets(cands), 0, 0
+    from chatglm_rlhf.collect.batch import answer_offsets
+
+    off, right, decided = answer_offsets(cands), 0, 0
     for si, i, j in pairs:
         s = cands[si]
         gold = ctx.gold_fn(s, s.responses[i], s.responses[j])
@@ -68,48 +54,74 @@ def agreement(comps) -> float | None:
     return sum(shares) / len(shares) if shares else None
 
 
+def answer_round(ctx: RunContext, r: int, policy: str, rm: str, members: list[str], settings, n_pairs: int,
+                 generation, seed: int, progress: bool, prompts) -> tuple[list, Any, dict[str, Any]]:  # fmt: skip
+    """Round ``r``'s candidates and pairs: ``policy`` answers ``prompts`` ``settings.k`` times (written to
+    ``data/candidates_r<r>.jsonl``) and up to ``n_pairs`` pairs are chosen (collect/batch.py: random, or
+    the ensemble ``members``' least sure). Returns (candidates, selection, metrics)."""
+    from chatglm_rlhf.collect.batch import answer_scores, choose
+    from chatglm_rlhf.collect.generate import generate_candidates
+    from chatglm_rlhf.data.io import write_jsonl
+
+    model, tok = ctx.load(policy)
+    cands = generate_candidates(model, tok, prompts, settings.k, generation, seed=seed, progress=progress)
+    del model
+    write_jsonl(ctx.data / f"candidates_r{r}.jsonl", cands)
+    sel = choose(cands, n_pairs, settings.select, (ctx.scorer(m) for m in members), settings.uncertainty,
+                 seed=seed, per_sample=settings.per_prompt)  # fmt: skip
+    out: dict[str, Any] = {
+        "round": r,
+        "policy": policy,
+        "candidates": len(cands),
+        "candidate_pairs": len(sel.pairs),
+    }
+    if ctx.gold() is not None:  # how blind the current RM is on this policy's answers (before retraining)
+        out.update(
+            on_policy_accuracy(ctx, cands, sel.pairs, answer_scores([ctx.scorer(rm)], cands)[0].tolist())
+        )
+    out.update(selected_pairs=len(sel.chosen), select=settings.select, budget=settings.budget)
+    if sel.scores is not None:
+        chosen = sel.chosen_scores()
+        out["uncertainty_selected_mean"] = sum(chosen) / len(chosen) if chosen else None
+        out["uncertainty_all_mean"] = sum(sel.scores) / len(sel.scores) if sel.scores else None
+    return cands, sel, out
+
+
+def merge_rounds(ctx: RunContext, r: int, comps: list, first: str = "comparisons") -> dict[str, Any]:
+    """Every round's comparisons up to ``r`` (``comps``: round r's) into ``data/comparisons_upto_r<r>.jsonl``,
+    the file ``filter_r<r>`` reads; round 1's get round 1 and model sft where their meta does not say."""
+    from chatglm_rlhf.data.formats import load_comparisons
+    from chatglm_rlhf.data.io import write_jsonl
+
+    earlier = load_comparisons(ctx.data / f"{upto_name(r - 1, first)}.jsonl")[0]
+    for c in earlier:  # round 1's comparisons predate the round fields: SFT wrote both answers
+        c.meta.setdefault("round", 1)
+        c.meta.setdefault("model_a", "sft")
+        c.meta.setdefault("model_b", "sft")
+    write_jsonl(ctx.data / f"{upto_name(r)}.jsonl", [*earlier, *comps])
+    return {
+        "comparisons": len(comps),
+        "comparisons_total": len(earlier) + len(comps),
+        "labels": {lab: sum(c.label == lab for c in comps) for lab in ("a", "b", "tie")},
+        "annotator_agreement": agreement(comps),
+    }
+
+
 def collect_round(ctx: RunContext, r: int, policy: str, rm: str, members: list[str], settings, overlap: int,
                   generation, seed: int, progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Round ``r``: ``policy`` answers, pairs chosen under ``settings.budget`` comparisons, annotated by the
     task's annotators (``overlap`` each), written to ``data/comparisons_r<r>.jsonl`` and, with every
     earlier round's, to ``data/comparisons_upto_r<r>.jsonl``. Every comparison's meta says its round and
     the model that wrote each answer."""
-    from chatglm_rlhf.collect.generate import generate_candidates
-    from chatglm_rlhf.collect.select import candidate_pairs, select_pairs
-    from chatglm_rlhf.data.formats import load_comparisons
     from chatglm_rlhf.data.io import write_jsonl
-    from chatglm_rlhf.reward.ensemble import member_preferences, uncertainty
 
     pool = ctx.task.annotators()
     if pool is None:
         raise UserError(f"rounds: task {ctx.task.name} has no annotators (rounds need the demo world's)")
-    model, tok = ctx.load(policy)
-    cands = generate_candidates(model, tok, ctx.samples(settings.prompts), settings.k, generation, seed=seed,
-                                progress=progress)  # fmt: skip
-    del model
-    write_jsonl(ctx.data / f"candidates_r{r}.jsonl", cands)
-    pairs = candidate_pairs(cands)
-    rm_scores = _member_scores(ctx, [rm], cands)[0].tolist()
-    out: dict[str, Any] = {
-        "round": r,
-        "policy": policy,
-        "candidates": len(cands),
-        "candidate_pairs": len(pairs),
-    }
-    if ctx.gold() is not None:  # how blind the current RM is on this policy's answers (before retraining)
-        out.update(on_policy_accuracy(ctx, cands, pairs, rm_scores))
-    scores = None
-    if settings.select == "uncertainty":
-        member = _member_scores(ctx, members, cands)
-        off = _offsets(cands)
-        ia = [off[si] + i for si, i, _ in pairs]
-        ib = [off[si] + j for si, _, j in pairs]
-        probs = member_preferences(member[:, ia], member[:, ib])
-        scores = uncertainty(probs, settings.uncertainty).tolist()
-    chosen = select_pairs(pairs, settings.budget // overlap, settings.select, scores=scores, seed=seed,
-                          per_sample=settings.per_prompt)  # fmt: skip
+    cands, sel, out = answer_round(ctx, r, policy, rm, members, settings, settings.budget // overlap, generation,
+                                   seed, progress, ctx.samples(settings.prompts))  # fmt: skip
     comps = []
-    for si, i, j in chosen:
+    for si, i, j in sel.chosen:
         s = cands[si]
         two = dataclasses.replace(s, responses=[s.responses[i], s.responses[j]])
         for c in pool.annotate([two], overlap=overlap):
@@ -117,19 +129,5 @@ def collect_round(ctx: RunContext, r: int, policy: str, rm: str, members: list[s
             c.meta.update(pair=[i, j], index_a=ia_, index_b=ib_, round=r, model_a=policy, model_b=policy)
             comps.append(c)
     write_jsonl(ctx.data / f"comparisons_r{r}.jsonl", comps)
-    earlier = load_comparisons(ctx.data / f"{upto_name(r - 1)}.jsonl")[0]
-    for c in earlier:  # round 1's comparisons predate the round fields: SFT wrote both answers
-        c.meta.setdefault("round", 1)
-        c.meta.setdefault("model_a", "sft")
-        c.meta.setdefault("model_b", "sft")
-    write_jsonl(ctx.data / f"{upto_name(r)}.jsonl", [*earlier, *comps])
-    out.update(selected_pairs=len(chosen), comparisons=len(comps), comparisons_total=len(earlier) + len(comps),
-               select=settings.select, budget=settings.budget,
-               labels={lab: sum(c.label == lab for c in comps) for lab in ("a", "b", "tie")})  # fmt: skip
-    out["annotator_agreement"] = agreement(comps)
-    if scores is not None:
-        picked = set(chosen)
-        sel = [u for p, u in zip(pairs, scores) if p in picked]
-        out["uncertainty_selected_mean"] = sum(sel) / len(sel) if sel else None
-        out["uncertainty_all_mean"] = sum(scores) / len(scores) if scores else None
+    out.update(merge_rounds(ctx, r, comps))
     return out
