@@ -33,6 +33,22 @@ def round_rows(metrics: dict) -> list[dict[str, Any]]:
             "gold_win_vs_previous": get(metrics, f"evaluate.{policy}.gold_win_rate_vs_versus"),
             "select": rd.get("select"),
         })  # fmt: skip
+    return _judged(metrics, rows)
+
+
+def _judged(metrics: dict, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's ``judge`` and ``win_vs_sft``: gold's where the task has it, else the judge RM's (the files
+    profile, where people annotate each round); there, round 1's comparisons are those the RM trained on."""
+    gold = any(r["gold_win_vs_sft"] is not None for r in rows)
+    for r in rows:
+        judged = get(metrics, f"evaluate.{r['policy']}.judge_rm.win_rate")
+        r["judge"], r["win_vs_sft"] = (
+            ("gold", r["gold_win_vs_sft"]) if gold or judged is None else ("judge RM", judged)
+        )
+    if rows[0]["comparisons"] is None and isinstance(get(metrics, "round_2.comparisons_total"), int):
+        rows[0]["comparisons"] = get(metrics, "round_2.comparisons_total") - (
+            get(metrics, "round_2.comparisons") or 0
+        )
     return rows
 
 
@@ -42,7 +58,7 @@ def terminal_lines(metrics: dict) -> list[str]:
         f"round {r['round']}: {r['comparisons']} comparisons on {r['answers_from']}'s answers"
         + (f" ({r['select']})" if r.get("select") else "")
         + (f", the previous RM's gold accuracy on {r['answers_from']}'s answers {f(r['previous_rm_on_these_answers'])}" if r["round"] > 1 else "")
-        + f"; {r['policy']} gold win vs SFT {f(r['gold_win_vs_sft'])}"
+        + f"; {r['policy']} {r['judge']} win vs SFT {f(r['win_vs_sft'])}"
         + (f", vs round {r['round'] - 1} {f(r['gold_win_vs_previous'])}" if r["round"] > 1 else "")
         for r in round_rows(metrics)
     ]  # fmt: skip
@@ -58,7 +74,10 @@ def section_(c: ReportContext) -> str:
             "them", "reward model", "its gold accuracy", "policy", "gold win vs SFT", "vs the round before"]  # fmt: skip
     body = [[r["round"], r["answers_from"] + (f" ({r['select']})" if r.get("select") else ""), r["comparisons"],
              r["annotator_agreement"], r["previous_rm_on_these_answers"], r["rm"], r["rm_gold_accuracy"],
-             r["policy"], r["gold_win_vs_sft"], r["gold_win_vs_previous"]] for r in rows]  # fmt: skip
+             r["policy"], r["win_vs_sft"], r["gold_win_vs_previous"]] for r in rows]  # fmt: skip
+    # No gold judge (the files profile): the judge RM's verdicts, never a reward nor trained on by the policy.
+    if rows[0]["judge"] != "gold":
+        head[-2] = f"{rows[0]['judge']} win vs SFT"
     intro = (
         "Round 1 is the usual run. Each later round annotates the previous round's policy's answers, retrains "
         "the reward model on every round's comparisons (from the SFT model) and continues PPO from that "
