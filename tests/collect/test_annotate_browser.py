@@ -116,3 +116,61 @@ def test_browser_keyboard_annotation(live_server, helpers, tmp_path):
             overall = int(keys[6])
             assert ann.choice == (6 - overall if ann.swapped else overall)
             assert s.get(Assignment, ann.assignment_id).status == "done"
+
+
+@pytest.fixture
+def round_server(tmp_path, fast_hash, helpers):
+    """A project whose round-2 batch (2 samples, one chosen pair each, answers by ``ppo``) is open."""
+    from chatglm_rlhf.collect.annotate import service
+    from chatglm_rlhf.collect.annotate.db import Database, migrate
+    from chatglm_rlhf.collect.annotate.process import start_server
+
+    db = Database(str(tmp_path / "rounds.db"))
+    migrate(db)
+    rows = [{"id": f"s{i}", "prompt": f"Prompt {i}", "responses": [f"Answer {i}.{j}" for j in range(3)],
+             "meta": {"round": 2, "pairs": [[0, 2]], "models": ["ppo"] * 3}} for i in range(2)]  # fmt: skip
+    service.load_file(db, str(helpers.write_candidates(tmp_path / "batch_r2.jsonl", rows)), "demo", 1, "all")
+    with db.write() as s:
+        service.create_user(s, "ann1", helpers.password)
+    server = start_server(str(tmp_path / "rounds.db"))
+    yield server.url, db
+    server.stop()
+    db.dispose()
+
+
+def test_browser_annotates_a_round_2_batch_and_sees_its_round(round_server, helpers):
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (no browser download)"
+    )
+    from chatglm_rlhf.collect.annotate import export, service
+
+    url, db = round_server
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(15_000)
+        page.goto(url + "/")
+        page.fill("input[name=username]", "ann1")
+        page.fill("input[name=password]", helpers.password)
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        with page.expect_navigation():
+            page.click("#start")
+        shown = []
+        for keys in KEYS[:2]:
+            page.wait_for_selector("#annotate-form")
+            shown.append(page.inner_text("#round"))
+            assert "Answer" in page.inner_text("#response-a") and ".1" not in page.inner_text(".responses")
+            for key in keys:
+                page.keyboard.press(key)
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+        assert "You judged 2 pairs" in page.inner_text("main")  # the batch is done
+        browser.close()
+    assert shown == ["round 2", "round 2"]  # the page said the round of every pair it showed
+    with db.read() as s:
+        records = export.comparisons(s, service.get_project(s, "demo"), round_=2)
+    assert len(records) == 2 and {c.meta["round"] for c in records} == {2}
+    assert {(c.meta["model_a"], c.meta["model_b"], tuple(c.meta["pair"])) for c in records} == {
+        ("ppo", "ppo", (0, 2))
+    }
