@@ -193,6 +193,29 @@ def test_with_a_preference_file_round_2_asks_people_about_the_ensembles_least_su
     assert rd["uncertainty_selected_mean"] >= rd["uncertainty_all_mean"]  # the least sure pairs, not any
     batch = _rows(out / "data" / "batch_r2.jsonl")
     assert sum(len(b["meta"]["uncertainty"]) for b in batch) == 3
+    # A round's settings are in its fingerprint: a new budget redoes its batch (and nothing before it).
+    assert (
+        main(
+            [
+                "pipeline",
+                "--config",
+                str(recipe),
+                "--out",
+                str(out),
+                *TINY,
+                *ROUND_ARGS,
+                *over,
+                "round.budget=2",
+            ]
+        )
+        == 0
+    )
+    said = capsys.readouterr().out
+    assert (
+        "[batch_r2] changed since it ran (settings.budget: 3 -> 2)" in said
+        and "[ens_r2_1] already done" in said
+    )
+    assert sum(len(b["meta"]["pairs"]) for b in _rows(out / "data" / "batch_r2.jsonl")) == 2
 
 
 def _merge_setup(tmp_path, comparisons: list[dict]):
