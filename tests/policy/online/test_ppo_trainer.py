@@ -281,6 +281,27 @@ def test_baseline_with_k_answers_is_their_mean(tok, tmp_path):
         assert tr.baseline[r["key"]] == r["score"]
 
 
+def test_baseline_from_filter_is_the_mean_of_the_filters_answers_and_samples_nothing_more(tok, tmp_path):
+    from chatglm_rlhf.errors import ConfigError
+
+    scorer = FakeScorer()
+    tr = make_trainer(tok, tmp_path, scorer=scorer, prompt_filter=True, filter_k=3, filter_eps=1e-6,
+                      baseline_from_filter=True, baseline_k=1)  # fmt: skip
+    tr.prepare_prompts()
+    rows = [json.loads(x) for x in (tmp_path / "prompt_filter.jsonl").read_text().splitlines()]
+    kept = [r for r in rows if r["kept"]]
+    assert kept and set(tr.baseline) == {r["key"] for r in kept}
+    for r in kept:
+        assert abs(tr.baseline[r["key"]] - sum(r["scores"]) / 3) < 1e-6
+    assert not (tmp_path / "reference_baseline.jsonl").exists()  # no second pass over the prompts
+    assert scorer.calls == 1  # one scoring call: the filter's (make_trainer's prompts need one round)
+    assert tr.baseline_noise is None or tr.baseline_noise["reference_answers"] == 3
+    with pytest.raises(ConfigError, match="baseline_from_filter needs prompt_filter"):
+        make_trainer(tok, tmp_path, baseline_from_filter=True)  # make_cfg's prompt_filter=False
+    with pytest.raises(ConfigError, match="reference_model"):
+        make_trainer(tok, tmp_path, prompt_filter=True, baseline_from_filter=True, reference_model="sft")
+
+
 def test_rollout_forward_runs_in_eval_mode_and_restores_train_mode(tok, tmp_path):
     from chatglm_rlhf.policy.online import rollout as R
 

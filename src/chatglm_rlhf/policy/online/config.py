@@ -111,6 +111,11 @@ class OnlineConfig(TrainerConfig):
     baseline_greedy: bool = field_(
         True, help="y_ref by greedy decoding (else sampled with the generation settings)"
     )
+    baseline_from_filter: bool = field_(
+        False, added=True,
+        help="the reference baseline is the mean reward of the prompt filter's filter_k sampled SFT answers "
+        "(no second generation pass over the prompts; needs prompt_filter and the SFT model as `model`)",
+    )  # fmt: skip
     reward_clip: float = field_(0.0, help="clamp the sequence reward to [-c, c] (0 = off)")
     reward_normalize: bool = field_(
         False, help="running mean/std normalisation of the reward (no-baseline ablation)"
@@ -224,6 +229,15 @@ def validate(cfg: OnlineConfig) -> None:
     for key in ("ptx_coef", "kl_coef", "entropy_coef", "reward_clip", "truncation_penalty"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{name}: {key} must be >= 0, got {getattr(cfg, key)}")
+    if cfg.baseline_from_filter and not cfg.prompt_filter:
+        raise ConfigError(
+            f"{name}: baseline_from_filter needs prompt_filter=true (its answers are the baseline)"
+        )
+    if cfg.baseline_from_filter and cfg.reference_model:
+        # The filter samples the policy being trained; only when that starts as the reference are its
+        # answers the reference's.
+        raise ConfigError(f"{name}: baseline_from_filter needs the policy to start as the reference "
+                          f"(reference_model is {cfg.reference_model!r})")  # fmt: skip
     if cfg.lr <= 0 or (spec.critic and cfg.critic_lr <= 0):
         raise ConfigError(f"{name}: lr and critic_lr must be > 0, got {cfg.lr} and {cfg.critic_lr}")
 

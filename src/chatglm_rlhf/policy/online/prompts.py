@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,7 @@ class FilterReport:
     threshold: float
     k: int
     unused: int = 0  # prompts never sampled: the run had enough kept ones before reaching them
+    kept_scores: dict[str, list[float]] = field(default_factory=dict)  # key -> the k answers' rewards
 
     def summary(self) -> str:
         total = self.kept + self.dropped
@@ -205,7 +206,8 @@ def filter_prompts(
         out_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_path, "".join(json.dumps(decided[key]) + "\n" for key in prompts.keys[:end]))
     keep_idx = [i for i in range(end) if decided[prompts.keys[i]]["kept"]]
-    report = FilterReport(kept=len(keep_idx), dropped=end - len(keep_idx), threshold=eps, k=k, unused=n - end)
+    report = FilterReport(kept=len(keep_idx), dropped=end - len(keep_idx), threshold=eps, k=k, unused=n - end,
+                          kept_scores={prompts.keys[i]: decided[prompts.keys[i]]["scores"] for i in keep_idx})  # fmt: skip
     return subset(prompts, keep_idx), report
 
 

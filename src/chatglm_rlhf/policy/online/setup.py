@@ -98,7 +98,12 @@ class LoopSetup:
                 )
         self.baseline: dict[str, float] = {}
         self.baseline_noise: dict[str, Any] | None = None
-        if self.use_baseline:
+        if self.use_baseline and cfg.baseline_from_filter and self.filter_report is not None:
+            # The filter's k answers are samples of the reference already (the policy starts as it, see
+            # validate): their mean reward is a k-sample baseline without a second pass over the prompts.
+            self.baseline = {key: sum(v) / len(v) for key, v in self.filter_report.kept_scores.items()}
+            self.baseline_noise = self._baseline_noise(cfg.filter_k)
+        elif self.use_baseline:
             # Several identical greedy answers would be pointless: k > 1 always samples.
             settings = replace(cfg.generation, greedy=cfg.baseline_greedy and cfg.baseline_k == 1)
             ref = self.models.reference  # None: the LoRA actor with its adapters off
@@ -107,10 +112,10 @@ class LoopSetup:
                     self.models, prompts, self.scorer, settings, self.out / "reference_baseline.jsonl",
                     seed=cfg.seed + 2, k=cfg.baseline_k, progress=cfg.progress, ranks=self.ranks,
                 )  # fmt: skip
-            self.baseline_noise = self._baseline_noise()
+            self.baseline_noise = self._baseline_noise(cfg.baseline_k)
         return prompts
 
-    def _baseline_noise(self) -> dict[str, Any] | None:
+    def _baseline_noise(self, answers: int) -> dict[str, Any] | None:
         """From the filter's k answers per prompt: is ``baseline_k`` enough (policy/online/baseline_noise)?
         Warns when it is not; rank 0 (which wrote the filter's file) only."""
         from chatglm_rlhf.policy.online.baseline_noise import baseline_advice, variance_split
@@ -122,10 +127,10 @@ class LoopSetup:
         split = variance_split([r.get("scores") or [] for r in rows])
         if split is None:
             return None
-        advice = baseline_advice(split, self.cfg.baseline_k)
+        advice = baseline_advice(split, answers)
         if advice:
             print(f"{self.NAME}: warning: {advice}")
-        return {**split, "reference_answers": self.cfg.baseline_k, "advice": advice}
+        return {**split, "reference_answers": answers, "advice": advice}
 
     def _optimizer(self) -> torch.optim.Optimizer:
         """AdamW: the actor at ``lr``; the critic (or the shared backbone's value head) at ``critic_lr``."""
