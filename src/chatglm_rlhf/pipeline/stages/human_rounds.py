@@ -124,14 +124,10 @@ def merge(ctx: RunContext, r: int, first: str = "rm_train") -> dict[str, Any]:
     done = set()
     for c in comps:
         info, flipped = _find(pairs, c)
-        models = (
-            (info.get("model_b"), info.get("model_a"))
-            if flipped
-            else (info.get("model_a"), info.get("model_b"))
-        )
+        a, b = info.get("model_a"), info.get("model_b")
         c.meta["round"] = r
-        c.meta.setdefault("model_a", models[0])
-        c.meta.setdefault("model_b", models[1])
+        c.meta.setdefault("model_a", b if flipped else a)  # who wrote this comparison's answer a
+        c.meta.setdefault("model_b", a if flipped else b)
         done.add((c.sample_id, *sorted((c.response_a, c.response_b))))
     out = {"round": r, "batch_pairs": len(pairs), "pairs_annotated": len(done),
            "pairs_unannotated": len(pairs) - len(done), "annotators": len({c.annotator for c in comps})}  # fmt: skip
