@@ -190,3 +190,53 @@ def test_two_feedback_rounds_annotate_the_policy_and_continue_it(tmp_path, capsy
     assert "round 2: 12 comparisons on ppo's answers (uncertainty)" in capsys.readouterr().out
     html = (out / "report.html").read_text()
     assert "Feedback rounds" in html and "ppo_r2" in html
+
+
+def test_pessimistic_twin_climbs_the_ensemble_and_both_curves_show_proxy_and_gold(tmp_path, capsys):
+    """ablations=[pessimistic]: bootstrap RMs on the main run's filtered pairs, PPO's twin on their
+    mean - lam x std (built when the stage runs, put on the RM's scale), and a proxy-vs-gold curve on the
+    dev prompts for PPO and the twin; a changed lam redoes the twin and not the members or PPO's curve."""
+    out = tmp_path / "run"
+    args = ["demo", "--out", str(out), "--profile", "smoke", *TINY, "task.n_dev=8", "ppo.steps=2",
+            "ppo.snapshot_every=1", "ablations=[pessimistic]", "algorithms=[ppo]", "ensemble.members=2",
+            "ensemble.lam=0.5", "ceiling_n=0", "probe=false", "eval_prompts=dev_prompts"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ppo_pess"]["ensemble"] == {"members": ["ens_0", "ens_1"], "lam": 0.5}
+    assert metrics["ppo_pess"]["reward_scale"]["n"] > 1  # measured on the SFT model's candidates
+    marker = json.loads((out / "stages" / "ppo_pess.done.json").read_text())["settings"]
+    assert marker["ensemble"] == ["ens_0", "ens_1"] and marker["lam"] == 0.5
+    seeds = [
+        json.loads((out / "stages" / f"ens_{m}.done.json").read_text())["settings"]["bootstrap"]
+        for m in (0, 1)
+    ]
+    assert seeds[0] != seeds[1]
+    main_curve, twin = metrics["ppo_gold_curve"], metrics["ppo_pess_gold_curve"]
+    for curve in (main_curve, twin):
+        assert [p["step"] for p in curve["points"]] == [1, 2] and curve["dev_prompts"] == 8
+        assert all(0.0 <= p["gold"] <= 1.0 and 0.0 <= p["proxy_rm"] <= 1.0 for p in curve["points"])
+        assert all(p["kl"] is not None and p["gold_score"] is not None for p in curve["points"])
+    assert "ensemble_reward" not in main_curve["points"][0] and twin["lam"] == 0.5
+    p = twin["points"][-1]
+    assert p["ensemble_reward"] == pytest.approx(p["ensemble_mean"] - 0.5 * p["ensemble_std"], abs=1e-5)
+    # The last point is the final policy on the same prompts and settings as the evaluation.
+    for name, curve in (("ppo", main_curve), ("ppo_pess", twin)):
+        assert curve["points"][-1]["gold"] == metrics["evaluate"][name]["gold_win_rate_vs_sft"]
+    rows = [r for r in table_rows(out, metrics) if r["name"] == "pessimistic reward"]
+    assert [r["setting"] for r in rows] == ["reward model", "ensemble mean - 0.5 x std"]
+    assert "Over-optimisation: proxy vs gold" in (out / "report.html").read_text()
+    capsys.readouterr()
+    assert main([a for a in args if not a.startswith("ensemble.lam")] + ["ensemble.lam=0"]) == 0
+    said = capsys.readouterr().out
+    assert "[ppo_pess] changed since it ran (lam: 0.5 -> 0" in said, said
+    for kept in ("ens_1", "ppo_gold_curve"):
+        assert f"[{kept}] already done" in said
+    assert json.loads((out / "metrics.json").read_text())["ppo_pess"]["ensemble"]["lam"] == 0
+
+
+def test_pessimistic_settings_errors_name_the_key(tmp_path, capsys):
+    base = ["demo", "--out", str(tmp_path / "bad"), "--profile", "smoke", "ablations=[pessimistic]"]
+    assert main([*base, "ensemble.members=1"]) != 0
+    assert "ensemble.members: the pessimistic ablation needs >= 2" in capsys.readouterr().err
+    assert main([*base, "ensemble.lam=-1"]) != 0
+    assert "ensemble.lam" in capsys.readouterr().err

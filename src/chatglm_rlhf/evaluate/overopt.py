@@ -38,3 +38,23 @@ def choose_checkpoint(points: Sequence[dict[str, Any]], select_by: SelectBy, jud
         if score(p) > score(points[best]):
             best = i
     return best
+
+
+def ensemble_point(scores: Any, lam: float) -> dict[str, float]:
+    """An ensemble's view of one checkpoint's answers, from its ``[M members, N answers]`` scores: the
+    mean over answers of the members' mean, of their (population) std and of ``mean − lam·std``."""
+    from chatglm_rlhf.reward.ensemble import penalised_reward
+
+    s = scores.float()
+    return {"ensemble_mean": s.mean().item(), "ensemble_std": s.std(0, correction=0).mean().item(),
+            "ensemble_reward": penalised_reward(s, lam).mean().item()}  # fmt: skip
+
+
+def gold_drop(points: Sequence[dict[str, Any]], key: str = "gold") -> dict[str, Any]:
+    """Where ``key`` (gold's win rate vs SFT) peaked along a curve and how far the last checkpoint fell
+    from that peak: the over-optimisation a guard should shrink (0 when the last is the best)."""
+    vals = [(p["step"], p[key]) for p in points if p.get(key) is not None]
+    if not vals:
+        return {"peak_step": None, "peak": None, "final": None, "drop_from_peak": None}
+    peak_step, peak = max(vals, key=lambda sv: sv[1])  # max keeps the earliest of equal values
+    return {"peak_step": peak_step, "peak": peak, "final": vals[-1][1], "drop_from_peak": peak - vals[-1][1]}

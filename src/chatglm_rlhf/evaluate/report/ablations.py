@@ -1,7 +1,7 @@
 """The ablation table: each ablation's pair of settings with the numbers that tell them apart.
 
 Arranged from the stages' own metrics (``rm_nobalance``, ``ppo_nobaseline``, ``ppo_noptx``,
-``ppo_goldreward``, every critic-free policy (``pg_<estimator>``) next to ``rm`` / the algorithms and their
+``ppo_goldreward``, ``ppo_pess``, every critic-free policy (``pg_<estimator>``) next to ``rm`` / the algorithms and their
 evaluations); a run folder whose
 metrics.json already holds an ``ablations`` row list (written before the stage library) shows that list.
 A win-rate column is named after its judge: ``gold_win_rate`` or ``judge_rm_win_rate``.
@@ -61,6 +61,12 @@ def ablation_rows(c: ReportContext) -> list[dict[str, Any]]:
             rows.append({"name": "PPO reward", "setting": setting, **_wins(c, ppo),
                          "top_response_share": c.policy(ppo).get("top_response_share"),
                          "reward_scale": c.get(f"{ppo}.reward_scale.scale")})  # fmt: skip
+    if c.get("ppo_pess") is not None:  # PPO on an ensemble's mean - lam x std, on the RM's scale
+        lam = c.get("ppo_pess.ensemble.lam")
+        for setting, ppo in (("reward model", "ppo"), (f"ensemble mean - {lam} x std", "ppo_pess")):
+            rows.append({"name": "pessimistic reward", "setting": setting, **_wins(c, ppo),
+                         "reward_scale": c.get(f"{ppo}.reward_scale.scale"), "kl_final": c.get(f"{ppo}.kl_final"),
+                         "dev_gold_drop_from_peak": c.get(f"{ppo}_gold_curve.gold_drop.drop_from_peak")})  # fmt: skip
     rows += critic_free_rows(c)
     for name in c.algorithms():
         pol = c.get(f"evaluate.{name}")

@@ -293,7 +293,7 @@ def overopt_curve(points: Sequence[dict], lines: Sequence[tuple[str, str]], kept
         xs = [p["step"] for p in points if p.get(key) is not None]
         ys = [p[key] for p in points if p.get(key) is not None]
         if xs:
-            style = "--" if key == "proxy_rm" else "-"
+            style = "--" if "proxy" in key else "-"  # the proxy RM's line, of one policy or several
             ax.plot(xs, ys, style, marker="o", color=palette[i % len(palette)], label=label, linewidth=1.6)
     ax.axhline(0.5, color=INK, linestyle=":", linewidth=0.8)
     if kept_step is not None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chatglm_rlhf.evaluate.report import ablations, claims, judged, plots, rounds
+from chatglm_rlhf.evaluate.report import ablations, claims, gold_curve, judged, plots, rounds
 from chatglm_rlhf.evaluate.report.context import ReportContext, read_jsonl, run_policies
 from chatglm_rlhf.evaluate.report.html import card, esc, fmt, img, kv_table, not_run, section, table
 
@@ -305,6 +305,7 @@ SECTIONS: list[tuple[str, Callable[[ReportContext], str]]] = [
     ("PPO training", _ppo),
     ("Win rate vs SFT by three judges", judged.judges),
     ("Over-optimisation along PPO", judged.overoptimisation),
+    ("Over-optimisation: proxy vs gold", gold_curve.section_),
     ("Win / tie / loss vs SFT", _winrates),
     ("Best-of-n ceiling", _ceiling),
     ("Capability probe", judged.probe),

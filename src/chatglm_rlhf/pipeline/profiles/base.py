@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from chatglm_rlhf.config import POSITIVE, field_
+from chatglm_rlhf.config import NON_NEGATIVE, POSITIVE, field_
 from chatglm_rlhf.errors import ConfigError
 from chatglm_rlhf.models.generation import GenerationSettings, VLLMSettings
 from chatglm_rlhf.pipeline.context import RunContext
@@ -35,7 +35,10 @@ ABLATIONS_HELP = (
     "what a perfect RM would give; tasks with a gold judge), critic_free (the `pg` section with every "
     "registered critic-free estimator: grpo, dr_grpo, rloo, reinforce_pp, ref_baseline, remax, next to PPO), "
     "ptx_stress (a declared stress test: PPO at ptx_stress.lr_scale x its learning rate and steps_scale x its "
-    "steps, with and without ptx, so that forgetting exists for ptx to prevent)"
+    "steps, with and without ptx, so that forgetting exists for ptx to prevent), pessimistic (beyond the paper: "
+    "ensemble.members bootstrap RMs on the main run's filtered pairs and PPO on their mean - ensemble.lam x std, "
+    "put on the RM's scale; with ppo.snapshot_every > 0 a proxy-vs-gold curve on the dev prompts; tasks with a "
+    "gold judge)"
 )
 
 
@@ -120,6 +123,45 @@ class RoundSettings:
     )
 
 
+@dataclass
+class EnsembleSettings:
+    """The ``pessimistic`` ablation's reward: ``mean − lam·std`` over bootstrap RMs (reward/ensemble.py)."""
+
+    members: int = field_(
+        3, help="pessimistic: bootstrap reward models trained on the main run's filtered comparisons",
+        check=POSITIVE,
+    )  # fmt: skip
+    lam: float = field_(
+        1.0, check=NON_NEGATIVE,
+        help="pessimistic: PPO's reward is the members' mean - lam x their std over members (0 = the mean "
+        "alone: the control for having an ensemble)",
+    )  # fmt: skip
+
+
+# Bootstrap seeds of the pessimistic ensemble: 1000 * run seed + this + member, clear of a feedback
+# round's members (1000 * seed + 10 * round + member), so the two ensembles never share a resample.
+PESSIMISTIC_SEED_OFFSET = 900
+
+
+def _pessimistic(b: StageBuilder) -> list[Stage]:
+    """``ensemble.members`` bootstrap RMs on the main run's filtered pairs, then PPO's twin on their
+    pessimistic reward, built when the stage runs (the members do not exist yet), put on the RM's scale,
+    and its proxy-vs-gold curve."""
+    st = getattr(b.cfg, "ensemble", None) or EnsembleSettings()
+    if st.members < 2:
+        raise ConfigError(
+            f"ensemble.members: the pessimistic ablation needs >= 2 reward models, got {st.members} "
+            "(one has no spread to penalise)"
+        )
+    seed = 1000 * getattr(getattr(b.cfg, "task", None), "seed", 0) + PESSIMISTIC_SEED_OFFSET
+    members = [f"ens_{m}" for m in range(st.members)]
+    return [*(b.rm(n, "filter", bootstrap=seed + m) for m, n in enumerate(members)),
+            # match_scale: averaging members that disagree shrinks the reward's spread, and kl_coef prices
+            # drift in reward units; on the RM's scale the twin differs in what it rewards, not how loudly.
+            b.policy("ppo", "ppo_pess", ensemble=members, lam=st.lam, match_scale=True),
+            *b.gold_curve("ppo_pess", ensemble=members, lam=st.lam)]  # fmt: skip
+
+
 def _stress(b: StageBuilder) -> dict[str, Any]:
     """The stress twin's changes to the profile's PPO section."""
     st, ppo = getattr(b.cfg, "ptx_stress", None) or StressSettings(), b.policy_config("ppo")
@@ -167,6 +209,9 @@ ABLATIONS: dict[str, Ablation] = {
         ], ("ppo_goldreward",), needs_gold=True),
         # No value model: every registered critic-free estimator with the profile's `pg` settings, the
         # same responses per iteration as PPO (pg.rollout_batch_size * pg.k = ppo.rollout_batch_size).
+        # Beyond the paper: PPO on an ensemble's pessimistic reward (mean - lam x std), the over-optimisation
+        # guard an ensemble makes almost free; ensemble.lam=0 is the control (the ensemble's mean alone).
+        Ablation("pessimistic", _pessimistic, ("ppo_pess",), needs_gold=True),
         Ablation("critic_free", lambda b: [b.policy("pg", f"pg_{e}", estimator=e) for e in critic_free()],
                  lambda: tuple(f"pg_{e}" for e in critic_free())),
     )
@@ -278,6 +323,11 @@ class StageBuilder:
         """Train reward model ``name`` on ``filtered``'s output with the profile's RM settings, ``changes``
         applied (an ablation's: e.g. ``length_head=True``)."""
         raise NotImplementedError
+
+    def gold_curve(self, policy: str, **kw: Any) -> list[Stage]:
+        """``<policy>_gold_curve``: the policy's snapshots scored on the dev prompts by the proxy RM and the
+        task's gold (``kw``: an ensemble whose reward it also reports); none in a profile without gold."""
+        return []
 
     def policy_config(self, algorithm: str):
         """The algorithm's stage config: the profile's section of that name, else the class defaults."""

@@ -26,13 +26,14 @@ from chatglm_rlhf.models.generation import GenerationSettings
 from chatglm_rlhf.pipeline.context import RunContext
 from chatglm_rlhf.pipeline.profiles.base import (
     ABLATIONS_HELP,
+    EnsembleSettings,
     PipelineConfig,
     Profile,
     RoundSettings,
     StageBuilder,
     StressSettings,
 )
-from chatglm_rlhf.pipeline.stages import data, evaluate, models, reward
+from chatglm_rlhf.pipeline.stages import data, evaluate, models, overopt, reward
 from chatglm_rlhf.policy.dpo.config import DPOConfig
 from chatglm_rlhf.policy.online.config import PGConfig, PPOConfig
 from chatglm_rlhf.reward.filtering import FilterConfig
@@ -46,6 +47,7 @@ SUPPORTED_ABLATIONS = (
     "ptx_stress",
     "gold_reward",
     "critic_free",
+    "pessimistic",
 )
 
 
@@ -200,6 +202,7 @@ class DemoConfig(PipelineConfig):
         "comparisons), retrains the RM on every round's and continues PPO from the last round's policy",
     )  # fmt: skip
     round: RoundSettings = field(default_factory=RoundSettings)
+    ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
 
 
 class DemoStages(StageBuilder):
@@ -212,6 +215,14 @@ class DemoStages(StageBuilder):
         member = {} if bootstrap is None else {"bootstrap": bootstrap}  # (a round's ensemble member)
         return self.stage(name, reward.rm, name, f"{filtered}/filtered.jsonl", cfg, self.ctx.models / init,
                           eval_fraction=0.15, seed=c.task.seed, progress=c.progress, **member)  # fmt: skip
+
+    def gold_curve(self, policy: str, **kw):
+        """``<policy>_gold_curve`` when PPO writes snapshots (``ppo.snapshot_every``; its twins inherit it)."""
+        c = self.cfg
+        if not c.ppo.snapshot_every:
+            return []
+        return [self.stage(f"{policy}_gold_curve", overopt.gold_curve, policy, c.eval, c.task.seed,
+                           progress=c.progress, **kw)]  # fmt: skip
 
     def build(self):
         c, seed, progress = self.cfg, self.cfg.task.seed, self.cfg.progress
@@ -226,6 +237,8 @@ class DemoStages(StageBuilder):
             self.filter("filter"),
             self.rm("rm", "filter"),
             *self.policies(),
+            # Before the ablations: a twin's changed setting (ensemble.lam) does not redo the main curve.
+            *(self.gold_curve("ppo") if "ppo" in c.algorithms else []),
             *self.ablations(),
             *self.rounds(seed),
             self.stage("evaluate", evaluate.evaluate, self.evaluated(), c.eval, seed, progress, prompts=c.eval_prompts,

@@ -12,13 +12,15 @@ from chatglm_rlhf.pipeline.context import RunContext
 
 def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scorer=None,
            prompt_limit: int = 0, progress: bool = True, match_scale: bool = False, init: str = "",
-           **changes: Any) -> dict[str, Any]:  # fmt: skip
+           ensemble: list[str] | None = None, lam: float = 0.0, **changes: Any) -> dict[str, Any]:  # fmt: skip
     """Train ``algorithm`` into ``models/<name>`` on ``data/rl_prompts.jsonl`` (the first ``prompt_limit``
     when > 0) with ``cfg`` (its stage config) changed by ``changes``; the reward is ``models/<rm>`` unless
     a ``scorer`` is given (its critic, if any, still starts from that RM). ``match_scale``: the scorer is
     first rescaled to the RM's spread on the SFT model's candidate answers (reward/scale.py says why).
     ``init``: start from ``models/<init>`` (a feedback round's previous policy) with the SFT model as the
-    reference (online algorithms: ``reference_model``)."""
+    reference (online algorithms: ``reference_model``). ``ensemble``: the reward is those reward models'
+    ``mean − lam·std`` (reward/ensemble.py), built here because the members train in earlier stages of
+    the same run (the stage's settings carry their names and ``lam``)."""
     from chatglm_rlhf.pipeline.context import KEPT
     from chatglm_rlhf.pipeline.runner import trainer_config
     from chatglm_rlhf.policy.registry import PolicyInputs, train_policy
@@ -29,6 +31,8 @@ def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scor
     if prompt_limit:
         prompts = prompts[:prompt_limit]
     scale_info = None
+    if ensemble:
+        scorer = ensemble_scorer(ctx, ensemble, lam, given=scorer)
     if scorer is not None and match_scale:
         scorer, scale_info = _scaled_to_rm(ctx, scorer, rm)
     if init:
@@ -44,7 +48,26 @@ def policy(ctx: RunContext, algorithm: str, name: str, cfg, rm: str = "rm", scor
         result["metrics_path"] = str(Path("models") / name / "metrics.jsonl")
     if scale_info is not None:
         result["reward_scale"] = scale_info
+    if ensemble:
+        result["ensemble"] = {"members": list(ensemble), "lam": lam}
     return result
+
+
+def ensemble_scorer(ctx: RunContext, members: list[str], lam: float, given=None):
+    """``EnsembleScorer`` over ``models/<member>`` for each member; errors name what is missing."""
+    from chatglm_rlhf.errors import ConfigError, UserError
+    from chatglm_rlhf.reward.ensemble import EnsembleScorer
+
+    if given is not None:
+        raise ConfigError("a policy stage takes a scorer or an ensemble, not both")
+    if lam < 0:
+        raise ConfigError(f"ensemble.lam: must be >= 0, got {lam} (a negative lam pays for disagreement)")
+    missing = [m for m in members if not (ctx.models / m / "config.json").exists()]
+    if missing:
+        raise UserError(
+            f"{ctx.models}: ensemble member(s) {', '.join(missing)} not trained (their rm stages run first)"
+        )
+    return EnsembleScorer([ctx.scorer(m) for m in members], lam)
 
 
 CALIBRATION_RESPONSES = 600  # the SFT model's candidate answers the two spreads are measured on
