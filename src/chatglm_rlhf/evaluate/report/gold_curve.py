@@ -13,7 +13,7 @@ from typing import Any
 
 from chatglm_rlhf.evaluate.report import plots
 from chatglm_rlhf.evaluate.report.context import ReportContext
-from chatglm_rlhf.evaluate.report.html import img, kv_table, section, table
+from chatglm_rlhf.evaluate.report.html import fmt, img, kv_table, section, table
 
 SUFFIX = "_gold_curve"
 COLUMNS = (("proxy_rm", "proxy win rate"), ("gold", "gold win rate"), ("proxy_rm_score", "proxy score"),
@@ -42,8 +42,8 @@ def section_(c: ReportContext) -> str:
     found = curves(c)
     if not found:
         return ""
-    lines = [(f"{n} {k}", f"{n}: {'proxy RM (trained against)' if k == 'proxy_rm' else 'gold'}")
-             for n, _ in found for k in ("proxy_rm", "gold")]  # fmt: skip
+    labels = {"proxy_rm": "proxy RM (the main PPO's reward)", "gold": "gold"}
+    lines = [(f"{n} {k}", f"{n}: {label}") for n, _ in found for k, label in labels.items()]
     body = img(plots.overopt_curve(merged_points(found), lines, None), "proxy vs gold along PPO")
     rows = [
         [n, p.get("step"), *(p.get(k) for k, _ in COLUMNS)] for n, curve in found for p in curve["points"]
@@ -54,11 +54,11 @@ def section_(c: ReportContext) -> str:
                                     ("SFT's gold score", found[0][1].get("sft_gold_score"))]  # fmt: skip
     for name, curve in found:
         drop = curve.get("gold_drop") or {}
-        facts.append((f"{name}: gold win rate's peak (step) and fall to the last", f"{drop.get('peak')} "
-                      f"(step {drop.get('peak_step')}), -{drop.get('drop_from_peak')}"))  # fmt: skip
+        facts.append((f"{name}: gold win rate's peak (step) and fall to the last", f"{fmt(drop.get('peak'))} "
+                      f"(step {fmt(drop.get('peak_step'))}), -{fmt(drop.get('drop_from_peak'))}"))  # fmt: skip
         if curve.get("ensemble"):
             facts.append((f"{name}: reward", f"mean - {curve.get('lam')} x std of {', '.join(curve['ensemble'])} "
-                          f"(SFT's: {curve.get('sft_ensemble_reward')})"))  # fmt: skip
+                          f"(SFT's: {fmt(curve.get('sft_ensemble_reward'))})"))  # fmt: skip
     body += kv_table(facts)
     intro = (
         "Each policy's snapshots (ppo.snapshot_every) answer the dev prompts (never the evaluation "
