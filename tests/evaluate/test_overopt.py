@@ -50,3 +50,11 @@ def test_gold_drop_from_the_peak():
     assert out["drop_from_peak"] == pytest.approx(0.15)
     assert gold_drop([{"step": 5, "gold": 0.4}, {"step": 9, "gold": 0.5}])["drop_from_peak"] == 0.0
     assert gold_drop([{"step": 5}])["peak"] is None
+
+
+def test_ensemble_lam_script_counts_pairs_ordered_as_gold(repo_script):
+    pair_accuracy = repo_script("scripts/ensemble_lam.py").pair_accuracy
+    # One prompt, three answers (reward, gold): gold orders c > b > a; the reward gets (a, b) and (a, c)
+    # right and (b, c) wrong: 2 of 3. A gold tie is not a pair.
+    assert pair_accuracy([[(0.0, 0.1), (2.0, 0.5), (1.0, 0.9)]]) == pytest.approx(2 / 3)
+    assert pair_accuracy([[(0.0, 0.5), (1.0, 0.5)], [(1.0, 0.2)]]) is None
