@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,22 +30,32 @@ ARGS = [
 KEYS = ["4535242", "3333333", "5121245"]
 
 
-@pytest.fixture
-def live_server(tmp_path, fast_hash, helpers):
+@contextmanager
+def _served(db_path, candidates, helpers):
+    """A server on a fresh database with ``candidates`` loaded as project demo (overlap 1, all pairs)
+    and one annotator, ann1: (its url, the database)."""
     from chatglm_rlhf.collect.annotate import service
     from chatglm_rlhf.collect.annotate.db import Database, migrate
     from chatglm_rlhf.collect.annotate.process import start_server
 
-    db = Database(str(tmp_path / "browser.db"))
+    db = Database(str(db_path))
     migrate(db)
-    path = helpers.write_candidates(tmp_path / "c.jsonl", helpers.candidates(n=3, k=3))
-    service.load_file(db, str(path), "demo", overlap=1, pair_mode="all")
+    service.load_file(db, str(candidates), "demo", overlap=1, pair_mode="all")
     with db.write() as s:
         service.create_user(s, "ann1", helpers.password)
-    server = start_server(str(tmp_path / "browser.db"))
-    yield server.url, db
-    server.stop()
-    db.dispose()
+    server = start_server(str(db_path))
+    try:
+        yield server.url, db
+    finally:
+        server.stop()
+        db.dispose()
+
+
+@pytest.fixture
+def live_server(tmp_path, fast_hash, helpers):
+    path = helpers.write_candidates(tmp_path / "c.jsonl", helpers.candidates(n=3, k=3))
+    with _served(tmp_path / "browser.db", path, helpers) as served:
+        yield served
 
 
 def _browser(p):
@@ -121,21 +132,11 @@ def test_browser_keyboard_annotation(live_server, helpers, tmp_path):
 @pytest.fixture
 def round_server(tmp_path, fast_hash, helpers):
     """A project whose round-2 batch (2 samples, one chosen pair each, answers by ``ppo``) is open."""
-    from chatglm_rlhf.collect.annotate import service
-    from chatglm_rlhf.collect.annotate.db import Database, migrate
-    from chatglm_rlhf.collect.annotate.process import start_server
-
-    db = Database(str(tmp_path / "rounds.db"))
-    migrate(db)
     rows = [{"id": f"s{i}", "prompt": f"Prompt {i}", "responses": [f"Answer {i}.{j}" for j in range(3)],
              "meta": {"round": 2, "pairs": [[0, 2]], "models": ["ppo"] * 3}} for i in range(2)]  # fmt: skip
-    service.load_file(db, str(helpers.write_candidates(tmp_path / "batch_r2.jsonl", rows)), "demo", 1, "all")
-    with db.write() as s:
-        service.create_user(s, "ann1", helpers.password)
-    server = start_server(str(tmp_path / "rounds.db"))
-    yield server.url, db
-    server.stop()
-    db.dispose()
+    path = helpers.write_candidates(tmp_path / "batch_r2.jsonl", rows)
+    with _served(tmp_path / "rounds.db", path, helpers) as served:
+        yield served
 
 
 def test_browser_annotates_a_round_2_batch_and_sees_its_round(round_server, helpers):
