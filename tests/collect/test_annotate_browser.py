@@ -64,6 +64,20 @@ def _browser(p):
     return p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
 
 
+def _logged_in(browser, url: str, password: str, on_dialog=None):
+    """A page logged in as ann1 (the password typed, Enter pressed, as a person does)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    if on_dialog is not None:
+        page.on("dialog", on_dialog)
+    page.set_default_timeout(15_000)
+    page.goto(url + "/")
+    page.fill("input[name=username]", "ann1")
+    page.fill("input[name=password]", password)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    return page
+
+
 def test_browser_keyboard_annotation(live_server, helpers, tmp_path):
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="pip install playwright (no browser download)"
@@ -74,14 +88,9 @@ def test_browser_keyboard_annotation(live_server, helpers, tmp_path):
     dialogs: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.set_default_timeout(15_000)
-        page.goto(url + "/")
-        page.fill("input[name=username]", "ann1")
-        page.fill("input[name=password]", helpers.password)
-        with page.expect_navigation():
-            page.keyboard.press("Enter")
+        page = _logged_in(
+            browser, url, helpers.password, on_dialog=lambda d: (dialogs.append(d.message), d.dismiss())
+        )
         # The guidelines come first.
         assert page.url.endswith("/annotate/demo/guidelines")
         assert "Helpfulness" in page.inner_text("#guidelines") and "Harmlessness" in page.inner_text(
@@ -148,13 +157,7 @@ def test_browser_annotates_a_round_2_batch_and_sees_its_round(round_server, help
     url, db = round_server
     with sync_api.sync_playwright() as p:
         browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(15_000)
-        page.goto(url + "/")
-        page.fill("input[name=username]", "ann1")
-        page.fill("input[name=password]", helpers.password)
-        with page.expect_navigation():
-            page.keyboard.press("Enter")
+        page = _logged_in(browser, url, helpers.password)
         with page.expect_navigation():
             page.click("#start")
         shown = []
