@@ -25,11 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", default="dev_prompts")
     p.add_argument("--seed", type=int, default=0, help="the run's task.seed")
     a = p.parse_args(argv)
+    from chatglm_rlhf.collect.batch import answer_scores
     from chatglm_rlhf.collect.generate import generate_candidates
     from chatglm_rlhf.collect.select import candidate_pairs
     from chatglm_rlhf.pipeline.context import RunContext
     from chatglm_rlhf.pipeline.run import get_profile, load_pipeline_config
-    from chatglm_rlhf.pipeline.stages.rounds import _member_scores, on_policy_accuracy
+    from chatglm_rlhf.pipeline.stages.rounds import on_policy_accuracy
 
     cfg = load_pipeline_config(None, [f"task.seed={a.seed}"], profile="default")
     ctx = RunContext(cfg, Path(a.run), get_profile("default").make_task(cfg))
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     pairs = candidate_pairs(cands)
     out = {"run": a.run, "policy": a.policy, "prompts": a.prompts, "k": a.k}
     for rm in a.rms:
-        out[rm] = on_policy_accuracy(ctx, cands, pairs, _member_scores(ctx, [rm], cands)[0].tolist())
+        out[rm] = on_policy_accuracy(ctx, cands, pairs, answer_scores([ctx.scorer(rm)], cands)[0].tolist())
     print(json.dumps(out))
 
 
