@@ -41,12 +41,16 @@ def main() -> None:
     report = {
         "rank": rank,
         "world": world,
-        "loss": float(loss),
+        "loss": float(loss.detach()),
         "local": local,
         "full": full,
         "weights": weights,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(report))
+    # Tear the group down in step on every rank: left to interpreter exit, gloo's threads were once
+    # destroyed mid-use ("terminate called without an active exception", SIGABRT on one rank in CI).
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
