@@ -100,10 +100,9 @@ def policy_curve(ctx: RunContext, policy: str, ev, judges: tuple[str, ...], sele
 
 def step_values(metrics_path: Path, key: str) -> dict[int, float]:
     """step -> ``key`` from a trainer's per-step log (``metrics.jsonl``); {} when there is no log."""
-    if not metrics_path.exists():
-        return {}
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    return {int(r["step"]): float(r[key]) for r in rows if key in r and "step" in r}
+    from chatglm_rlhf.utils.training import read_metrics  # the log's one reader (a torn last line)
+
+    return {int(r["step"]): float(r[key]) for r in read_metrics(metrics_path) if key in r and "step" in r}
 
 
 def gold_curve(ctx: RunContext, policy: str, generation, seed: int, rm: str = "rm",
