@@ -1,21 +1,48 @@
 #!/usr/bin/env bash
-# The real profile over three seeds, one run at a time (2 CPU cores: ~2 h each, see docs/results.md).
-# A seed varies the proxy RM's init and data order and PPO's and DPO's (rm_train.seed, ppo.seed, dpo.seed);
-# the split (data.seed) and the judge RMs stay fixed, so the three runs are judged by the same judges on
-# the same prompts and the spread is the policies'. Then scripts/real_seed_summary.py prints means and
-# spreads of every judge's PPO and DPO win rates and the proxy's, and writes OUT_PREFIX0/seeds.json.
+# The real profile over three seeds. A seed varies the proxy RM's init and data order and every policy's
+# (rm_train.seed, ppo.seed, pg.seed, dpo.seed); the split (task.seed) and the judge RMs stay fixed, so the
+# three runs are judged by the same judges on the same prompts and the spread is the policies'. Then
+# scripts/real_seed_summary.py prints means and spreads of every judge's win rates, KL, answer length,
+# unfinished and refusal / hedge rates and the probe, and writes OUT_PREFIX0/seeds.json.
 #   scripts/real_seeds.sh [OUT_PREFIX] [key=value ...]     (default OUT_PREFIX: out/real_seed)
-#   PY=/path/to/python (default .venv/bin/python; a vLLM venv for generation_backend=vllm)
+#   PY=/path/to/python (default: .venv-vllm/bin/python when it exists, for vLLM rollouts; else .venv)
+#   JOBS=2: two seeds at once, each pinned to its own core (the profile runs one thread; on 2 cores this
+#   halves the wall time of the three, each seed's own time stays what it is alone)
+#   SEEDS="0 1 2" (default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=${1:-out/real_seed}; shift || true
-py=${PY:-.venv/bin/python}
-for s in 0 1 2; do
-  if [ -f "${prefix}$s/metrics.json" ] && [ -z "${FORCE:-}" ]; then
+if [ -z "${PY:-}" ]; then
+  if [ -x .venv-vllm/bin/python ]; then py=.venv-vllm/bin/python; else py=.venv/bin/python; fi
+else py=$PY; fi
+jobs=${JOBS:-1}
+seeds=${SEEDS:-0 1 2}
+ncores=$(nproc)
+
+run_seed() {  # seed, core (or empty)
+  local s=$1 core=$2 pin=()
+  shift 2
+  if [ -n "$core" ]; then pin=(taskset -c "$core"); export VLLM_CPU_OMP_THREADS_BIND=$core; fi
+  echo "seed $s -> ${prefix}$s (log ${prefix}$s.log${core:+, core $core})"
+  PYTHONPATH=src OMP_NUM_THREADS=1 "${pin[@]}" "$py" -m chatglm_rlhf.cli.main demo --profile real \
+    --out "${prefix}$s" progress=false rm_train.seed=$s ppo.seed=$s pg.seed=$s dpo.seed=$s "$@" \
+    > "${prefix}$s.log" 2>&1
+}
+
+i=0
+pids=()
+for s in $seeds; do
+  if [ -f "${prefix}$s/metrics.json" ] && grep -q '"probe"' "${prefix}$s/metrics.json" && [ -z "${FORCE:-}" ]; then
     echo "seed $s: ${prefix}$s is done (FORCE=1 reruns; the pipeline resumes unfinished stages)"; continue
   fi
-  echo "seed $s -> ${prefix}$s (log ${prefix}$s.log)"
-  PYTHONPATH=src OMP_NUM_THREADS=1 "$py" -m chatglm_rlhf.cli.main demo --profile real --out "${prefix}$s" \
-    progress=false rm_train.seed=$s ppo.seed=$s dpo.seed=$s "$@" > "${prefix}$s.log" 2>&1
+  if [ "$jobs" -gt 1 ]; then
+    run_seed "$s" "$((i % ncores))" "$@" & pids+=($!)
+    i=$((i + 1))
+    if [ "${#pids[@]}" -ge "$jobs" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+  else
+    run_seed "$s" "" "$@"
+  fi
 done
-PYTHONPATH=src "$py" scripts/real_seed_summary.py "${prefix}0" "${prefix}1" "${prefix}2"
+for p in "${pids[@]}"; do wait "$p"; done
+read -r -a dirs <<< "$(for s in $seeds; do printf '%s ' "${prefix}$s"; done)"
+PYTHONPATH=src "$py" scripts/real_seed_summary.py "${dirs[@]}"

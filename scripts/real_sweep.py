@@ -9,6 +9,7 @@ reads the held-out prompts, so the setting chosen from this table can be evaluat
 
     python scripts/real_sweep.py OUT --lr 3e-5,1e-4,3e-4 --kl 0.02,0.1 [key=value ...]
     python scripts/real_sweep.py OUT --table          # the table of what has finished
+    python scripts/real_sweep.py OUT --lr 1e-4 --kl 0.05 --tag tp0.3 ppo.truncation_penalty=0.3
 
 The key=value overrides go to every run (base included), e.g. ``ppo.steps=20``. Prints a table and
 writes ``OUT/sweep.json``.
@@ -38,8 +39,8 @@ def _cli(out: Path, overrides: list[str], *flags: str, log: Path) -> None:
         sys.exit(f"real_sweep: {' '.join(cmd)} failed (rc {rc}); see {log}")
 
 
-def _name(lr: str, kl: str) -> str:
-    return f"lr{lr}_kl{kl}"
+def _name(lr: str, kl: str, tag: str = "") -> str:
+    return f"lr{lr}_kl{kl}" + (f"_{tag}" if tag else "")
 
 
 def row(run: Path, algorithm: str) -> dict | None:
@@ -91,6 +92,9 @@ def main() -> None:
     ap.add_argument("--algorithm", default="ppo", help="ppo | pg (the critic-free trainer) ")
     ap.add_argument("--judges", type=int, default=2, help="judge RMs (the profile's default: 2)")
     ap.add_argument("--table", action="store_true", help="only print the table of finished settings")
+    ap.add_argument(
+        "--tag", default="", help="appended to each setting's folder name (a second sweep of other keys)"
+    )
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     a = ap.parse_intermixed_args()
     if a.table:
@@ -102,7 +106,7 @@ def main() -> None:
     base = a.out / "base"
     _cli(base, common, "--until", last_judge, log=a.out / "base.log")
     for lr, kl in itertools.product(a.lr.split(","), a.kl.split(",")):
-        run = a.out / _name(lr, kl)
+        run = a.out / _name(lr, kl, a.tag)
         if row(run, a.algorithm):
             continue
         if not run.exists():

@@ -50,6 +50,8 @@ TINY = [
     "ppo.generation.max_new_tokens=6", "ppo.max_prompt_tokens=96", "ppo.max_length=128",
     "dpo.k=2", "dpo.max_steps=1", "dpo.batch_size=2", "dpo.generation.max_new_tokens=6",
     "dpo.max_length=128", "dpo_prompts=4",
+    "pg.steps=1", "pg.rollout_batch_size=2", "pg.k=2", "pg.mini_batch_size=4", "pg.generation.max_new_tokens=6",
+    "pg.max_prompt_tokens=96", "pg.max_length=128",
     "eval.generation.max_new_tokens=6", "eval.llm_judge_prompts=3", "eval.examples=2",
     "eval.probe_max_new_tokens=4", "eval.max_prompt_tokens=96", "progress=false",
 ]  # fmt: skip

@@ -60,13 +60,15 @@ def test_every_online_algorithm_with_snapshots_gets_its_curve_stage():
     cfg = load_pipeline_config(None, ["algorithms=[ppo,pg]", "pg.snapshot_every=1"], profile="real-smoke")
     names = [s.name for s in JudgedStages(SimpleNamespace(cfg=cfg)).curve(0, cfg.task)]
     assert names == ["ppo_curve", "pg_curve"]  # real-smoke snapshots PPO; pg asked to here
-    cfg = load_pipeline_config(None, ["algorithms=[ppo,pg]", "ppo.snapshot_every=0"], profile="real-smoke")
+    cfg = load_pipeline_config(
+        None, ["algorithms=[ppo,pg]", "ppo.snapshot_every=0", "pg.snapshot_every=0"], profile="real-smoke"
+    )
     assert [s.name for s in JudgedStages(SimpleNamespace(cfg=cfg)).curve(0, cfg.task)] == []
 
 
 def test_the_curve_stage_keeps_the_fingerprint_of_runs_made_before_it_served_every_algorithm():
     from chatglm_rlhf.pipeline.profiles.real import JudgedStages
 
-    cfg = load_pipeline_config(None, [], profile="real-smoke")
+    cfg = load_pipeline_config(None, ["algorithms=[ppo,dpo]"], profile="real-smoke")
     (stage,) = JudgedStages(SimpleNamespace(cfg=cfg)).curve(0, cfg.task)
     assert stage.settings["function"] == "ppo_curve"  # the function is policy_curve now

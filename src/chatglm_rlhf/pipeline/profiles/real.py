@@ -12,8 +12,9 @@ The same stage library as the demo, on a real chat model and real human preferen
     judge_rm    judge RMs (judge_rm, judge_rm_2, ...: ``judges``), each trained only on its own disjoint
                 share of judge_train and never used in training: the proxy-vs-gold method of Gao et al.
                 2022, so over-optimisation of the proxy shows; an ensemble, so one judge's quirks do not
-    ppo, dpo    the policies; ppo_noptx (ablation ``ptx``) the same PPO with ptx_coef = 0; pg_<estimator>
-                (ablation ``critic_free``) the critic-free trainer with each estimator
+    ppo, pg, dpo  the policies (pg: the critic-free trainer with RLOO, the recommended estimator); ppo_noptx
+                (ablation ``ptx``) the same PPO with ptx_coef = 0; pg_<estimator> (ablation ``critic_free``)
+                the critic-free trainer with each estimator
     ppo_curve   PPO's snapshots (``ppo.snapshot_every``; any algorithm's: ``<name>_curve``) vs SFT on the dev prompts by the proxy and each
                 judge: the over-optimisation curve, and the checkpoint the later stages keep
     evaluate    every heldout context, greedy answers; win / tie / loss vs the SFT model by each judge RM,
@@ -257,23 +258,38 @@ def _task(cfg: RealConfig):
     return HHTask(cfg.task)
 
 
-# v2 (issue 17): ~10x the RL samples of v1 (PPO 10 x 8 rollouts, DPO 48 prompts x 4), answers up to
-# 128 tokens (v1's 48 cut 38% of PPO's answers off), every heldout context evaluated (~240, v1 100), a dev
-# part for the checkpoint choice and two judge RMs on disjoint halves of judge_train. Shares of the 1,200
-# pairs: rm_train 0.32 (~384), rm_eval 0.06, judge_train 0.36 (2 x ~216), dev 0.06 (~72), heldout 0.2.
-_GEN128 = {"generation": {"max_new_tokens": 128}}
+# v3 (issue 28; v2's 10x the samples of v1 took ~2 h a seed on 2 cores): every policy gets 240 sampled
+# answers (3x v1's 80) of up to 64 tokens, tuned on the dev prompts only (scripts/real_sweep.py, table in
+# docs/results.md): LoRA lr 1e-4 with kl_coef 0.1 (v2's 3e-4 / 0.02 drifted 4-6 nats), and a truncation
+# penalty, because SmolLM2 rambles past any limit and nothing else in the reward asks it to stop. PPO:
+# 20 iterations x 12 prompts, its reference baseline from the prompt filter's answers (no second pass).
+# The recommended critic-free estimator (RLOO, issue 18): 20 x 3 prompts x k=4, no prompt filter (RLOO's
+# leave-one-out advantage is already zero on a prompt whose answers all score alike, which is what the
+# filter drops). DPO: 60 prompts x k=4. Evaluation answers as long as the training ones. Split shares of
+# the 1,200 pairs: rm_train 0.32, rm_eval 0.06, judge_train 0.36 (2 judges), dev 0.06 (~72), heldout 0.2.
+_GEN64 = {"generation": {"max_new_tokens": 64}}
+_RL = {
+    "lr": 1e-4,
+    "kl_coef": 0.1,
+    "truncation_penalty": 0.3,
+    "update_epochs": 1,
+    "max_length": 256,
+    "forward_batch_size": 16,
+    "snapshot_every": 10,
+    **_GEN64,
+}
 _REAL = {
     "threads": 1,
-    "generation_backend": "auto",  # vLLM's rollouts when installed: what makes 10x the samples affordable
+    "generation_backend": "auto",  # vLLM's rollouts when installed (~3x HF's sampling speed here)
     "judges": 2,
+    "algorithms": ["ppo", "pg", "dpo"],
     "task": {"rm_eval": 0.06, "judge_train": 0.36, "dev": 0.06, "heldout": 0.2, "n_rl": 0, "n_eval": 0},
-    "ppo": {"steps": 50, "rollout_batch_size": 16, "mini_batch_size": 8, "update_epochs": 1, "max_length": 256,
-            "forward_batch_size": 16, "snapshot_every": 10, **_GEN128},
-    "pg": {"steps": 50, "rollout_batch_size": 4, "k": 4, "mini_batch_size": 8, "update_epochs": 1, "max_length": 256,
-           "forward_batch_size": 16, **_GEN128},
-    "dpo": {"k": 5, "max_length": 256, "batch_size": 8, **_GEN128},
-    "dpo_prompts": 384,
-    "eval": {"generation": {"max_new_tokens": 128}},
+    "ppo": {**_RL, "steps": 20, "rollout_batch_size": 12, "mini_batch_size": 6, "baseline_from_filter": True},
+    "pg": {**_RL, "estimator": "rloo", "steps": 20, "rollout_batch_size": 3, "k": 4, "mini_batch_size": 6,
+           "prompt_filter": False},
+    "dpo": {"k": 4, "max_length": 256, "batch_size": 4, **_GEN64},
+    "dpo_prompts": 60,
+    "eval": {"generation": {"max_new_tokens": 64}},
 }  # fmt: skip
 _GEN32 = {"generation": {"max_new_tokens": 32}}  # smoke: the wiring, not the answers (< 5 min)
 _SMOKE = {
@@ -285,7 +301,7 @@ _SMOKE = {
             "snapshot_every": 1, "max_length": 192, **_GEN32},
     "dpo": {**_REAL["dpo"], "k": 2, "max_steps": 2, "max_length": 192, **_GEN32},
     "pg": {**_REAL["pg"], "steps": 1, "rollout_batch_size": 2, "k": 4, "mini_batch_size": 8, "filter_eps": 0.0,
-           "max_length": 192, **_GEN32},
+           "snapshot_every": 1, "max_length": 192, **_GEN32},
     "dpo_prompts": 4,
     "eval": {**_REAL["eval"], "llm_judge_prompts": 4, "examples": 2, "probe_max_new_tokens": 16, **_GEN32},
 }  # fmt: skip
