@@ -25,6 +25,10 @@ def one_run(run: Path) -> dict:
         "sft_probe": m.get("probe", {}).get("sft", {}).get("overall"),
         "sft_refusal_hedge_rate": m.get("probe", {}).get("sft", {}).get("refusal_hedge_rate"),
         "sft_mean_words": (ev.get("sft", {}).get("lengths") or {}).get("mean_words"),
+        "sft_unfinished_rate": (ev.get("sft", {}).get("lengths") or {}).get("unfinished_rate"),
+        # seconds per stage and their sum: the whole seed's time, split
+        "timing": m.get("timing") or {},
+        "total_s": sum((m.get("timing") or {}).values()),
     }
     from chatglm_rlhf.evaluate.report.context import run_policies
 
@@ -39,6 +43,12 @@ def one_run(run: Path) -> dict:
         row["probe"] = probe.get("overall")
         row["refusal_hedge_rate"] = probe.get("refusal_hedge_rate")  # benign requests refused or hedged
         row["kl_final"] = trained.get("kl_final")  # online algorithms: the KL to the reference at the end
+        series = trained.get("kl_series") or []  # one batch a step: the last step alone is noisy
+        row["kl_last5"] = statistics.fmean(series[-5:]) if series else None
+        kept = (m.get(f"{p}_curve") or {}).get("kept_step")  # the checkpoint evaluated (chosen on dev)
+        if kept and series:  # the KL around it: the mean of the 5 steps up to it
+            row["kept_step"] = kept
+            row["kl_kept5"] = statistics.fmean(series[max(kept - 5, 0) : kept])
         if (
             trained.get("estimator") and trained.get("steps") and trained.get("seconds")
         ):  # online: s / iteration
@@ -77,10 +87,15 @@ def main(dirs: list[str]) -> None:
         ("sft_probe", "probe"),
         ("sft_refusal_hedge_rate", "refusal_hedge"),
         ("sft_mean_words", "words"),
+        ("sft_unfinished_rate", "unfinished_rate"),
     ):
         mu, sd = mean_sd([r[key] for r in runs])
         print(f"{'sft':10} {label:16} " + ("-" if mu is None else f"{mu:.3f} +- {sd:.3f}"))
     print("kept PPO checkpoint (dev): " + ", ".join(str(r["kept_step"]) for r in runs))
+    stages = dict.fromkeys(k for r in runs for k in r["timing"])
+    print("seconds per stage: " + ", ".join(
+        f"{k} " + "/".join(f"{r['timing'].get(k, 0):.0f}" for r in runs) for k in stages))  # fmt: skip
+    print("seed total (min): " + ", ".join(f"{r['total_s'] / 60:.1f}" for r in runs))
     (Path(dirs[0]) / "seeds.json").write_text(json.dumps(summary, indent=2))
 
 
