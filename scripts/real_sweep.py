@@ -103,6 +103,8 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     last_judge = "judge_rm" if a.judges == 1 else f"judge_rm_{a.judges}"
     common = [f"algorithms=[{a.algorithm}]", "ablations=[]", f"judges={a.judges}", *a.overrides]
+    if a.algorithm != "ppo":  # the LLM judge compares PPO by default, which is not trained here
+        common.insert(3, "eval.llm_judge_policies=[]")
     base = a.out / "base"
     _cli(base, common, "--until", last_judge, log=a.out / "base.log")
     for lr, kl in itertools.product(a.lr.split(","), a.kl.split(",")):
