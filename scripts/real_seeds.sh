@@ -44,5 +44,6 @@ for s in $seeds; do
   fi
 done
 for p in "${pids[@]}"; do wait "$p"; done
-read -r -a dirs <<< "$(for s in $seeds; do printf '%s ' "${prefix}$s"; done)"
+dirs=()
+for s in $seeds; do dirs+=("${prefix}$s"); done
 PYTHONPATH=src "$py" scripts/real_seed_summary.py "${dirs[@]}"
