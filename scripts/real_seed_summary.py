@@ -17,7 +17,7 @@ from pathlib import Path
 def one_run(run: Path) -> dict:
     """The figures of one run: {policy: {judge: win_rate, ...}}, the probe and the kept step."""
     m = json.loads((run / "metrics.json").read_text())
-    ev = m["evaluate"]
+    ev, timing = m["evaluate"], m.get("timing") or {}
     judges = [*ev.get("judge_names", ["judge_rm"]), "judges", "proxy_rm", "llm"]
     out: dict = {
         "run": str(run),
@@ -27,8 +27,8 @@ def one_run(run: Path) -> dict:
         "sft_mean_words": (ev.get("sft", {}).get("lengths") or {}).get("mean_words"),
         "sft_unfinished_rate": (ev.get("sft", {}).get("lengths") or {}).get("unfinished_rate"),
         # seconds per stage and their sum: the whole seed's time, split
-        "timing": m.get("timing") or {},
-        "total_s": sum((m.get("timing") or {}).values()),
+        "timing": timing,
+        "total_s": sum(timing.values()),
     }
     from chatglm_rlhf.evaluate.report.context import run_policies
 

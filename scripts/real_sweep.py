@@ -102,9 +102,9 @@ def main() -> None:
         return
     a.out.mkdir(parents=True, exist_ok=True)
     last_judge = "judge_rm" if a.judges == 1 else f"judge_rm_{a.judges}"
-    common = [f"algorithms=[{a.algorithm}]", "ablations=[]", f"judges={a.judges}", *a.overrides]
-    if a.algorithm != "ppo":  # the LLM judge compares PPO by default, which is not trained here
-        common.insert(3, "eval.llm_judge_policies=[]")
+    # The LLM judge compares PPO by default, which a sweep of another algorithm does not train.
+    no_llm = [] if a.algorithm == "ppo" else ["eval.llm_judge_policies=[]"]
+    common = [f"algorithms=[{a.algorithm}]", "ablations=[]", f"judges={a.judges}", *no_llm, *a.overrides]
     base = a.out / "base"
     _cli(base, common, "--until", last_judge, log=a.out / "base.log")
     for lr, kl in itertools.product(a.lr.split(","), a.kl.split(",")):
