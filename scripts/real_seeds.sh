@@ -6,8 +6,9 @@
 # unfinished and refusal / hedge rates and the probe, and writes OUT_PREFIX0/seeds.json.
 #   scripts/real_seeds.sh [OUT_PREFIX] [key=value ...]     (default OUT_PREFIX: out/real_seed)
 #   PY=/path/to/python (default: .venv-vllm/bin/python when it exists, for vLLM rollouts; else .venv)
-#   JOBS=2: two seeds at once, each pinned to its own core (the profile runs one thread; on 2 cores this
-#   halves the wall time of the three, each seed's own time stays what it is alone)
+#   JOBS=1 (default): one seed at a time on every core (the profile's threads=0: torch's default)
+#   JOBS=2: two seeds at once, each pinned to its own core with one torch thread (threads=1) and its own
+#   vLLM engine (on a busy machine two threads that spin-wait are slower than one)
 #   SEEDS="0 1 2" (default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,10 +23,14 @@ ncores=$(nproc)
 run_seed() {  # seed, core (or empty)
   local s=$1 core=$2 pin=()
   shift 2
-  if [ -n "$core" ]; then pin=(taskset -c "$core"); export VLLM_CPU_OMP_THREADS_BIND=$core; fi
+  local threads=()
+  if [ -n "$core" ]; then
+    pin=(taskset -c "$core" env OMP_NUM_THREADS=1); threads=(threads=1)
+    export VLLM_CPU_OMP_THREADS_BIND=$core
+  fi
   echo "seed $s -> ${prefix}$s (log ${prefix}$s.log${core:+, core $core})"
-  PYTHONPATH=src OMP_NUM_THREADS=1 "${pin[@]}" "$py" -m chatglm_rlhf.cli.main demo --profile real \
-    --out "${prefix}$s" progress=false rm_train.seed=$s ppo.seed=$s pg.seed=$s dpo.seed=$s "$@" \
+  PYTHONPATH=src "${pin[@]}" "$py" -m chatglm_rlhf.cli.main demo --profile real --out "${prefix}$s" \
+    progress=false "${threads[@]}" rm_train.seed=$s ppo.seed=$s pg.seed=$s dpo.seed=$s "$@" \
     > "${prefix}$s.log" 2>&1
 }
 

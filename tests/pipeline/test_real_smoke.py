@@ -60,7 +60,7 @@ def test_real_profile_end_to_end_on_a_tiny_model_then_resumes(tiny, tmp_path, ca
     model, hh = tiny
     out = tmp_path / "run"
     args = ["demo", "--profile", "real", "--out", str(out), f"model={model}", f"task.path={hh}",
-            "ablations=[ptx]", *TINY, "ppo.steps=2", "ppo.snapshot_every=1"]  # fmt: skip
+            "ablations=[ptx]", *TINY, "ppo.steps=2", "ppo.snapshot_every=1", "eval.llm_judge=true"]  # fmt: skip
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     for stage in (

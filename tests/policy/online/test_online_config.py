@@ -15,7 +15,8 @@ from chatglm_rlhf.policy.online.config import OnlineConfig, PGConfig, PPOConfig,
 # and PGConfig of the code before the one loop computed them: the stage fingerprints of finished runs.
 LEGACY = json.loads((Path(__file__).parent / "legacy_sections.json").read_text())
 # The real profile's v3 defaults (issue 28) changed these keys on purpose: a v2 run is redone, as any
-# run whose settings change is. Every other key must still fingerprint as it did.
+# run whose settings change is (RLOO's kl_coef again after the v3 seeds: 0.1 -> 0.5). Every other key
+# must still fingerprint as it did.
 _RL_V3 = {"generation.max_new_tokens", "kl_coef", "lr", "mini_batch_size", "rollout_batch_size", "steps",
           "truncation_penalty"}  # fmt: skip
 _SMOKE_V3 = {"kl_coef", "lr", "truncation_penalty"}

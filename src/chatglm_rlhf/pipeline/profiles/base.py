@@ -56,8 +56,8 @@ class PipelineConfig:
     )
     ablations: list[str] = field_([], help=ABLATIONS_HELP)
     dpo_prompts: int = field_(0, help="DPO: the first N PPO prompts are sampled k times (0 = all)")
-    # 1 in the real profile: on a machine whose cores are busy, 2 OpenMP threads that spin-wait made
-    # generation 10x slower there (6.5 vs 75 tokens/s).
+    # 1 where a machine's cores are busy with other work: 2 OpenMP threads that spin-wait made HF
+    # generation 10x slower there (6.5 vs 75 tokens/s); scripts/real_seeds.sh JOBS=2 pins 1 per seed.
     threads: int = field_(0, help="torch CPU threads for this run (0 = torch's default)")
     progress: bool = field_(True, help="progress bars")
     generation_backend: Literal["sections", "hf", "vllm", "auto"] = field_(
