@@ -267,7 +267,7 @@ def _task(cfg: RealConfig):
 # leave-one-out advantage is already zero on a prompt whose answers all score alike, which is what the
 # filter drops), kl_coef 0.5 (on dev, 0.1 drifted 4 nats; 0.5 stays under 1). DPO: 60 prompts x k=4.
 # Evaluation answers as long as the training ones; no LLM judge by default (SmolLM2 judging itself
-# picked the first answer in 100% of its asks in every v3 seed: all ties, ~90 s a seed). Split shares of
+# picked the first answer in 100% of its asks in every v3 seed: all ties, ~50 s a seed). Split shares of
 # the 1,200 pairs: rm_train 0.32, rm_eval 0.06, judge_train 0.36 (2 judges), dev 0.06 (~72), heldout 0.2.
 _GEN64 = {"generation": {"max_new_tokens": 64}}
 _RL = {
