@@ -42,7 +42,7 @@ def test_recipe_then_overrides_then_profile(tmp_path):
         (["task.heldout=1.5"], "task.heldout"),
         (["task.rm_eval=0.4", "task.judge_train=0.4", "task.heldout=0.1"], "leaves under 10%"),
         (["ablations=[length_balance]"], "ablations"),
-        (["eval.llm_judge_policies=[ppo_noptx]"], "llm_judge_policies"),
+        (["eval.llm_judge=true", "eval.llm_judge_policies=[ppo_noptx]"], "llm_judge_policies"),
         (["ppo.shared_backbone=false", "ppo.critic_from=auto"], "critic_from"),
         (["task.n_rl=-1"], "task.n_rl"),
         (["profile=huge"], "profile"),
@@ -51,6 +51,13 @@ def test_recipe_then_overrides_then_profile(tmp_path):
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_real_config(None, overrides)
+
+
+def test_a_run_without_ppo_loads_while_the_llm_judge_is_off():
+    cfg = load_real_config(None, ["algorithms=[pg]"])  # the judge's policy list (ppo) is not trained here
+    assert cfg.algorithms == ["pg"] and not cfg.eval.llm_judge and cfg.eval.llm_judge_policies == ["ppo"]
+    with pytest.raises(ConfigError, match="llm_judge_policies"):
+        load_real_config(None, ["algorithms=[pg]", "eval.llm_judge=true"])
 
 
 def test_recipe_errors_name_the_file(tmp_path):

@@ -234,8 +234,8 @@ def validate_judged(cfg: JudgedConfig, where: str, parts) -> None:
         *(p for a in cfg.ablations if a in ABLATIONS for p in ABLATIONS[a].policy_names()),
         *(f"ppo_r{r}" for r in range(2, getattr(cfg, "rounds", 1) + 1)),  # the files profile's rounds
     }
-    bad = sorted(set(cfg.eval.llm_judge_policies) - trained)
-    if bad:
+    bad = sorted(set(cfg.eval.llm_judge_policies) - trained) if cfg.eval.llm_judge else []
+    if bad:  # a judge that is off compares nothing: its policy list is not checked
         raise ConfigError(f"{where}: eval.llm_judge_policies: {bad} are not trained here")
     if cfg.ppo.critic_from == "auto" and not cfg.ppo.shared_backbone:
         # auto = the reward model's body, which for an encoder RM reads another tokenizer's ids.
