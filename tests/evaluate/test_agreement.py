@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatglm_rlhf.evaluate.agreement import preference_accuracy, sign_agreement
+from chatglm_rlhf.evaluate.agreement import preference_accuracy, sign_agreement, wilson_interval
 from chatglm_rlhf.evaluate.refusal import refusal_rate
 
 
@@ -12,10 +12,19 @@ def test_preference_accuracy_counts_score_ties_half_and_skips_tie_labels():
     # pair 1: a labelled, a higher -> hit; pair 2: b labelled, a higher -> miss; pair 3: equal scores ->
     # half; pair 4: tie label -> not counted.
     r = preference_accuracy([1.0, 2.0, 0.5, 9.0], [0.0, 1.0, 0.5, 0.0], ["a", "b", "a", "tie"])
-    assert r == {"n": 3, "accuracy": pytest.approx(1.5 / 3)}
+    assert r["n"] == 3 and r["accuracy"] == pytest.approx(1.5 / 3)
+    assert r["ci95"] == pytest.approx(wilson_interval(1.5, 3))
     assert preference_accuracy([], [], []) == {"n": 0, "accuracy": None}
     with pytest.raises(ValueError):
         preference_accuracy([1.0], [0.0, 1.0], ["a"])
+
+
+def test_wilson_interval_by_hand():
+    # 60 of 100: p = 0.6, z^2 = 3.8416; centre (0.6 + 0.019208) / 1.038416 = 0.596301, half-width
+    # 1.96 * sqrt(0.0024 + 0.00009604) / 1.038416 = 0.094300 -> [0.5020, 0.6906]
+    lo, hi = wilson_interval(60, 100)
+    assert lo == pytest.approx(0.50200, abs=1e-5) and hi == pytest.approx(0.69060, abs=1e-5)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
 
 
 def test_sign_agreement():

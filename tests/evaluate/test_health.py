@@ -1,6 +1,6 @@
 """Collapse and weak-RM checks, on hand-made metrics."""
 
-from chatglm_rlhf.evaluate.health import collapse_warnings, top_shares, weak_rm_warnings
+from chatglm_rlhf.evaluate.health import collapse_warnings, top_shares, weak_judge_warnings, weak_rm_warnings
 
 
 def test_top_shares_and_collapse_per_category():
@@ -33,6 +33,17 @@ def test_weak_rm_warnings_name_each_probe():
     warn = weak_rm_warnings("the RM", rm)
     assert len(warn) == 3 and "62%" in warn[0] and "filler" in warn[1] and "refusal" in warn[2]
     assert weak_rm_warnings("the RM", {"gold_accuracy": 0.8, "filler_probe": {"longer_wins": 0.5}}) == []
+
+
+def test_weak_judge_warning_when_the_heldout_interval_reaches_a_coin():
+    weak = {"heldout": {"n": 240, "accuracy": 0.5625, "ci95": [0.499, 0.624]}}
+    (line,) = weak_judge_warnings("judge_rm", weak)
+    assert "judge_rm" in line and "56% of 240" in line and "50%-62%" in line
+    assert (
+        weak_judge_warnings("judge_rm_2", {"heldout": {"n": 240, "accuracy": 0.61, "ci95": [0.546, 0.667]}})
+        == []
+    )
+    assert weak_judge_warnings("rm", {}) == []  # no held-out pairs: nothing to say
 
 
 def test_a_repeated_right_answer_is_a_note_and_a_repeated_worse_answer_is_collapse():

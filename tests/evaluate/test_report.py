@@ -168,3 +168,18 @@ def test_an_llm_judge_that_never_answered_gets_no_win_rate_card(tmp_path):
     judged["llm"]["unparsed_replies"] = 1  # it answered: its win rate is a verdict
     page = write_report(tmp_path, metrics).read_text()
     assert "0.500" in page.split("PPO vs SFT, LLM judge", 1)[1].split('<div class="card">', 1)[0]
+
+
+def test_a_judge_no_better_than_a_coin_on_heldout_pairs_is_flagged_with_its_interval(tmp_path):
+    judged = {"judge_rm": {"win_rate": 0.6, "n": 6, "ci": [0.4, 0.8]}}
+    weak = {"train_pairs": 216, "heldout": {"n": 240, "accuracy": 0.5625, "ci95": [0.499, 0.624]}}
+    strong = {"train_pairs": 216, "heldout": {"n": 240, "accuracy": 0.61, "ci95": [0.547, 0.669]}}
+    metrics = {"evaluate": {"ppo": judged, "judge_names": ["judge_rm", "judge_rm_2"]},
+               "run": {"algorithms": ["ppo"], "policies": ["ppo"]},
+               "rm": {"eval_accuracy": 0.64, "heldout": {"n": 240, "accuracy": 0.625, "ci95": [0.562, 0.684]}},
+               "judge_rm": weak, "judge_rm_2": strong}  # fmt: skip
+    page = write_report(tmp_path, metrics).read_text()
+    flags = page.split("Read first", 1)[1].split("</ul>", 1)[0]
+    assert "judge_rm ranks 56% of 240 held-out human pairs" in flags
+    assert "judge_rm_2" not in flags and "rm ranks 62%" not in flags
+    assert "0.50-0.62" in page and "0.55-0.67" in page  # the reward-model table's interval column

@@ -1,25 +1,37 @@
 """Agreement between scores and labels: small pure functions for evaluation.
 
-``preference_accuracy`` (does a scorer rank labelled pairs like the label), ``sign_agreement`` (do two
-scorers order pairs alike). Refusal heuristics are in :mod:`evaluate.refusal`.
+``preference_accuracy`` (does a scorer rank labelled pairs like the label, with a Wilson interval),
+``sign_agreement`` (do two scorers order pairs alike). Refusal heuristics are in :mod:`evaluate.refusal`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 
+def wilson_interval(hits: float, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval of a share ``hits / n`` (95% at z = 1.96): unlike p +- z*se it stays
+    inside [0, 1] and is honest for the small pair counts a judge is checked on."""
+    p, z2 = hits / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def preference_accuracy(r_a: Sequence[float], r_b: Sequence[float], labels: Sequence[str]) -> dict[str, Any]:
     """Share of decided pairs (label a or b) where the higher score is the labelled winner; score ties
-    count half (a constant scorer gets 0.5, not 0 or 1)."""
+    count half (a constant scorer gets 0.5, not 0 or 1); ``ci95``: its Wilson interval."""
     hits, n = 0.0, 0
     for a, b, lab in zip(r_a, r_b, labels, strict=True):
         if lab == "tie":
             continue
         n += 1
         hits += 0.5 if a == b else float((a > b) == (lab == "a"))
-    return {"n": n, "accuracy": hits / n if n else None}
+    if not n:
+        return {"n": 0, "accuracy": None}
+    return {"n": n, "accuracy": hits / n, "ci95": wilson_interval(hits, n)}
 
 
 def sign_agreement(d1: Sequence[float], d2: Sequence[float]) -> float | None:

@@ -106,6 +106,17 @@ def weak_rm_warnings(name: str, rm: dict[str, Any]) -> list[str]:
     return out
 
 
+def weak_judge_warnings(name: str, rm: dict[str, Any]) -> list[str]:
+    """A judge (or proxy) RM whose accuracy on the held-out human pairs is not clearly above a coin: its
+    95% interval reaches 0.5. Its win rates then say little either way (a coin judges every policy 0.5)."""
+    held = rm.get("heldout") or {}
+    ci = held.get("ci95")
+    if not ci or ci[0] > 0.5:
+        return []
+    return [f"{name} ranks {held['accuracy']:.0%} of {held['n']} held-out human pairs like the label "
+            f"(95% CI {ci[0]:.0%}-{ci[1]:.0%}): not clearly better than chance; its win rates lean towards 0.5"]  # fmt: skip
+
+
 EVASIVE_MARGIN = 0.05  # a policy may refuse or hedge on benign requests at most this much more than SFT
 
 

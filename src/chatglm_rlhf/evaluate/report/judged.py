@@ -75,6 +75,10 @@ def llm_silent(llm: dict) -> bool:
     return bool(pairs) and unparsed >= 2 * pairs
 
 
+def _interval(ci) -> str | None:
+    return f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else None
+
+
 def reward_models(c: ReportContext) -> str:
     """The proxy and judge RMs side by side (a fragment of the reward-model section)."""
     rows = []
@@ -83,16 +87,19 @@ def reward_models(c: ReportContext) -> str:
         if c.get(name) is None:
             continue
         rows.append([label, c.get(f"{name}.backbone"), c.get(f"{name}.train_pairs"), c.get(f"{name}.steps"),
-                     c.get(f"{name}.eval_accuracy"), c.get(f"{name}.heldout.accuracy")])  # fmt: skip
+                     c.get(f"{name}.eval_accuracy"), c.get(f"{name}.heldout.accuracy"),
+                     _interval(c.get(f"{name}.heldout.ci95"))])  # fmt: skip
     if c.get("judge_rm") is None:
         return ""
-    head = ["model", "backbone", "train pairs", "steps", "accuracy rm_eval", "accuracy heldout"]
+    head = ["model", "backbone", "train pairs", "steps", "accuracy rm_eval", "accuracy heldout",
+            "heldout 95% CI"]  # fmt: skip
     body = table(head, rows) + kv_table(
         [(f"proxy and {judge_label(n)} order rm_eval pairs alike", c.get(f"{n}.agreement_with_proxy_rm_eval"))
          for n in dict.fromkeys(names)]
     )  # fmt: skip
     note = "Accuracy = share of human-labelled pairs the RM ranks like the label (ties of score count ½). "
-    note += "The judge RM never sees the proxy's data, nor is it optimised against."
+    note += "The judge RM never sees the proxy's data, nor is it optimised against. A judge whose held-out "
+    note += "interval reaches 0.5 is not clearly better than a coin, and its win rates lean towards 0.5."
     return f'<h3>Reward models: the proxy and the judge</h3><p class="note">{esc(note)}</p>' + body
 
 

@@ -36,6 +36,7 @@ def flags(c: ReportContext) -> str:
         collapse_warnings,
         evasiveness_warnings,
         repeated_notes,
+        weak_judge_warnings,
         weak_rm_warnings,
     )
 
@@ -58,6 +59,10 @@ def flags(c: ReportContext) -> str:
             lines += weak_rm_warnings(
                 "the RM" if rm == "rm" else "the RM without length balancing", c.get(rm)
             )
+    judges = [n for n in c.metrics if n == "rm" or n.startswith("judge_rm")]
+    for name in judges:  # no gold: the judges' own check on held-out human pairs
+        if isinstance(c.get(name), dict) and c.get(f"{name}.gold_accuracy") is None:
+            lines += weak_judge_warnings(name, c.get(name))
     if not lines:
         return ""
     items = "".join(f"<li>{esc(x)}</li>" for x in lines)

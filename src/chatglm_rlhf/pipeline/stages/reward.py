@@ -72,6 +72,11 @@ def rm(ctx: RunContext, name: str, train: str, cfg, init: str | Path, eval_fract
         pairs = ctx.comparisons("heldout")
         r_a, r_b = ctx.scorer(name).score_comparisons(pairs)
         m["heldout"] = preference_accuracy(r_a, r_b, [c.label for c in pairs])
+        if gold_fn is None:  # no gold: these human pairs are the only check on a judge's worth
+            from chatglm_rlhf.evaluate.health import weak_judge_warnings
+
+            for line in weak_judge_warnings(name, m):
+                print(f"[{name}] warning: {line}")
     return m
 
 
