@@ -1,6 +1,7 @@
 """Means and spreads over seed runs of the real profile: each judge's PPO, DPO and critic-free (pg_*) win
 rates vs SFT, the judges' majority, the proxy RM's, the unfinished rate, answer length, final KL, the probe,
-the refusal / hedge rate on benign requests and the kept PPO checkpoint.
+the refusal / hedge rate on benign requests, the kept PPO checkpoint and each RM's accuracy on the
+held-out human pairs.
 
 usage: python scripts/real_seed_summary.py RUN_DIR [RUN_DIR ...]   (writes seeds.json beside the first run)
 Every figure is read from the runs' metrics.json; nothing is tuned here.
@@ -30,6 +31,9 @@ def one_run(run: Path) -> dict:
         "timing": timing,
         "total_s": sum(timing.values()),
     }
+    # each RM's share of the held-out human pairs ranked like the label: how much a judge's verdict is worth
+    out["heldout_accuracy"] = {n: ((m.get(n) or {}).get("heldout") or {}).get("accuracy")
+                               for n in ["rm", *ev.get("judge_names", ["judge_rm"])]}  # fmt: skip
     from chatglm_rlhf.evaluate.report.context import run_policies
 
     out["policies"] = run_policies(m)
@@ -91,6 +95,10 @@ def main(dirs: list[str]) -> None:
     ):
         mu, sd = mean_sd([r[key] for r in runs])
         print(f"{'sft':10} {label:16} " + ("-" if mu is None else f"{mu:.3f} +- {sd:.3f}"))
+    for name in runs[0]["heldout_accuracy"]:
+        vals = [r["heldout_accuracy"].get(name) for r in runs]
+        mu, sd = mean_sd(vals)
+        print(f"{name:10} {'heldout_accuracy':16} " + ("-" if mu is None else f"{mu:.3f} +- {sd:.3f}"))
     print("kept PPO checkpoint (dev): " + ", ".join(str(r["kept_step"]) for r in runs))
     stages = dict.fromkeys(k for r in runs for k in r["timing"])
     print("seconds per stage: " + ", ".join(

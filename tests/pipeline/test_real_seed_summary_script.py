@@ -22,6 +22,8 @@ def _run(folder, kl, win, refusal, words):
             "seconds": 400.0,
         },
         "timing": {"rm": 100.0, "ppo": 500.0},
+        "rm": {"heldout": {"n": 240, "accuracy": 0.6}},
+        "judge_rm": {"heldout": {"n": 240, "accuracy": win - 0.1}},
         "ppo_curve": {"kept_step": 2},
         "probe": {
             "sft": {"overall": 0.4, "refusal_hedge_rate": 0.0},
@@ -46,4 +48,5 @@ def test_means_of_kl_refusal_and_length_over_seeds(tmp_path, repo_script, capsys
     assert summary["ppo"]["kl_kept5"]["values"] == [(9.0 + 0.6) / 2, (9.0 + 1.0) / 2]  # steps 1-2
     out = capsys.readouterr().out
     assert "sft        words            30.000" in out and "judge_rm         0.640" in out
+    assert "judge_rm   heldout_accuracy 0.540 +- 0.028" in out and "rm         heldout_accuracy 0.600" in out
     assert "seconds per stage: rm 100/100, ppo 500/500" in out and "seed total (min): 10.0, 10.0" in out
